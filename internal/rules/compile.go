@@ -1,0 +1,378 @@
+package rules
+
+import (
+	"cmp"
+	"container/heap"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/gaissmai/bart"
+)
+
+// Env is what Compile needs from the host: the addresses of its own interfaces, which a
+// rule referencing a group carried by that interface matches (SPEC 1.1). A nil LocalAddrs
+// means no local addresses (as for `sgd check` on another machine).
+type Env struct {
+	LocalAddrs func(iface string) []netip.Addr
+}
+
+// RuleInfo describes a compiled rule for reports, metrics and `sgd explain`.
+type RuleInfo struct {
+	ID          RuleID
+	Group       int // index into Policy.Groups
+	GroupID     string
+	GroupName   string
+	Label       string // "sg-web/ingress/2": a bounded metric label
+	Rule        NRule
+	Prefixes    []netip.Prefix // what the peer expanded to at compile time
+	HasIPv4Peer bool
+}
+
+// GroupInfo is a compiled group.
+type GroupInfo struct {
+	ID, Name string
+}
+
+// Policy is a compiled configuration: immutable, safe for concurrent use by any number of
+// readers without locks. A reload compiles a new Policy and publishes it whole.
+type Policy struct {
+	Model  *Model
+	Rules  []RuleInfo // index = RuleID; Rules[0] is unused
+	Groups []GroupInfo
+	ifaces map[string]*Iface
+	names  []string
+}
+
+// Iface is the compiled policy of one interface.
+type Iface struct {
+	Name     string
+	Groups   []string
+	Timeouts Timeouts
+	dir      [2]*dirPolicy
+}
+
+// dirPolicy judges one direction of one interface.
+type dirPolicy struct {
+	trie    bart.Table[*entry]
+	wild    [2]*entry  // the 0.0.0.0/0 and ::/0 entries: only rules whose peer is everything
+	openAll [2][2]bool // [v4,v6][tcp,udp]: allows the protocol on all ports to/from everywhere
+	rules   []RuleID   // the rules merged here, for explain and tests
+}
+
+// Interface returns the compiled interface, or nil when the config does not list it.
+func (p *Policy) Interface(name string) *Iface { return p.ifaces[name] }
+
+// InterfaceNames lists the configured interfaces in config order.
+func (p *Policy) InterfaceNames() []string { return p.names }
+
+// RuleIDs lists the rules merged into one direction of the interface, in order.
+func (i *Iface) RuleIDs(d Direction) []RuleID { return i.dir[d&1].rules }
+
+// Compile builds the immutable Policy for a validated model.
+func Compile(m *Model, env Env) (*Policy, error) {
+	p := &Policy{Model: m, Rules: make([]RuleInfo, 1), ifaces: map[string]*Iface{}}
+	groupIdx := map[string]int{}
+	for gi, g := range m.Groups {
+		groupIdx[g.ID] = gi
+		p.Groups = append(p.Groups, GroupInfo{ID: g.ID, Name: g.Name})
+	}
+
+	// Addresses that carry each group: members, and local interfaces listing it.
+	carriers := map[string][]netip.Prefix{}
+	for _, mb := range m.Members {
+		for _, g := range mb.Groups {
+			carriers[g] = append(carriers[g], netip.PrefixFrom(mb.Addr, mb.Addr.BitLen()))
+		}
+	}
+	for _, itf := range m.Interfaces {
+		if env.LocalAddrs == nil {
+			break
+		}
+		addrs := env.LocalAddrs(itf.Name)
+		for _, g := range itf.Groups {
+			for _, a := range addrs {
+				a = a.Unmap().WithZone("")
+				carriers[g] = append(carriers[g], netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+	}
+
+	// Number every rule once, in config order; expand its peer.
+	byGroup := map[string][2][]RuleID{}
+	for gi, g := range m.Groups {
+		var ids [2][]RuleID
+		for d, list := range [2][]NRule{g.Ingress, g.Egress} {
+			for _, r := range list {
+				id := RuleID(len(p.Rules))
+				var pfx []netip.Prefix
+				switch r.Peer.Kind {
+				case PeerCIDR:
+					pfx = []netip.Prefix{r.Peer.Prefix}
+				case PeerPrefixList:
+					pfx = m.PrefixLists[r.Peer.ID]
+				case PeerGroup:
+					pfx = carriers[r.Peer.ID]
+				}
+				label := fmt.Sprintf("%s/%s/%d", g.ID, Direction(d), r.Index)
+				p.Rules = append(p.Rules, RuleInfo{ID: id, Group: gi, GroupID: g.ID, GroupName: g.Name, Label: label, Rule: r, Prefixes: pfx})
+				ids[d] = append(ids[d], id)
+			}
+		}
+		byGroup[g.ID] = ids
+	}
+
+	// Interfaces with the same groups share their compiled directions.
+	shared := map[string][2]*dirPolicy{}
+	uniform := map[RuleID]*[256]RuleID{}
+	for _, itf := range m.Interfaces {
+		key := strings.Join(itf.Groups, ",")
+		dirs, ok := shared[key]
+		if !ok {
+			for d := range 2 {
+				var ids []RuleID
+				for _, g := range itf.Groups {
+					ids = append(ids, byGroup[g][d]...)
+				}
+				dirs[d] = p.compileDir(ids, uniform)
+			}
+			shared[key] = dirs
+		}
+		p.ifaces[itf.Name] = &Iface{Name: itf.Name, Groups: itf.Groups, Timeouts: itf.Timeouts, dir: dirs}
+		p.names = append(p.names, itf.Name)
+	}
+	return p, nil
+}
+
+type interval struct {
+	lo, hi int // inclusive, 0–65535
+	rule   RuleID
+}
+
+// builder collects, for one prefix, the rules whose peer covers it.
+type builder struct {
+	all                   RuleID
+	tcp, udp, icmp, icmp6 []interval
+	other                 []interval // lo = hi = protocol number
+}
+
+func minRule(a, b RuleID) RuleID {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+func (b *builder) add(id RuleID, r *NRule) {
+	switch r.Proto {
+	case ProtoAll:
+		b.all = minRule(b.all, id)
+	case ProtoTCP:
+		b.tcp = append(b.tcp, interval{r.From, r.To, id})
+	case ProtoUDP:
+		b.udp = append(b.udp, interval{r.From, r.To, id})
+	case ProtoICMP, ProtoICMPv6:
+		iv := icmpInterval(r.From, r.To, id)
+		if r.Proto == ProtoICMP {
+			b.icmp = append(b.icmp, iv)
+		} else {
+			b.icmp6 = append(b.icmp6, iv)
+		}
+	default:
+		b.other = append(b.other, interval{r.Proto, r.Proto, id})
+	}
+}
+
+// icmpInterval maps an ICMP type/code pair (-1 = all) onto the 16-bit key type<<8|code.
+func icmpInterval(t, c int, id RuleID) interval {
+	switch {
+	case t < 0:
+		return interval{0, 0xffff, id}
+	case c < 0:
+		return interval{t << 8, t<<8 | 0xff, id}
+	}
+	return interval{t<<8 | c, t<<8 | c, id}
+}
+
+func (b *builder) merge(parent *builder) {
+	b.all = minRule(b.all, parent.all)
+	b.tcp = append(b.tcp, parent.tcp...)
+	b.udp = append(b.udp, parent.udp...)
+	b.icmp = append(b.icmp, parent.icmp...)
+	b.icmp6 = append(b.icmp6, parent.icmp6...)
+	b.other = append(b.other, parent.other...)
+}
+
+func (p *Policy) compileDir(ids []RuleID, uniform map[RuleID]*[256]RuleID) *dirPolicy {
+	dp := &dirPolicy{rules: ids}
+	byPrefix := map[netip.Prefix]*builder{}
+	for _, id := range ids {
+		ri := &p.Rules[id]
+		for _, pfx := range ri.Prefixes {
+			b := byPrefix[pfx]
+			if b == nil {
+				b = &builder{}
+				byPrefix[pfx] = b
+			}
+			b.add(id, &ri.Rule)
+			if pfx.Bits() == 0 {
+				fam := 0
+				if !pfx.Addr().Is4() {
+					fam = 1
+				}
+				switch {
+				case ri.Rule.Proto == ProtoAll:
+					dp.openAll[fam] = [2]bool{true, true}
+				case (ri.Rule.Proto == ProtoTCP || ri.Rule.Proto == ProtoUDP) && ri.Rule.From == 0 && ri.Rule.To == 65535:
+					dp.openAll[fam][ri.Rule.Proto/ProtoUDP] = true // tcp 6/17 = 0, udp 17/17 = 1
+				}
+			}
+		}
+	}
+	// Push supernet rules down: shortest prefixes first, so each prefix's longest strict
+	// supernet already in the trie carries everything above it.
+	prefixes := make([]netip.Prefix, 0, len(byPrefix))
+	for pfx := range byPrefix {
+		prefixes = append(prefixes, pfx)
+	}
+	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
+		if c := cmp.Compare(a.Bits(), b.Bits()); c != 0 {
+			return c
+		}
+		return a.Addr().Compare(b.Addr())
+	})
+	entries := make([]entry, len(prefixes))
+	for i, pfx := range prefixes {
+		b := byPrefix[pfx]
+		if _, parent, ok := dp.trie.LookupPrefixLPM(pfx); ok {
+			b.merge(parent.b)
+		}
+		e := &entries[i]
+		e.b = b
+		dp.trie.Insert(pfx, e)
+	}
+	for i := range entries {
+		e := &entries[i]
+		b := e.b
+		e.all = b.all
+		e.tcp = buildPortMap(b.tcp, uniform)
+		e.udp = buildPortMap(b.udp, uniform)
+		e.icmp = buildPortMap(b.icmp, uniform)
+		e.icmp6 = buildPortMap(b.icmp6, uniform)
+		if len(b.other) > 0 {
+			e.other = new([256]RuleID)
+			for _, iv := range b.other {
+				e.other[iv.lo] = minRule(e.other[iv.lo], iv.rule)
+			}
+		}
+	}
+	for i := range entries {
+		entries[i].b = nil
+	}
+	dp.wild[0], _ = dp.trie.Get(netip.PrefixFrom(netip.IPv4Unspecified(), 0))
+	dp.wild[1], _ = dp.trie.Get(netip.PrefixFrom(netip.IPv6Unspecified(), 0))
+	return dp
+}
+
+// segment is a run of keys [lo, hi] whose first allowing rule is rule.
+type segment struct {
+	lo, hi int
+	rule   RuleID
+}
+
+// segments turns overlapping intervals into disjoint runs labelled with the lowest rule
+// covering them: a sweep over the interval ends with a min-heap of open rules (lazy
+// deletion), O(k log k) for k intervals.
+func segments(ivs []interval) []segment {
+	type event struct {
+		pos  int
+		open bool
+		rule RuleID
+	}
+	ev := make([]event, 0, 2*len(ivs))
+	for _, iv := range ivs {
+		ev = append(ev, event{iv.lo, true, iv.rule}, event{iv.hi + 1, false, iv.rule})
+	}
+	slices.SortFunc(ev, func(a, b event) int { return cmp.Compare(a.pos, b.pos) })
+	var h ruleHeap
+	closed := map[RuleID]int{}
+	var out []segment
+	for i := 0; i < len(ev); {
+		pos := ev[i].pos
+		for ; i < len(ev) && ev[i].pos == pos; i++ {
+			if ev[i].open {
+				heap.Push(&h, ev[i].rule)
+			} else {
+				closed[ev[i].rule]++
+			}
+		}
+		for h.Len() > 0 && closed[h[0]] > 0 {
+			closed[h[0]]--
+			heap.Pop(&h)
+		}
+		if h.Len() == 0 || pos > 0xffff {
+			continue
+		}
+		end := 0xffff
+		if i < len(ev) {
+			end = ev[i].pos - 1
+		}
+		if n := len(out); n > 0 && out[n-1].rule == h[0] && out[n-1].hi == pos-1 {
+			out[n-1].hi = end
+		} else {
+			out = append(out, segment{pos, end, h[0]})
+		}
+	}
+	return out
+}
+
+type ruleHeap []RuleID
+
+func (h ruleHeap) Len() int           { return len(h) }
+func (h ruleHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h ruleHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *ruleHeap) Push(x any)        { *h = append(*h, x.(RuleID)) }
+func (h *ruleHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func buildPortMap(ivs []interval, uniform map[RuleID]*[256]RuleID) *portMap {
+	if len(ivs) == 0 {
+		return nil
+	}
+	m := &portMap{}
+	for _, s := range segments(ivs) {
+		for pos := s.lo; pos <= s.hi; {
+			bucket := pos >> 8
+			start, end := bucket<<8, bucket<<8|0xff
+			if pos == start && s.hi >= end {
+				u := uniform[s.rule]
+				if u == nil {
+					u = new([256]RuleID)
+					for k := range u {
+						u[k] = s.rule
+					}
+					uniform[s.rule] = u
+				}
+				m.hi[bucket] = u
+				pos = end + 1
+				continue
+			}
+			arr := m.hi[bucket]
+			if arr == nil {
+				arr = new([256]RuleID)
+				m.hi[bucket] = arr
+			}
+			last := min(s.hi, end)
+			for k := pos; k <= last; k++ {
+				arr[k&0xff] = s.rule
+			}
+			pos = last + 1
+		}
+	}
+	return m
+}

@@ -1,0 +1,177 @@
+// Package rules holds sgd's Security Group model: the AWS-shaped configuration, its
+// validation with AWS error codes, and the compiled, immutable policy packets are judged by.
+//
+// There are two worlds (STYLE.md): the config model below (strings, -1, pointers for
+// "omitted") and the compiled Policy (prefix tries and port tables). Compile is the only
+// bridge; the packet path only touches the compiled form.
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is one sgd configuration file (SPEC 2.1). Field names follow the AWS
+// SecurityGroupRule shape in snake_case. The zero value is a valid, empty config: every
+// interface it would list gets AWS's default group.
+type Config struct {
+	SecurityGroups []Group      `yaml:"security_groups" json:"security_groups"`
+	PrefixLists    []PrefixList `yaml:"prefix_lists" json:"prefix_lists"`
+	Interfaces     []Interface  `yaml:"interfaces" json:"interfaces"`
+	Members        []Member     `yaml:"members" json:"members"`
+	Daemon         Daemon       `yaml:"daemon" json:"daemon"`
+}
+
+// Group is a security group. Egress is a pointer so that an omitted egress (AWS's default
+// allow-all rule) differs from an explicit empty list (no egress at all), SPEC 1.3.
+type Group struct {
+	GroupID     string  `yaml:"group_id" json:"group_id"`
+	GroupName   string  `yaml:"group_name" json:"group_name"`
+	Description string  `yaml:"description" json:"description"`
+	Ingress     []Rule  `yaml:"ingress" json:"ingress"`
+	Egress      *[]Rule `yaml:"egress" json:"egress"`
+}
+
+// Rule is one allow rule. Ports are pointers so that "omitted" differs from 0.
+type Rule struct {
+	IPProtocol        Protocol `yaml:"ip_protocol" json:"ip_protocol"`
+	FromPort          *int     `yaml:"from_port" json:"from_port"`
+	ToPort            *int     `yaml:"to_port" json:"to_port"`
+	CidrIPv4          string   `yaml:"cidr_ipv4" json:"cidr_ipv4"`
+	CidrIPv6          string   `yaml:"cidr_ipv6" json:"cidr_ipv6"`
+	PrefixListID      string   `yaml:"prefix_list_id" json:"prefix_list_id"`
+	ReferencedGroupID string   `yaml:"referenced_group_id" json:"referenced_group_id"`
+	Description       string   `yaml:"description" json:"description"`
+}
+
+// PrefixList is a named list of prefixes of either family (a customer-managed prefix list).
+type PrefixList struct {
+	PrefixListID string   `yaml:"prefix_list_id" json:"prefix_list_id"`
+	Name         string   `yaml:"prefix_list_name" json:"prefix_list_name"`
+	Entries      []string `yaml:"entries" json:"entries"`
+}
+
+// Interface is one of this host's network interfaces (an ENI) and the groups it carries.
+type Interface struct {
+	Name               string              `yaml:"name" json:"name"`
+	SecurityGroups     []string            `yaml:"security_groups" json:"security_groups"`
+	ConnectionTracking *ConnectionTracking `yaml:"connection_tracking" json:"connection_tracking"`
+}
+
+// ConnectionTracking holds the idle timeouts in seconds (AWS names, SPEC 1.4). An omitted
+// field takes the AWS default.
+type ConnectionTracking struct {
+	TCPEstablishedTimeout *int `yaml:"tcp_established_timeout" json:"tcp_established_timeout"`
+	UDPTimeout            *int `yaml:"udp_timeout" json:"udp_timeout"`
+	UDPStreamTimeout      *int `yaml:"udp_stream_timeout" json:"udp_stream_timeout"`
+}
+
+// Member is another host's address and the groups it carries, so that rules referencing
+// those groups match it.
+type Member struct {
+	Address        string   `yaml:"address" json:"address"`
+	SecurityGroups []string `yaml:"security_groups" json:"security_groups"`
+}
+
+// Daemon holds the daemon's own settings. Every field is optional; command-line flags of
+// `sgd run` override them. Pointers mark "not set" where the zero value is meaningful.
+type Daemon struct {
+	QueueNum                *int   `yaml:"queue_num" json:"queue_num"`
+	QueueCount              *int   `yaml:"queue_count" json:"queue_count"`
+	FailOpen                bool   `yaml:"fail_open" json:"fail_open"`
+	ExemptDHCP              *bool  `yaml:"exempt_dhcp" json:"exempt_dhcp"`
+	AllowRelatedICMP        bool   `yaml:"allow_related_icmp" json:"allow_related_icmp"`
+	MaxTrackedConnections   *int   `yaml:"max_tracked_connections" json:"max_tracked_connections"`
+	MetricsListen           string `yaml:"metrics_listen" json:"metrics_listen"`
+	LogLevel                string `yaml:"log_level" json:"log_level"`
+	LogFormat               string `yaml:"log_format" json:"log_format"`
+	FlowLogFile             string `yaml:"flow_log_file" json:"flow_log_file"`
+	FlowLogInterval         *int   `yaml:"flow_log_interval" json:"flow_log_interval"`
+	FastPath                bool   `yaml:"fast_path" json:"fast_path"`
+	RulesPerGroupQuota      *int   `yaml:"rules_per_group_quota" json:"rules_per_group_quota"`
+	GroupsPerInterfaceQuota *int   `yaml:"groups_per_interface_quota" json:"groups_per_interface_quota"`
+	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
+	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
+	AccountID               string `yaml:"account_id" json:"account_id"`
+}
+
+// Protocol is ip_protocol as written: a name (tcp, udp, icmp, icmpv6, all), -1, or a
+// number 0–255, in YAML or JSON either as a string or a bare number.
+type Protocol string
+
+// UnmarshalYAML accepts a scalar of any tag (ip_protocol: 6 and ip_protocol: "6" alike).
+func (p *Protocol) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: ip_protocol must be a name or a number", n.Line)
+	}
+	*p = Protocol(n.Value)
+	return nil
+}
+
+// UnmarshalJSON accepts a JSON string or number.
+func (p *Protocol) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*p = Protocol(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("ip_protocol must be a name or a number, not %s", b)
+	}
+	*p = Protocol(n.String())
+	return nil
+}
+
+// Protocol numbers sgd treats specially. ProtoAll stands for -1 (every protocol).
+const (
+	ProtoICMP   = 1
+	ProtoTCP    = 6
+	ProtoUDP    = 17
+	ProtoICMPv6 = 58
+	ProtoAll    = -1
+)
+
+// Number returns the IANA protocol number, ProtoAll for -1/all, and false when p is not
+// a protocol AWS accepts. Names are case-insensitive.
+func (p Protocol) Number() (int, bool) {
+	s := strings.ToLower(strings.TrimSpace(string(p)))
+	switch s {
+	case "tcp":
+		return ProtoTCP, true
+	case "udp":
+		return ProtoUDP, true
+	case "icmp":
+		return ProtoICMP, true
+	case "icmpv6":
+		return ProtoICMPv6, true
+	case "-1", "all":
+		return ProtoAll, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 255 {
+		return 0, false
+	}
+	return n, true
+}
+
+// ProtocolName is the name sgd prints for a protocol number.
+func ProtocolName(n int) string {
+	switch n {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	case ProtoAll:
+		return "all"
+	}
+	return strconv.Itoa(n)
+}

@@ -1,0 +1,82 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// AWS EC2 API error codes sgd reports (SPEC 1.5), plus two of its own for files that do
+// not parse at all.
+const (
+	CodeGroupIDMalformed    = "InvalidGroupId.Malformed"
+	CodeGroupDuplicate      = "InvalidGroup.Duplicate"
+	CodeGroupReserved       = "InvalidGroup.Reserved"
+	CodeGroupNotFound       = "InvalidGroup.NotFound"
+	CodePrefixListNotFound  = "InvalidPrefixListID.NotFound"
+	CodePrefixListMalformed = "InvalidPrefixListID.Malformed"
+	CodePermissionMalformed = "InvalidPermission.Malformed"
+	CodePermissionDuplicate = "InvalidPermission.Duplicate"
+	CodeParameterValue      = "InvalidParameterValue"
+	CodeRulesLimit          = "RulesPerSecurityGroupLimitExceeded"
+	CodeGroupsLimit         = "SecurityGroupsPerInterfaceLimitExceeded"
+	CodeUnknownParameter    = "UnknownParameter"
+	CodeMissingParameter    = "MissingParameter"
+	CodeMalformedConfig     = "MalformedConfig"
+	CodeInterfaceDuplicate  = "InvalidNetworkInterface.Duplicate"
+	CodeInterfaceMalformed  = "InvalidNetworkInterfaceId.Malformed"
+	CodeMemberAddrMalformed = "InvalidAddress.Malformed"
+	CodePrefixListDuplicate = "InvalidPrefixListID.Duplicate"
+)
+
+// Error is one problem in a configuration. It names where (file, line, the group or
+// interface, the rule, the field) and the AWS error code a real EC2 API would give.
+type Error struct {
+	File  string
+	Line  int    // 0 when unknown
+	Where string // e.g. `group sg-web ingress[2]`
+	Field string // e.g. `cidr_ipv4`
+	Code  string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Where != "" {
+		b.WriteString(e.Where)
+		if e.Field != "" {
+			b.WriteString(" " + e.Field)
+		}
+		b.WriteString(": ")
+	} else if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	fmt.Fprintf(&b, "%s: %s", e.Code, e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in one configuration; a config is rejected whole.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Codes lists the codes in order, for tests and metrics.
+func (es Errors) Codes() []string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Code
+	}
+	return s
+}

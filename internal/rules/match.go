@@ -1,0 +1,93 @@
+package rules
+
+import "net/netip"
+
+// RuleID names one rule of a Policy (an index into Policy.Rules). 0 means no rule.
+// When several rules allow a packet, the lowest RuleID is reported: the first rule in
+// configuration order.
+type RuleID uint32
+
+// portMap maps a 16-bit key (a port, or ICMP type<<8|code) to the first rule allowing it,
+// in two array loads: a nil second level means no rule for those 256 keys. Second levels
+// that one rule covers entirely are shared between maps (immutable after Compile).
+type portMap struct {
+	hi [256]*[256]RuleID
+}
+
+func (m *portMap) get(k uint16) RuleID {
+	if m == nil {
+		return 0
+	}
+	if b := m.hi[k>>8]; b != nil {
+		return b[k&0xff]
+	}
+	return 0
+}
+
+// entry is what one prefix of the trie maps to: every rule whose peer covers the prefix,
+// its own and those of all its supernets (pushed down at compile time so that one
+// longest-prefix lookup finds the whole allow set).
+type entry struct {
+	all   RuleID // a -1 (all protocols) rule
+	tcp   *portMap
+	udp   *portMap
+	icmp  *portMap // key type<<8|code
+	icmp6 *portMap
+	other *[256]RuleID // protocols without ports, by number
+
+	b *builder // compile-time only; nil afterwards
+}
+
+// match returns the first rule in e allowing the packet, 0 when none does.
+func (e *entry) match(proto uint8, port uint16, icmpType, icmpCode uint8) RuleID {
+	if e == nil {
+		return 0
+	}
+	var r RuleID
+	switch proto {
+	case ProtoTCP:
+		r = e.tcp.get(port)
+	case ProtoUDP:
+		r = e.udp.get(port)
+	case ProtoICMP:
+		r = e.icmp.get(uint16(icmpType)<<8 | uint16(icmpCode))
+	case ProtoICMPv6:
+		r = e.icmp6.get(uint16(icmpType)<<8 | uint16(icmpCode))
+	default:
+		if e.other != nil {
+			r = e.other[proto]
+		}
+	}
+	if e.all != 0 && (r == 0 || e.all < r) {
+		r = e.all
+	}
+	return r
+}
+
+// Decide judges the first packet of a flow on this interface: d is the direction, proto
+// the IP protocol, remote the peer's address (the source for ingress, the destination for
+// egress), port the destination port (tcp/udp), icmpType/icmpCode for icmp and icmpv6.
+// It returns the first rule allowing the packet (0 = denied) and whether the flow is
+// untracked (SPEC 1.4: allowed by a rule with peer 0.0.0.0/0 or ::/0 while the opposite
+// direction allows the protocol on all ports to and from everywhere; ICMP is always
+// tracked). It allocates nothing and takes time independent of the number of rules.
+func (i *Iface) Decide(d Direction, proto uint8, remote netip.Addr, port uint16, icmpType, icmpCode uint8) (RuleID, bool) {
+	dp := i.dir[d&1]
+	e, _ := dp.trie.Lookup(remote)
+	r := e.match(proto, port, icmpType, icmpCode)
+	if r == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
+		return r, false
+	}
+	fam := 0
+	if !remote.Is4() {
+		fam = 1
+	}
+	pi := 0
+	if proto == ProtoUDP {
+		pi = 1
+	}
+	if !i.dir[(d^1)&1].openAll[fam][pi] {
+		return r, false
+	}
+	return r, dp.wild[fam].match(proto, port, icmpType, icmpCode) != 0
+}
