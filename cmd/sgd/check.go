@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check", "--config FILE",
+		`Validate a config file (YAML, or JSON) against AWS's Security Group rules: every
+mistake is reported with the group, rule, field and the AWS error code the EC2 API would
+give. Exit 0 when valid, 1 when not, 2 on a usage error. Never touches the firewall.`, stderr)
+	config := fs.String("config", "", "config file `path` (required)")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *config == "" {
+		fmt.Fprintln(stderr, "sgd check: --config is required")
+		return 2
+	}
+	m, err := rules.Load(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		if es, ok := err.(rules.Errors); ok {
+			fmt.Fprintf(stderr, "%s: %d error(s); config rejected\n", *config, len(es))
+		}
+		return 1
+	}
+	if _, err := rules.Compile(m, rules.Env{LocalAddrs: localAddrs}); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range m.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	nrules := 0
+	for _, g := range m.Groups {
+		nrules += len(g.Ingress) + len(g.Egress)
+	}
+	fmt.Fprintf(stdout, "%s: OK: %d groups, %d rules, %d interfaces, %d prefix lists, %d members\n",
+		*config, len(m.Groups), nrules, len(m.Interfaces), len(m.PrefixLists), len(m.Members))
+	return 0
+}
