@@ -2,6 +2,8 @@ package rules
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 // so that validation errors can cite lines.
 type Document struct {
 	File   string
+	Hash   string // sha256 of the file's bytes, hex, for reports and metrics
 	Config Config
 	root   *yaml.Node // nil when the positions are unknown
 }
@@ -34,7 +37,8 @@ func LoadFile(path string) (*Document, error) {
 
 // Parse parses configuration bytes; name is used in messages only.
 func Parse(name string, data []byte) (*Document, error) {
-	doc := &Document{File: name}
+	sum := sha256.Sum256(data)
+	doc := &Document{File: name, Hash: hex.EncodeToString(sum[:])}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) > 0 && trimmed[0] == '{' {
 		dec := json.NewDecoder(bytes.NewReader(data))

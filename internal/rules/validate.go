@@ -153,6 +153,7 @@ type MemberModel struct {
 // what Compile takes.
 type Model struct {
 	File        string
+	Hash        string // of the file it came from
 	Groups      []*GroupModel
 	PrefixLists map[string][]netip.Prefix
 	Interfaces  []IfaceModel
@@ -197,7 +198,7 @@ func (v *validator) add(line int, where, field, code, format string, a ...any) {
 func Validate(doc *Document, opt Options) (*Model, error) {
 	v := &validator{doc: doc, opt: opt}
 	c := &doc.Config
-	m := &Model{File: doc.File, PrefixLists: map[string][]netip.Prefix{}, groupByID: map[string]*GroupModel{}, Daemon: c.Daemon}
+	m := &Model{File: doc.File, Hash: doc.Hash, PrefixLists: map[string][]netip.Prefix{}, groupByID: map[string]*GroupModel{}, Daemon: c.Daemon}
 
 	rulesQuota, groupsQuota := v.daemon(&c.Daemon)
 	if opt.Unlimited {
