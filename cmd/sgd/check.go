@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/sgd-firewall/sgd/internal/daemon"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
@@ -28,7 +29,7 @@ give. Exit 0 when valid, 1 when not, 2 on a usage error. Never touches the firew
 		}
 		return 1
 	}
-	if _, err := rules.Compile(m, rules.Env{LocalAddrs: localAddrs}); err != nil {
+	if _, err := rules.Compile(m, rules.Env{LocalAddrs: daemon.LocalAddrs}); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/sgd-firewall/sgd/internal/daemon"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
@@ -74,7 +75,7 @@ DENY, 2 for a usage or config error.`, stderr)
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	p, err := rules.Compile(m, rules.Env{LocalAddrs: localAddrs})
+	p, err := rules.Compile(m, rules.Env{LocalAddrs: daemon.LocalAddrs})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

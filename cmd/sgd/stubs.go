@@ -5,14 +5,6 @@ import (
 	"io"
 )
 
-func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sgd run: not built yet")
-	return 2
-}
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sgd status: not built yet")
-	return 2
-}
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "sgd demo: not built yet")
 	return 2

@@ -1,13 +1,13 @@
-package main
+package daemon
 
 import (
 	"net"
 	"net/netip"
 )
 
-// localAddrs returns the addresses of a local interface (none when it does not exist):
+// LocalAddrs returns the addresses of a local interface (none when it does not exist):
 // a rule referencing a group matches the addresses of this host's interfaces carrying it.
-func localAddrs(name string) []netip.Addr {
+func LocalAddrs(name string) []netip.Addr {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sgd-firewall/sgd/internal/daemon"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", "--config FILE [flags]",
+		`Run the daemon in the foreground (systemd runs this). It validates the config (refusing
+to start on any error), binds its NFQUEUE queues, installs its own iptables/ip6tables
+chains for the configured interfaces, and judges every packet on them. SIGHUP or a change
+of the config file reloads; SIGINT/SIGTERM stop it and remove exactly the rules it added.
+If it is killed, the rules stay: traffic on the filtered interfaces is dropped until it
+runs again (fail-closed), or passes unfiltered with fail_open.
+
+Flags override the config's daemon: section.`, stderr)
+	config := fs.String("config", "", "config file `path` (required)")
+	metricsListen := fs.String("metrics-listen", "", "Prometheus `address:port` (default 127.0.0.1:9640; \"off\" disables)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "json or console (default json)")
+	queueNum := fs.Int("queue-num", -1, "first NFQUEUE `number` (default 100)")
+	queueCount := fs.Int("queue-count", 0, "number of queues, one reader each, spread by CPU (default 1)")
+	failOpen := fs.Bool("fail-open", false, "let traffic pass while no daemon answers (default: fail closed)")
+	fastPath := fs.Bool("fast-path", false, "accept packets of flows sgd already allowed in the kernel (connmark)")
+	statusSocket := fs.String("status-socket", "", "`path` of the root-only status socket (default /run/sgd/sgd.sock; \"off\" disables)")
+	flowLog := fs.String("flow-log", "", "append VPC Flow Log records to this `file`")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *config == "" {
+		fmt.Fprintln(stderr, "sgd run: --config is required (see --help)")
+		return 2
+	}
+	var o rules.Daemon
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.MetricsListen, o.LogLevel, o.LogFormat, o.StatusSocket, o.FlowLogFile = *metricsListen, *logLevel, *logFormat, *statusSocket, *flowLog
+	if set["queue-num"] {
+		o.QueueNum = queueNum
+	}
+	if set["queue-count"] {
+		o.QueueCount = queueCount
+	}
+	o.FailOpen, o.FastPath = *failOpen, *fastPath
+	if err := checkOverrides(o); err != nil {
+		fmt.Fprintln(stderr, "sgd run:", err)
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "sgd run: needs root (CAP_NET_ADMIN) to bind NFQUEUE and install iptables rules")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Overrides: o, Version: buildVersion()})
+	if err != nil {
+		var ce *daemon.ConfigError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, err)
+			fmt.Fprintf(stderr, "sgd run: %s rejected; nothing was changed\n", *config)
+			return 1
+		}
+		fmt.Fprintln(stderr, "sgd run:", err)
+		return 1
+	}
+	return 0
+}
+
+func checkOverrides(o rules.Daemon) error {
+	if o.QueueNum != nil && (*o.QueueNum < 0 || *o.QueueNum > 65535) {
+		return fmt.Errorf("--queue-num %d is outside 0–65535", *o.QueueNum)
+	}
+	if o.QueueCount != nil && (*o.QueueCount < 1 || *o.QueueCount > 64) {
+		return fmt.Errorf("--queue-count %d is outside 1–64", *o.QueueCount)
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sgd-firewall/sgd/internal/daemon"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", "[--socket PATH] [--json]",
+		`Ask the running daemon what it enforces: interfaces and their groups, the config hash,
+reloads, tracked flows and packet counters. Exit 0 when a daemon answers, 1 when none
+runs (or the socket is not reachable: it is root-only).`, stderr)
+	socket := fs.String("socket", daemon.DefaultStatusSocket, "status socket `path`")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	s, err := daemon.FetchStatus(context.Background(), *socket)
+	if err != nil {
+		fmt.Fprintln(stderr, "sgd status:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s)
+		return 0
+	}
+	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
+	w("sgd %s, pid %d, running since %s\n", s.Version, s.PID, s.Started.Format("2006-01-02 15:04:05 MST"))
+	w("config:   %s (sha256 %s)\n", s.ConfigFile, short(s.ConfigHash))
+	w("reloads:  %d ok, %d failed", s.ReloadsOK, s.ReloadsBad)
+	if s.LastReload != nil {
+		w(", last good %s", s.LastReload.Format("15:04:05"))
+	}
+	w("\n")
+	if s.LastError != "" {
+		w("last reload error: %s\n", strings.ReplaceAll(s.LastError, "\n", "\n  "))
+	}
+	w("queues:   %d–%d, fail %s, fast path %v\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
+		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen], s.Settings.FastPath)
+	w("\ninterfaces:\n")
+	for _, i := range s.Interfaces {
+		w("  %-15s %s\n", i.Name, strings.Join(i.Groups, ", "))
+	}
+	w("\ngroups:\n")
+	for _, g := range s.Groups {
+		w("  %-20s %-24s %3d ingress, %3d egress rules\n", g.ID, g.Name, g.Ingress, g.Egress)
+	}
+	w("\ntracked flows: tcp %d, udp %d, icmp %d, other %d (max %d)\n",
+		s.TrackedFlows["tcp"], s.TrackedFlows["udp"], s.TrackedFlows["icmp"], s.TrackedFlows["other"], s.Capacity)
+	w("\npackets (direction/verdict/reason):\n")
+	for _, k := range s.SortedPackets() {
+		w("  %-36s %d\n", k, s.Packets[k])
+	}
+	return 0
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/sgd-firewall/sgd/internal/filter"
+)
+
+// Status is what `sgd status` prints, served as JSON on the daemon's root-only socket.
+type Status struct {
+	Version      string            `json:"version"`
+	PID          int               `json:"pid"`
+	Started      time.Time         `json:"started"`
+	ConfigFile   string            `json:"config_file"`
+	ConfigHash   string            `json:"config_hash"`
+	LastReload   *time.Time        `json:"last_reload,omitempty"`
+	ReloadsOK    uint64            `json:"reloads_ok"`
+	ReloadsBad   uint64            `json:"reloads_failed"`
+	LastError    string            `json:"last_reload_error,omitempty"`
+	Interfaces   []IfaceStatus     `json:"interfaces"`
+	Groups       []GroupStatus     `json:"groups"`
+	TrackedFlows map[string]int    `json:"tracked_flows"`
+	Capacity     int               `json:"max_tracked_connections"`
+	Packets      map[string]uint64 `json:"packets"` // "ingress/accept/tracked" → count
+	Settings     Settings          `json:"settings"`
+}
+
+// IfaceStatus is one filtered interface.
+type IfaceStatus struct {
+	Name   string   `json:"name"`
+	Groups []string `json:"groups"`
+}
+
+// GroupStatus is one group in force.
+type GroupStatus struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Ingress int    `json:"ingress_rules"`
+	Egress  int    `json:"egress_rules"`
+}
+
+func (d *Daemon) status() Status {
+	d.mu.Lock()
+	m := d.model
+	s := Status{Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: m.Hash,
+		ReloadsOK: d.reloadsOK, ReloadsBad: d.reloadsBad, LastError: d.lastError, Settings: d.set, Capacity: d.set.MaxTracked}
+	if !d.lastReload.IsZero() {
+		t := d.lastReload
+		s.LastReload = &t
+	}
+	d.mu.Unlock()
+	for _, itf := range m.Interfaces {
+		s.Interfaces = append(s.Interfaces, IfaceStatus{Name: itf.Name, Groups: itf.Groups})
+	}
+	for _, g := range m.Groups {
+		s.Groups = append(s.Groups, GroupStatus{ID: g.ID, Name: g.Name, Ingress: len(g.Ingress), Egress: len(g.Egress)})
+	}
+	tcp, udp, icmp, other := d.table.CountByProto()
+	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
+	pk, _ := d.engine.Counters()
+	s.Packets = map[string]uint64{}
+	for dir := range 2 {
+		for r := range filter.NumReasons {
+			if n := pk[dir][r]; n > 0 {
+				reason := filter.Reason(r)
+				s.Packets[fmt.Sprintf("%s/%s/%s", filter.Dir(dir), reason.Verdict(), reason)] = n
+			}
+		}
+	}
+	return s
+}
+
+// serveStatus serves GET /status on a unix socket only root can reach (0600 in a 0700
+// directory).
+func (d *Daemon) serveStatus(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	_ = os.Remove(path) // a stale socket of a crashed daemon
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(d.status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+		_ = os.Remove(path)
+	}()
+	return nil
+}
+
+// FetchStatus asks the daemon listening on the socket for its status.
+func FetchStatus(ctx context.Context, socket string) (*Status, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", socket)
+	}}, Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sgd/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w (socket %s: %v)", errNoDaemon, socket, err)
+		}
+		return nil, fmt.Errorf("%w (socket %s: %v)", errNoDaemon, socket, err)
+	}
+	defer resp.Body.Close()
+	var s Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("status from %s: %w", socket, err)
+	}
+	return &s, nil
+}
+
+// SortedPackets lists the packet counters in a stable order for printing.
+func (s *Status) SortedPackets() []string {
+	keys := make([]string, 0, len(s.Packets))
+	for k := range s.Packets {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

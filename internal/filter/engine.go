@@ -1,0 +1,342 @@
+package filter
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/packet"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+// Options configure an Engine. Table and Now are required.
+type Options struct {
+	Table *conntrack.Table
+	// Now returns monotonic nanoseconds; the engine never reads the clock itself.
+	Now func() int64
+	// AllowRelatedICMP accepts ICMP errors whose embedded header belongs to a tracked
+	// flow (SPEC 1.4; off by default as in AWS, where PMTUD needs an explicit rule).
+	AllowRelatedICMP bool
+	// IfName resolves an interface index the engine has not seen (nil: net.InterfaceByIndex).
+	IfName func(index uint32) (string, bool)
+}
+
+// Engine judges packets against the current policy and the connection table. It is safe
+// for concurrent use: each queue reader judges through its own Worker; the policy is
+// replaced whole with SetPolicy and read without locks.
+type Engine struct {
+	opt   Options
+	table *conntrack.Table
+	state atomic.Pointer[state]
+
+	mu      sync.Mutex // guards workers and retired
+	workers []*Worker
+	retired map[string]uint64 // rule label → hits of policies no longer in force
+}
+
+// state is one published policy with what the packet path needs precomputed.
+type state struct {
+	pol     *rules.Policy
+	byName  map[string]*ifaceState
+	byIndex map[uint32]*ifaceState
+	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
+	hits [][]atomic.Uint64
+}
+
+type ifaceState struct {
+	id       uint16
+	name     string
+	itf      *rules.Iface
+	timeouts *conntrack.Timeouts
+}
+
+// New returns an engine with no policy: until SetPolicy, every packet is dropped.
+func New(opt Options) *Engine {
+	if opt.IfName == nil {
+		opt.IfName = ifNameByIndex
+	}
+	e := &Engine{opt: opt, table: opt.Table, retired: map[string]uint64{}}
+	e.state.Store(&state{byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}})
+	return e
+}
+
+// Table returns the connection table the engine uses.
+func (e *Engine) Table() *conntrack.Table { return e.table }
+
+// Policy returns the policy in force (nil before the first SetPolicy).
+func (e *Engine) Policy() *rules.Policy { return e.state.Load().pol }
+
+// SetPolicy publishes a new compiled policy; the very next packet sees it. Tracked flows
+// are kept (SPEC 1.4: they pass until they idle out); untracked flows have no entry, so
+// the new rules judge their next packet. index maps the configured interface names to
+// their current indexes (missing names are resolved when their packets arrive).
+func (e *Engine) SetPolicy(p *rules.Policy, index map[string]uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}}
+	for i, name := range p.InterfaceNames() {
+		itf := p.Interface(name)
+		to := conntrack.DefaultTimeouts()
+		to.TCPEstablished = itf.Timeouts.TCPEstablished
+		to.UDP = itf.Timeouts.UDP
+		to.UDPStream = itf.Timeouts.UDPStream
+		is := &ifaceState{id: uint16(i + 1), name: name, itf: itf, timeouts: &to}
+		st.byName[name] = is
+		if idx, ok := index[name]; ok {
+			st.byIndex[idx] = is
+		}
+	}
+	st.hits = make([][]atomic.Uint64, len(e.workers))
+	for i := range st.hits {
+		st.hits[i] = make([]atomic.Uint64, len(p.Rules))
+	}
+	old := e.state.Swap(st)
+	if old.pol != nil {
+		// Workers that loaded the old state may still count into it for an instant.
+		time.AfterFunc(time.Second, func() { e.retire(old) })
+	}
+}
+
+func (e *Engine) retire(old *state) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range old.hits {
+		for id := 1; id < len(h); id++ {
+			if n := h[id].Load(); n > 0 {
+				e.retired[old.pol.Rules[id].Label] += n
+			}
+		}
+	}
+}
+
+// RuleHits returns, per rule label, how many new flows (and untracked packets) each rule
+// allowed since the engine started, across reloads.
+func (e *Engine) RuleHits() map[string]uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]uint64, len(e.retired))
+	for k, v := range e.retired {
+		out[k] = v
+	}
+	st := e.state.Load()
+	if st.pol == nil {
+		return out
+	}
+	for _, h := range st.hits {
+		for id := 1; id < len(h); id++ {
+			if n := h[id].Load(); n > 0 {
+				out[st.pol.Rules[id].Label] += n
+			}
+		}
+	}
+	return out
+}
+
+// learn adds an interface index seen on a packet to the published state (copy on write).
+func (e *Engine) learn(index uint32) *ifaceState {
+	name, ok := e.opt.IfName(index)
+	if !ok {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.state.Load()
+	is := st.byName[name]
+	if is == nil {
+		return nil
+	}
+	n := *st
+	n.byIndex = make(map[uint32]*ifaceState, len(st.byIndex)+1)
+	for k, v := range st.byIndex {
+		n.byIndex[k] = v
+	}
+	n.byIndex[index] = is
+	e.state.Store(&n)
+	return is
+}
+
+// Counters are one worker's packet and byte counts by direction and reason. Each worker
+// writes its own; readers fold them (no shared lock or cache line on the packet path).
+type Counters struct {
+	Packets [2][NumReasons]atomic.Uint64
+	Bytes   [2][NumReasons]atomic.Uint64
+	_       [64]byte
+}
+
+// Worker judges the packets of one queue reader. It is not safe for concurrent use.
+type Worker struct {
+	e   *Engine
+	id  int
+	dec *packet.Decoder
+	p   packet.Parsed
+	C   Counters
+}
+
+// NewWorker returns a worker; create all workers before the first SetPolicy so that the
+// per-rule counters have a slot for each (a worker created later counts rules from the
+// next SetPolicy on).
+func (e *Engine) NewWorker() *Worker {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w := &Worker{e: e, id: len(e.workers), dec: packet.NewDecoder()}
+	e.workers = append(e.workers, w)
+	return w
+}
+
+// Counters returns the sum of every worker's counters.
+func (e *Engine) Counters() (packets, bytes [2][NumReasons]uint64) {
+	e.mu.Lock()
+	ws := e.workers
+	e.mu.Unlock()
+	for _, w := range ws {
+		for d := range 2 {
+			for r := range NumReasons {
+				packets[d][r] += w.C.Packets[d][r].Load()
+				bytes[d][r] += w.C.Bytes[d][r].Load()
+			}
+		}
+	}
+	return packets, bytes
+}
+
+// Result is the outcome of one packet, for the caller's logs and flow records.
+type Result struct {
+	Verdict Verdict
+	Reason  Reason
+	Dir     Dir
+	Iface   string
+	Rule    rules.RuleID
+}
+
+// Packet returns the packet the worker decoded last (valid until the next Judge).
+func (w *Worker) Packet() *packet.Parsed { return &w.p }
+
+// Judge decides one packet. b holds the packet from its IP header (possibly truncated to
+// the copy range); inDev is the input interface index for INPUT-hook packets, outDev the
+// output one for OUTPUT (0 = absent). It allocates nothing in the steady state.
+func (w *Worker) Judge(b []byte, inDev, outDev uint32) Result {
+	dir, dev := DirIngress, inDev
+	if inDev == 0 {
+		dir, dev = DirEgress, outDev
+	}
+	res := w.judge(b, dir, dev)
+	res.Dir = dir
+	n := uint64(w.p.Length)
+	if n == 0 {
+		n = uint64(len(b))
+	}
+	w.C.Packets[dir][res.Reason].Add(1)
+	w.C.Bytes[dir][res.Reason].Add(n)
+	res.Verdict = res.Reason.Verdict()
+	return res
+}
+
+func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
+	e := w.e
+	st := e.state.Load()
+	p := &w.p
+	if !w.dec.Decode(b, p) {
+		return Result{Reason: ReasonMalformed}
+	}
+	is := st.byIndex[dev]
+	if is == nil {
+		if is = e.learn(dev); is == nil {
+			// Not an interface of the config: sgd's rules do not queue such packets.
+			return Result{Reason: ReasonExempt}
+		}
+	}
+	res := Result{Iface: is.name}
+	if p.Proto == rules.ProtoICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
+		res.Reason = ReasonExempt // neighbour discovery is the fabric's, not the SG's (SPEC 1.2)
+		return res
+	}
+	now := e.opt.Now()
+	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+	startsFlow := true
+	switch p.Proto {
+	case rules.ProtoTCP:
+		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
+		startsFlow = p.TCPFlags&(packet.FlagSYN|packet.FlagACK|packet.FlagRST) == packet.FlagSYN
+	case rules.ProtoUDP:
+		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
+	case rules.ProtoICMP, rules.ProtoICMPv6:
+		if isEcho(p.Proto, p.ICMPType) {
+			t.SrcPort, t.DstPort = p.ICMPID, p.ICMPID
+			startsFlow = isEchoRequest(p.Proto, p.ICMPType)
+		} else {
+			startsFlow = false
+			if e.opt.AllowRelatedICMP && p.Inner.Valid && w.related(p, now) {
+				res.Reason = ReasonRelatedICMP
+				return res
+			}
+		}
+	}
+	if p.Proto != rules.ProtoICMP && p.Proto != rules.ProtoICMPv6 || isEcho(p.Proto, p.ICMPType) {
+		if m, _ := e.table.Lookup(&t, p.TCPFlags, now); m != conntrack.MatchNone {
+			res.Reason = ReasonTracked
+			return res
+		}
+	}
+	remote := p.Src
+	if dir == DirEgress {
+		remote = p.Dst
+	}
+	rid, untracked := is.itf.Decide(rules.Direction(dir), p.Proto, remote, p.DstPort, p.ICMPType, p.ICMPCode)
+	if rid == 0 {
+		res.Reason = ReasonNoRule
+		return res
+	}
+	res.Rule = rid
+	if h := st.hits; w.id < len(h) {
+		h[w.id][rid].Add(1)
+	}
+	switch {
+	case untracked:
+		res.Reason = ReasonUntracked
+		return res
+	case !startsFlow:
+		res.Reason = ReasonRuleNoFlow
+		return res
+	}
+	meta := conntrack.Meta{Timeouts: is.timeouts, Iface: is.id, Ingress: dir == DirIngress, Rule: uint32(rid)}
+	if e.table.Insert(&t, p.TCPFlags, meta, now) == conntrack.Full {
+		res.Reason = ReasonTableFull
+		return res
+	}
+	res.Reason = ReasonRule
+	return res
+}
+
+// related reports whether the ICMP error in p quotes a packet of a tracked flow.
+func (w *Worker) related(p *packet.Parsed, now int64) bool {
+	in := &p.Inner
+	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst}
+	switch in.Proto {
+	case rules.ProtoTCP, rules.ProtoUDP:
+		t.SrcPort, t.DstPort = in.SrcPort, in.DstPort
+	case rules.ProtoICMP, rules.ProtoICMPv6:
+		if !isEcho(in.Proto, in.ICMPType) {
+			return false
+		}
+		t.SrcPort, t.DstPort = in.ICMPID, in.ICMPID
+	}
+	return w.e.table.Peek(&t, now)
+}
+
+func isEcho(proto, typ uint8) bool {
+	if proto == rules.ProtoICMP {
+		return typ == 8 || typ == 0
+	}
+	return typ == 128 || typ == 129
+}
+
+func isEchoRequest(proto, typ uint8) bool {
+	if proto == rules.ProtoICMP {
+		return typ == 8
+	}
+	return typ == 128
+}
+
+// ID is the worker's index among the engine's workers (0-based).
+func (w *Worker) ID() int { return w.id }
