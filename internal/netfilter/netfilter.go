@@ -1,0 +1,313 @@
+// Package netfilter installs and removes the iptables/ip6tables rules that send the packets
+// of sgd's interfaces to NFQUEUE, touching nothing but its own chains and jumps.
+//
+// Layout (SPEC 2.3). In table mangle, chains SGD-INPUT and SGD-OUTPUT, each reached by one
+// rule "-m comment --comment sgd -j SGD-…" at the top of INPUT and OUTPUT, in iptables and
+// ip6tables. mangle runs after conntrack and defragmentation and before filter, so the
+// host's own filter rules still judge what sgd accepts. Each chain RETURNs loopback,
+// IPv6 neighbour discovery and (optionally) DHCP client traffic, then queues the packets
+// of each configured interface; packets of other interfaces fall off the end and RETURN.
+//
+// The nftables "queue" expression is missing from the kernels sgd targets, so the rules go
+// through the iptables commands (iptables-nft 1.8.9 translates -j NFQUEUE to its own
+// compat expression). Commands are executed with argument lists, never through a shell,
+// and chain contents are fed to iptables-restore --noflush on standard input.
+//
+// Two consequences of NFQUEUE worth knowing: a packet sgd accepts continues at the next
+// hook (filter), so mangle INPUT/OUTPUT rules of others placed after sgd's jump do not see
+// queued packets; and while the rules are installed and nobody reads a queue, its packets
+// are dropped (fail-closed) unless Spec.FailOpen added --queue-bypass.
+package netfilter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Options configure a Manager. The zero value selects no address family, which makes
+// Apply, Remove and Installed fail; start from DefaultOptions.
+type Options struct {
+	// Runner executes the commands; nil means ExecRunner.
+	Runner Runner
+	// IPv4 and IPv6 select the families managed (iptables and ip6tables).
+	IPv4, IPv6 bool
+	// Netns, when set, runs every command inside that named network namespace as
+	// "ip netns exec NAME <command> <args>" (tests, labs).
+	Netns string
+	// Binaries; empty means the default name, looked up in PATH: "iptables",
+	// "ip6tables", "iptables-restore", "ip6tables-restore", and "ip" for Netns.
+	IPTables, IP6Tables, IPTablesRestore, IP6TablesRestore, IP string
+}
+
+// DefaultOptions returns Options that manage both families with the commands from PATH.
+func DefaultOptions() Options {
+	return Options{IPv4: true, IPv6: true}
+}
+
+// Manager installs, replaces and removes sgd's rules. Its methods are safe for concurrent
+// use; they are serialised, so an Apply never interleaves with a Remove. A Manager keeps
+// no record of what it installed: every method reads the ruleset, so a new Manager after
+// a crash handles the leftovers of the old one.
+type Manager struct {
+	mu       sync.Mutex
+	opts     Options
+	families []family
+}
+
+// New returns a Manager that runs the commands named in opts (defaults filled in).
+func New(opts Options) *Manager {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&opts.IPTables, "iptables")
+	def(&opts.IP6Tables, "ip6tables")
+	def(&opts.IPTablesRestore, "iptables-restore")
+	def(&opts.IP6TablesRestore, "ip6tables-restore")
+	def(&opts.IP, "ip")
+	if opts.Runner == nil {
+		opts.Runner = ExecRunner{}
+	}
+	m := &Manager{opts: opts}
+	if opts.IPv4 {
+		m.families = append(m.families, ipv4)
+	}
+	if opts.IPv6 {
+		m.families = append(m.families, ipv6)
+	}
+	return m
+}
+
+var errNoFamily = errors.New("netfilter: neither IPv4 nor IPv6 selected in Options")
+
+// Rules returns the iptables-restore input Apply feeds for each family (nil for a family
+// not managed). It does not validate s and runs nothing.
+func (m *Manager) Rules(s Spec) (v4, v6 []byte) {
+	if m.opts.IPv4 {
+		v4 = rules(s, ipv4)
+	}
+	if m.opts.IPv6 {
+		v6 = rules(s, ipv6)
+	}
+	return v4, v6
+}
+
+// Apply validates s, then for each family replaces the contents of sgd's chains in one
+// iptables-restore transaction per table and inserts each jump at the top of its built-in
+// chain unless iptables -C finds it already there, so applying again, or after a crash,
+// leaves exactly one copy. With s.FastPathMark == 0 the filter-table chains and jumps of a
+// previous run are removed. Packets start being queued when the jumps first appear: open
+// the queues before. On error, a family may be left with its old or new rules (each
+// table's chain contents change atomically); Apply again or Remove.
+func (m *Manager) Apply(ctx context.Context, s Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if len(m.families) == 0 {
+		return errNoFamily
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range m.families {
+		if err := m.apply(ctx, f, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
+	if _, err := m.run(ctx, m.restoreBin(f), []string{"-w", "--noflush"}, rules(s, f)); err != nil {
+		return fmt.Errorf("netfilter: %v: replace chains: %w", f, err)
+	}
+	hooks := queueHooks[:]
+	if s.FastPathMark != 0 {
+		hooks = append(hooks, saveHooks[:]...)
+	}
+	for _, h := range hooks {
+		if err := m.ensureJump(ctx, f, h); err != nil {
+			return err
+		}
+	}
+	if s.FastPathMark == 0 {
+		if err := m.remove(ctx, f, "filter", saveHooks[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureJump inserts h's jump as rule 1 of its built-in chain unless -C finds one.
+func (m *Manager) ensureJump(ctx context.Context, f family, h hook) error {
+	check := append([]string{"-w", "-t", h.table, "-C", h.builtin}, h.jumpArgs()...)
+	_, err := m.run(ctx, m.iptablesBin(f), check, nil)
+	if err == nil {
+		return nil
+	}
+	// iptables -C exits 1 when the rule is absent; anything else is a failure.
+	var ec interface{ ExitCode() int }
+	if !errors.As(err, &ec) || ec.ExitCode() != 1 {
+		return fmt.Errorf("netfilter: %v: check jump %s -> %s in %s: %w", f, h.builtin, h.chain, h.table, err)
+	}
+	insert := append([]string{"-w", "-t", h.table, "-I", h.builtin, "1"}, h.jumpArgs()...)
+	if _, err := m.run(ctx, m.iptablesBin(f), insert, nil); err != nil {
+		return fmt.Errorf("netfilter: %v: insert jump %s -> %s in %s: %w", f, h.builtin, h.chain, h.table, err)
+	}
+	return nil
+}
+
+// Remove deletes sgd's jumps and chains from both tables of every managed family, in one
+// iptables-restore transaction per family, leaving every other rule as it was. What is
+// already absent is skipped, so Remove on a clean ruleset does nothing and returns nil.
+// A failure in one family does not stop the other; the errors are joined.
+func (m *Manager) Remove(ctx context.Context) error {
+	if len(m.families) == 0 {
+		return errNoFamily
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, f := range m.families {
+		var b bytes.Buffer
+		for _, t := range []struct {
+			table string
+			hooks []hook
+		}{{"mangle", queueHooks[:]}, {"filter", saveHooks[:]}} {
+			st, err := m.list(ctx, f, t.table)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			b.Write(removal(st, t.table, t.hooks))
+		}
+		if b.Len() == 0 {
+			continue
+		}
+		if _, err := m.run(ctx, m.restoreBin(f), []string{"-w", "--noflush"}, b.Bytes()); err != nil {
+			errs = append(errs, fmt.Errorf("netfilter: %v: remove chains: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// remove deletes the given hooks' jumps and chains of one table and family, if present.
+func (m *Manager) remove(ctx context.Context, f family, table string, hooks []hook) error {
+	st, err := m.list(ctx, f, table)
+	if err != nil {
+		return err
+	}
+	in := removal(st, table, hooks)
+	if in == nil {
+		return nil
+	}
+	if _, err := m.run(ctx, m.restoreBin(f), []string{"-w", "--noflush"}, in); err != nil {
+		return fmt.Errorf("netfilter: %v: remove chains from %s: %w", f, table, err)
+	}
+	return nil
+}
+
+// removal returns the iptables-restore --noflush input that deletes every copy of the
+// hooks' jumps and then flushes and deletes their chains, or nil when none is present.
+func removal(st tableState, table string, hooks []hook) []byte {
+	var b bytes.Buffer
+	for _, h := range hooks {
+		if st.chains[h.chain] {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain) // flushes it
+		}
+	}
+	for _, h := range hooks {
+		spec := strings.Join(h.jumpArgs(), " ")
+		for range st.jumps[h.builtin+" "+spec] {
+			fmt.Fprintf(&b, "-D %s %s\n", h.builtin, spec)
+		}
+	}
+	for _, h := range hooks {
+		if st.chains[h.chain] {
+			fmt.Fprintf(&b, "-X %s\n", h.chain)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	return append(append([]byte("*"+table+"\n"), b.Bytes()...), "COMMIT\n"...)
+}
+
+// Installed reports whether any of sgd's mangle chains exists in any managed family.
+func (m *Manager) Installed(ctx context.Context) (bool, error) {
+	if len(m.families) == 0 {
+		return false, errNoFamily
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range m.families {
+		st, err := m.list(ctx, f, "mangle")
+		if err != nil {
+			return false, err
+		}
+		for _, h := range queueHooks {
+			if st.chains[h.chain] {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// tableState is what "iptables -S" shows of one table: the user-defined chains and, for
+// each rule of a built-in chain, how many times it occurs (keyed "CHAIN rule-spec").
+type tableState struct {
+	chains map[string]bool
+	jumps  map[string]int
+}
+
+// list reads one table with "iptables -t TABLE -S". Listing does not create the table.
+func (m *Manager) list(ctx context.Context, f family, table string) (tableState, error) {
+	out, err := m.run(ctx, m.iptablesBin(f), []string{"-w", "-t", table, "-S"}, nil)
+	if err != nil {
+		return tableState{}, fmt.Errorf("netfilter: %v: list table %s: %w", f, table, err)
+	}
+	st := tableState{chains: map[string]bool{}, jumps: map[string]int{}}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "-N "):
+			st.chains[strings.TrimPrefix(line, "-N ")] = true
+		case strings.HasPrefix(line, "-A INPUT "), strings.HasPrefix(line, "-A OUTPUT "):
+			st.jumps[strings.TrimPrefix(line, "-A ")]++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return tableState{}, fmt.Errorf("netfilter: %v: list table %s: %w", f, table, err)
+	}
+	return st, nil
+}
+
+func (m *Manager) iptablesBin(f family) string {
+	if f == ipv6 {
+		return m.opts.IP6Tables
+	}
+	return m.opts.IPTables
+}
+
+func (m *Manager) restoreBin(f family) string {
+	if f == ipv6 {
+		return m.opts.IP6TablesRestore
+	}
+	return m.opts.IPTablesRestore
+}
+
+// run executes name with args, inside Options.Netns when set.
+func (m *Manager) run(ctx context.Context, name string, args []string, stdin []byte) ([]byte, error) {
+	if m.opts.Netns != "" {
+		args = append([]string{"netns", "exec", m.opts.Netns, name}, args...)
+		name = m.opts.IP
+	}
+	return m.opts.Runner.Run(ctx, name, args, stdin)
+}

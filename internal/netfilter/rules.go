@@ -1,0 +1,220 @@
+package netfilter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Names of the chains sgd owns. Nothing else in the ruleset is ever written by sgd except
+// the one jump rule per built-in chain, which carries the comment jumpComment.
+const (
+	ChainInput   = "SGD-INPUT"    // table mangle, jumped to from INPUT
+	ChainOutput  = "SGD-OUTPUT"   // table mangle, jumped to from OUTPUT
+	ChainSaveIn  = "SGD-SAVE-IN"  // table filter, jumped to from INPUT (fast path only)
+	ChainSaveOut = "SGD-SAVE-OUT" // table filter, jumped to from OUTPUT (fast path only)
+
+	jumpComment = "sgd"
+)
+
+// hook is one of sgd's chains and the built-in chain that jumps to it.
+type hook struct {
+	table   string // "mangle" or "filter"
+	builtin string // "INPUT" or "OUTPUT"
+	chain   string // sgd's chain
+}
+
+// jumpArgs is the rule specification of the jump, as iptables -S prints it after
+// "-A builtin " (the form matters: Remove finds jumps by comparing listing lines).
+func (h hook) jumpArgs() []string {
+	return []string{"-m", "comment", "--comment", jumpComment, "-j", h.chain}
+}
+
+var (
+	queueHooks = [...]hook{{"mangle", "INPUT", ChainInput}, {"mangle", "OUTPUT", ChainOutput}}
+	saveHooks  = [...]hook{{"filter", "INPUT", ChainSaveIn}, {"filter", "OUTPUT", ChainSaveOut}}
+)
+
+// Spec says which interfaces sgd filters and how packets reach its queues. The zero value
+// is invalid (QueueCount 0); see Validate.
+type Spec struct {
+	// Interfaces are the names of the interfaces to filter (exact names, no iptables
+	// "+" wildcard). Packets of other interfaces never reach sgd. "lo" is refused:
+	// loopback is never filtered (SPEC 1.2).
+	Interfaces []string
+	// QueueNum is the first NFQUEUE queue number.
+	QueueNum uint16
+	// QueueCount is the number of queues (>= 1). With more than one, packets are spread
+	// over QueueNum..QueueNum+QueueCount-1 by --queue-balance, and --queue-cpu-fanout
+	// picks the queue by CPU so that one flow's packets stay in order on one queue.
+	QueueCount uint16
+	// FailOpen adds --queue-bypass: while no program listens on a queue, the kernel
+	// accepts its packets instead of dropping them (SPEC 2.3 fail mode).
+	FailOpen bool
+	// ExemptDHCP lets DHCP client traffic (DHCPv4 client/server ports 68/67, DHCPv6
+	// 546/547) bypass sgd, as in a VPC (SPEC 1.2).
+	ExemptDHCP bool
+	// FastPathMark, when non-zero, turns on the kernel fast path: packets whose conntrack
+	// entry carries all bits of the mark are accepted in the mangle table without being
+	// queued, and packets sgd accepted with this packet mark have it saved to their
+	// conntrack entry in the filter table. 0 turns it off.
+	FastPathMark uint32
+}
+
+// Validate reports the first problem with s: an interface name that Linux would refuse
+// or that iptables would read as something else, "lo", a duplicate name, or a queue range
+// that is empty or runs past 65535.
+func (s Spec) Validate() error {
+	if s.QueueCount == 0 {
+		return errors.New("netfilter: queue count 0: need at least one queue")
+	}
+	if last := int(s.QueueNum) + int(s.QueueCount) - 1; last > 65535 {
+		return fmt.Errorf("netfilter: queues %d..%d: last queue number above 65535", s.QueueNum, last)
+	}
+	seen := make(map[string]bool, len(s.Interfaces))
+	for _, name := range s.Interfaces {
+		if err := validIfName(name); err != nil {
+			return err
+		}
+		if seen[name] {
+			return fmt.Errorf("netfilter: interface %q listed twice", name)
+		}
+		seen[name] = true
+	}
+	return nil
+}
+
+// validIfName applies the kernel's dev_valid_name rules (non-empty, at most IFNAMSIZ-1 =
+// 15 bytes, not "." or "..", no '/', ':' or whitespace) and, stricter, refuses what would
+// not survive an iptables-restore line or would change meaning there: bytes outside
+// printable ASCII, quotes, backslash, a leading '!' (negation) and a trailing '+'
+// (iptables wildcard).
+func validIfName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("netfilter: empty interface name")
+	case len(name) > 15:
+		return fmt.Errorf("netfilter: interface %q: longer than 15 bytes", name)
+	case name == "." || name == "..":
+		return fmt.Errorf("netfilter: interface %q: not a valid name", name)
+	case name == "lo":
+		return errors.New(`netfilter: interface "lo": loopback is never filtered`)
+	case name[0] == '!':
+		return fmt.Errorf("netfilter: interface %q: leading '!' would read as negation", name)
+	case name[len(name)-1] == '+':
+		return fmt.Errorf("netfilter: interface %q: trailing '+' is an iptables wildcard", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || c == '/' || c == ':' || c == '"' || c == '\'' || c == '\\' {
+			return fmt.Errorf("netfilter: interface %q: byte %q at %d not allowed", name, c, i)
+		}
+	}
+	return nil
+}
+
+// family selects the IPv4 or IPv6 flavour of the rules.
+type family int
+
+const (
+	ipv4 family = iota
+	ipv6
+)
+
+func (f family) String() string {
+	if f == ipv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// rules returns the iptables-restore input (for --noflush) that replaces the contents of
+// sgd's chains for family f. Declaring a chain (":NAME - [0:0]") under --noflush creates
+// it or flushes it, so the whole content is swapped in one transaction per table; the
+// jumps are not part of it (Apply adds them only when absent). Every rule is written in
+// the canonical form iptables-save prints, so the text can be compared with a listing.
+//
+// Exemptions and the loopback RETURN are not tied to an interface: for an interface sgd
+// does not filter the packet would RETURN anyway, so one rule serves all of them.
+func rules(s Spec, f family) []byte {
+	var b bytes.Buffer
+	b.WriteString("*mangle\n")
+	for _, h := range queueHooks {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain)
+	}
+	for _, h := range queueHooks {
+		in := h.builtin == "INPUT"
+		dev := "-o"
+		if in {
+			dev = "-i"
+		}
+		pre := "-A " + h.chain + " "
+		// Loopback is never filtered (SPEC 1.2).
+		b.WriteString(pre + dev + " lo -j RETURN\n")
+		if f == ipv6 {
+			// Neighbour discovery (RFC 4861: router solicitation 133, router
+			// advertisement 134, neighbour solicitation 135, neighbour
+			// advertisement 136, redirect 137) is never filtered (SPEC 1.2).
+			for t := 133; t <= 137; t++ {
+				fmt.Fprintf(&b, "%s-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN\n", pre, t)
+			}
+		}
+		if s.ExemptDHCP {
+			// The client receives from the server port and sends to it: DHCPv4
+			// (RFC 2131) server 67, client 68; DHCPv6 (RFC 8415) server 547,
+			// client 546.
+			server, client := 67, 68
+			if f == ipv6 {
+				server, client = 547, 546
+			}
+			sport, dport := client, server
+			if in {
+				sport, dport = server, client
+			}
+			fmt.Fprintf(&b, "%s-p udp -m udp --sport %d --dport %d -j RETURN\n", pre, sport, dport)
+		}
+		queue := queueTarget(s)
+		for _, name := range s.Interfaces {
+			if s.FastPathMark != 0 {
+				m := hex(s.FastPathMark)
+				fmt.Fprintf(&b, "%s%s %s -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, m, m)
+			}
+			fmt.Fprintf(&b, "%s%s %s %s\n", pre, dev, name, queue)
+		}
+	}
+	b.WriteString("COMMIT\n")
+	if s.FastPathMark != 0 {
+		m := hex(s.FastPathMark)
+		b.WriteString("*filter\n")
+		for _, h := range saveHooks {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain)
+		}
+		for _, h := range saveHooks {
+			// CONNMARK does not end the traversal: the host's own filter rules
+			// still judge the packet.
+			fmt.Fprintf(&b, "-A %s -m mark --mark %s/%s -j CONNMARK --save-mark --nfmask %s --ctmask %s\n",
+				h.chain, m, m, m, m)
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.Bytes()
+}
+
+// queueTarget is the NFQUEUE target with its options in the order iptables-save prints them.
+func queueTarget(s Spec) string {
+	t := "-j NFQUEUE --queue-num " + strconv.Itoa(int(s.QueueNum))
+	if s.QueueCount > 1 {
+		last := int(s.QueueNum) + int(s.QueueCount) - 1
+		t = fmt.Sprintf("-j NFQUEUE --queue-balance %d:%d", s.QueueNum, last)
+	}
+	if s.FailOpen {
+		t += " --queue-bypass"
+	}
+	if s.QueueCount > 1 {
+		t += " --queue-cpu-fanout"
+	}
+	return t
+}
+
+func hex(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
