@@ -1,0 +1,465 @@
+// Package conntrack is sgd's own connection table: it remembers the flows the rules
+// allowed so that their later packets, in both directions, pass without the rules (SPEC
+// 1.4, after AWS's security group connection tracking).
+package conntrack
+
+import (
+	"context"
+	"math/bits"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// DefaultCapacity is SPEC's max_tracked_connections default.
+const DefaultCapacity = 262144
+
+// DefaultShards is the number of lock shards when Config.Shards is 0.
+const DefaultShards = 256
+
+// Config configures a Table. The zero value is the defaults.
+type Config struct {
+	// Capacity is the most flows tracked at once; 0 (or less) means DefaultCapacity.
+	Capacity int
+	// Shards is the number of independently locked parts; 0 (or less) means
+	// DefaultShards. It is rounded up to a power of two, at most 65536.
+	Shards int
+}
+
+// Match says whether, and in which direction, a packet belongs to a tracked flow.
+type Match uint8
+
+const (
+	MatchNone     Match = iota // no tracked flow
+	MatchOriginal              // same direction as the flow's first packet
+	MatchReply                 // the opposite direction
+)
+
+func (m Match) String() string {
+	switch m {
+	case MatchNone:
+		return "none"
+	case MatchOriginal:
+		return "original"
+	case MatchReply:
+		return "reply"
+	}
+	return "unknown"
+}
+
+// InsertResult is what Insert did.
+type InsertResult uint8
+
+const (
+	Inserted InsertResult = iota // a new flow is tracked
+	Exists                       // the flow was already tracked (a racing packet created it); the packet advanced it like a Lookup hit
+	Full                         // the table is at capacity: nothing stored, the packet should be dropped
+	NoFlow                       // the packet cannot start a flow (TCP other than a lone SYN): nothing stored
+)
+
+func (r InsertResult) String() string {
+	switch r {
+	case Inserted:
+		return "inserted"
+	case Exists:
+		return "exists"
+	case Full:
+		return "full"
+	case NoFlow:
+		return "no_flow"
+	}
+	return "unknown"
+}
+
+// Meta is what the caller stores with a flow. Timeouts nil means DefaultTimeouts; its
+// values are copied at Insert (later changes to *Timeouts do not affect the flow).
+type Meta struct {
+	Timeouts *Timeouts
+	Iface    uint16
+	Ingress  bool
+	Group    uint32
+	Rule     uint32
+}
+
+// FlowInfo is a copy of what the table knows about a flow. Meta.Timeouts points to the
+// table's (read-only) copy of the flow's timeouts and is never nil.
+type FlowInfo struct {
+	Meta  Meta
+	State State
+}
+
+// Table is a connection table. It is safe for concurrent use by many goroutines: flows
+// are spread over lock shards by a seeded hash of their key, every operation locks at
+// most one shard at a time, and the flow count is atomic. Nothing in the table reads the
+// clock: callers pass now, monotonic nanoseconds, so that tests need not sleep. Use New;
+// the zero Table is not usable.
+type Table struct {
+	shards   []shard
+	shift    uint // 64 - log2(len(shards))
+	seed     uint64
+	capacity int64
+	n        atomic.Int64 // flows stored, including expired ones not yet swept
+	tos      timeouts
+}
+
+// shard is one lock's worth of flows: a map from key to an index into a slab of flows.
+// Entries are pointer-free, so neither the map nor the slab is scanned by the garbage
+// collector, and a hit updates the flow in place with a single map lookup.
+type shard struct {
+	shardData
+	_ [128 - unsafe.Sizeof(shardData{})%128]byte // keep shards on separate cache lines
+}
+
+type shardData struct {
+	mu    sync.Mutex
+	m     map[key]uint32 // → index into flows
+	flows []flow
+	free  uint32   // first free slot in flows (noFree if none); free slots chain through flow.next
+	count [4]int32 // flows by protoClass
+}
+
+const noFree = ^uint32(0)
+
+// flow is one tracked flow (64 bytes). A slot with state StateNone is free.
+type flow struct {
+	deadline int64 // idle deadline: the flow is live while now < deadline
+	group    uint32
+	rule     uint32 // or, in a free slot, the next free slot
+	k        key
+	iface    uint16
+	tidx     uint16 // index into the table's interned timeouts
+	state    State
+	flags    uint8
+}
+
+const (
+	flagOrigA   = 1 << iota // the originator is endpoint a of k
+	flagIngress             // Meta.Ingress
+)
+
+// protoClass maps a protocol to its CountByProto slot: 0 tcp, 1 udp, 2 icmp, 3 other.
+func protoClass(p uint8) int {
+	switch p {
+	case protoTCP:
+		return 0
+	case protoUDP:
+		return 1
+	case protoICMP, protoICMPv6:
+		return 2
+	}
+	return 3
+}
+
+// New returns an empty table.
+func New(cfg Config) *Table {
+	capacity := cfg.Capacity
+	if capacity <= 0 {
+		capacity = DefaultCapacity
+	}
+	n := cfg.Shards
+	if n <= 0 {
+		n = DefaultShards
+	}
+	n = min(n, 1<<16)
+	lg := bits.Len(uint(n - 1)) // n rounded up to 1<<lg
+	t := &Table{
+		shards:   make([]shard, 1<<lg),
+		shift:    uint(64 - lg),
+		seed:     rand.Uint64(),
+		capacity: int64(capacity),
+	}
+	for i := range t.shards {
+		t.shards[i].m = make(map[key]uint32)
+		t.shards[i].free = noFree
+	}
+	t.tos.init()
+	return t
+}
+
+func (t *Table) shardFor(k *key) *shard {
+	if t.shift == 64 {
+		return &t.shards[0]
+	}
+	return &t.shards[k.hash(t.seed)>>t.shift]
+}
+
+// Lookup finds the flow of the packet tp (either direction) and, when found, advances its
+// state with the packet (tcpFlags is the TCP header's flags byte, ignored for other
+// protocols) and refreshes its idle deadline. It returns MatchNone, and changes nothing,
+// when there is no flow, when the flow has expired (it is then removed), and for a TCP
+// SYN over a flow in TIME_WAIT or CLOSE: from the originator the old flow is removed (a
+// new connection, for the rules to judge); from the reply side the flow is left as it is
+// (see step). A packet the TCP state machine finds invalid or a retransmission still
+// matches, without advancing the flow or its deadline. It allocates nothing.
+func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, now int64) (Match, FlowInfo) {
+	k, srcIsA := makeKey(tp)
+	s := t.shardFor(&k)
+	s.mu.Lock()
+	i, ok := s.m[k]
+	if !ok {
+		s.mu.Unlock()
+		return MatchNone, FlowInfo{}
+	}
+	f := &s.flows[i]
+	if now >= f.deadline {
+		t.remove(s, i)
+		s.mu.Unlock()
+		return MatchNone, FlowInfo{}
+	}
+	set := t.tos.set.Load() // after Lock: f.tidx was published before f was stored
+	orig := srcIsA == (f.flags&flagOrigA != 0)
+	switch step(f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+	case stepRestart:
+		t.remove(s, i)
+		s.mu.Unlock()
+		return MatchNone, FlowInfo{}
+	case stepForeign:
+		s.mu.Unlock()
+		return MatchNone, FlowInfo{}
+	}
+	info := f.info(set)
+	s.mu.Unlock()
+	if orig {
+		return MatchOriginal, info
+	}
+	return MatchReply, info
+}
+
+// Peek reports whether the packet tp belongs to a live tracked flow (either direction)
+// at now, changing nothing. It serves ICMP errors that quote a packet of a flow.
+func (t *Table) Peek(tp *Tuple, now int64) bool {
+	k, _ := makeKey(tp)
+	s := t.shardFor(&k)
+	s.mu.Lock()
+	i, ok := s.m[k]
+	live := ok && now < s.flows[i].deadline
+	s.mu.Unlock()
+	return live
+}
+
+// Insert starts tracking the flow of the packet tp, whose first packet it is, with meta.
+// TCP flows start only from a lone SYN (other TCP packets return NoFlow). If the flow
+// is already tracked and live, the packet advances it like a Lookup and Insert returns
+// Exists; a flow that has expired, or a TCP flow in TIME_WAIT or CLOSE that the SYN tp
+// reopens (from either side), is replaced. At capacity Insert returns Full: it never
+// evicts a live flow.
+func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertResult {
+	starts := tp.Proto != protoTCP || startsTCP(tcpFlags)
+	k, srcIsA := makeKey(tp)
+	tidx := t.tos.intern(meta.Timeouts)
+	s := t.shardFor(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := t.tos.set.Load()
+	i, ok := s.m[k]
+	if ok {
+		f := &s.flows[i]
+		if now < f.deadline {
+			orig := srcIsA == (f.flags&flagOrigA != 0)
+			switch step(f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+			case stepHit, stepStale:
+				return Exists
+			}
+		}
+		if !starts {
+			t.remove(s, i)
+			return NoFlow
+		}
+		// Replace in place: the count does not change.
+		*f = newFlow(k, srcIsA, tidx, meta, now, set)
+		return Inserted
+	}
+	if !starts {
+		return NoFlow
+	}
+	if !t.reserve() {
+		return Full
+	}
+	f := newFlow(k, srcIsA, tidx, meta, now, set)
+	if s.free != noFree {
+		i = s.free
+		s.free = s.flows[i].rule
+		s.flows[i] = f
+	} else {
+		i = uint32(len(s.flows))
+		s.flows = append(s.flows, f)
+	}
+	s.m[k] = i
+	s.count[protoClass(k.proto)]++
+	return Inserted
+}
+
+// reserve counts one more flow unless the table is at capacity. A compare-and-swap,
+// not an add-then-undo, so Len never reads above the capacity.
+func (t *Table) reserve() bool {
+	for {
+		n := t.n.Load()
+		if n >= t.capacity {
+			return false
+		}
+		if t.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func newFlow(k key, srcIsA bool, tidx uint16, meta Meta, now int64, set *timeoutSet) flow {
+	f := flow{k: k, group: meta.Group, rule: meta.Rule, iface: meta.Iface, tidx: tidx}
+	if srcIsA {
+		f.flags |= flagOrigA
+	}
+	if meta.Ingress {
+		f.flags |= flagIngress
+	}
+	switch k.proto {
+	case protoTCP:
+		f.state = StateSynSent
+	case protoUDP:
+		f.state = StateUDPUnreplied
+	case protoICMP, protoICMPv6:
+		f.state = StateICMP
+	default:
+		f.state = StateOther
+	}
+	f.deadline = now + set.byState[tidx][f.state]
+	return f
+}
+
+func (f *flow) info(set *timeoutSet) FlowInfo {
+	return FlowInfo{
+		Meta: Meta{
+			Timeouts: set.vals[f.tidx],
+			Iface:    f.iface,
+			Ingress:  f.flags&flagIngress != 0,
+			Group:    f.group,
+			Rule:     f.rule,
+		},
+		State: f.state,
+	}
+}
+
+func (f *flow) tuple() Tuple { return f.k.tuple(f.flags&flagOrigA != 0) }
+
+// remove frees slot i of s; s.mu must be held.
+func (t *Table) remove(s *shard, i uint32) {
+	f := &s.flows[i]
+	delete(s.m, f.k)
+	s.count[protoClass(f.k.proto)]--
+	*f = flow{rule: s.free}
+	s.free = i
+	t.n.Add(-1)
+}
+
+// Sweep removes the flows idle past their timeout at now and returns how many it
+// removed. It locks one shard at a time, so packets of other shards never wait for it.
+func (t *Table) Sweep(now int64) int {
+	return t.deleteIf(func(f *flow, _ *timeoutSet) bool { return now >= f.deadline })
+}
+
+// DeleteIf removes the flows for which del returns true and returns how many it removed
+// (used on reload). It locks one shard at a time and calls del with that shard locked:
+// del must be quick and must not call the table.
+func (t *Table) DeleteIf(del func(Tuple, FlowInfo) bool) int {
+	return t.deleteIf(func(f *flow, set *timeoutSet) bool { return del(f.tuple(), f.info(set)) })
+}
+
+func (t *Table) deleteIf(del func(*flow, *timeoutSet) bool) int {
+	removed := 0
+	for j := range t.shards {
+		s := &t.shards[j]
+		s.mu.Lock()
+		set := t.tos.set.Load()
+		for i := range s.flows {
+			if f := &s.flows[i]; f.state != StateNone && del(f, set) {
+				t.remove(s, uint32(i))
+				removed++
+			}
+		}
+		if len(s.m) == 0 && len(s.flows) > 1024 {
+			// Give back the memory of a burst that is over (maps never shrink).
+			s.m = make(map[key]uint32)
+			s.flows = nil
+			s.free = noFree
+		}
+		s.mu.Unlock()
+	}
+	return removed
+}
+
+// Run sweeps every period until ctx is done, reading the time from now.
+func (t *Table) Run(ctx context.Context, every time.Duration, now func() int64) {
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			t.Sweep(now())
+		}
+	}
+}
+
+// Len returns the number of flows stored, including expired ones not yet swept: the
+// number that counts against the capacity.
+func (t *Table) Len() int { return int(t.n.Load()) }
+
+// Capacity returns the most flows the table holds.
+func (t *Table) Capacity() int { return int(t.capacity) }
+
+// CountByProto returns the flows stored per protocol (icmp counts ICMP and ICMPv6),
+// including expired ones not yet swept. Shards are read one at a time, so under traffic
+// the sum is approximate.
+func (t *Table) CountByProto() (tcp, udp, icmp, other int) {
+	for j := range t.shards {
+		s := &t.shards[j]
+		s.mu.Lock()
+		c := s.count
+		s.mu.Unlock()
+		tcp += int(c[0])
+		udp += int(c[1])
+		icmp += int(c[2])
+		other += int(c[3])
+	}
+	return
+}
+
+// Flush removes every flow, one shard at a time.
+func (t *Table) Flush() {
+	for j := range t.shards {
+		s := &t.shards[j]
+		s.mu.Lock()
+		t.n.Add(-int64(len(s.m)))
+		s.m = make(map[key]uint32)
+		s.flows = nil
+		s.free = noFree
+		s.count = [4]int32{}
+		s.mu.Unlock()
+	}
+}
+
+// Range calls fn for each flow (expired ones not yet swept included) until fn returns
+// false. It copies one shard's flows at a time and calls fn with no lock held, so fn may
+// call the table; flows that change meanwhile may be seen in either state.
+func (t *Table) Range(fn func(Tuple, FlowInfo) bool) {
+	var buf []flow
+	for j := range t.shards {
+		s := &t.shards[j]
+		s.mu.Lock()
+		buf = buf[:0]
+		for i := range s.flows {
+			if s.flows[i].state != StateNone {
+				buf = append(buf, s.flows[i])
+			}
+		}
+		set := t.tos.set.Load()
+		s.mu.Unlock()
+		for i := range buf {
+			if !fn(buf[i].tuple(), buf[i].info(set)) {
+				return
+			}
+		}
+	}
+}
