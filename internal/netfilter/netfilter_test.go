@@ -437,3 +437,37 @@ func TestApplyRejectsInvalid(t *testing.T) {
 		t.Errorf("Apply of an invalid spec ran %q; want nothing", f.calls)
 	}
 }
+
+// TestConcurrentUse runs Apply, Remove and Installed from several goroutines: the Manager
+// serialises them, so the (unsynchronised) fake sees one command at a time (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	opts := DefaultOptions()
+	opts.Runner = f
+	m := New(opts)
+	s := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMark: 2}
+	done := make(chan error)
+	for i := range 3 {
+		go func() {
+			var err error
+			for range 20 {
+				switch i {
+				case 0:
+					err = errors.Join(err, m.Apply(ctx, s))
+				case 1:
+					err = errors.Join(err, m.Remove(ctx))
+				default:
+					_, e := m.Installed(ctx)
+					err = errors.Join(err, e)
+				}
+			}
+			done <- err
+		}()
+	}
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Errorf("concurrent use: %v", err)
+		}
+	}
+}
