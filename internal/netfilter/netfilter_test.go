@@ -119,15 +119,15 @@ COMMIT
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
 -A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
--A SGD-INPUT -i eth0 -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
--A SGD-INPUT -i eth1 -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth1 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
 -A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
--A SGD-OUTPUT -o eth0 -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
--A SGD-OUTPUT -o eth1 -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-OUTPUT -o eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-OUTPUT -o eth1 -j NFQUEUE --queue-num 0
 COMMIT
 *filter

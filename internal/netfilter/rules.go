@@ -177,8 +177,10 @@ func rules(s Spec, f family) []byte {
 		queue := queueTarget(s)
 		for _, name := range s.Interfaces {
 			if s.FastPathMark != 0 {
+				// Not RELATED: an ICMP error related to a marked connection carries
+				// its mark too, and must still be judged by sgd (allow_related_icmp).
 				m := hex(s.FastPathMark)
-				fmt.Fprintf(&b, "%s%s %s -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, m, m)
+				fmt.Fprintf(&b, "%s%s %s -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, m, m)
 			}
 			fmt.Fprintf(&b, "%s%s %s %s\n", pre, dev, name, queue)
 		}
