@@ -224,8 +224,8 @@ members:
 		{icmp("2001:db8::7", 8, 0), allow("sg-a/ingress/0")},
 		{udp("192.0.2.11", 5), deny},
 		{udp("198.51.100.8", 5), deny},
-		{tcp("192.0.2.20", 22), allow("sg-a/ingress/1")}, // eth1 carries sg-b
-		{tcp("fe80::1", 22), allow("sg-a/ingress/1")},    // zone dropped
+		{tcp("192.0.2.20", 22), allow("sg-a/ingress/1")},  // eth1 carries sg-b
+		{tcp("fe80::1", 22), allow("sg-a/ingress/1")},     // zone dropped
 		{tcp("203.0.113.9", 22), allow("sg-a/ingress/1")}, // a member of sg-b, unmapped
 		{tcp("192.0.2.20", 23), deny},
 		{tcp("203.0.113.1", 22), deny},
@@ -405,7 +405,7 @@ func TestSpecUntracked(t *testing.T) {
       - {ip_protocol: "47", cidr_ipv4: 0.0.0.0/0}`, "", []row{
 			{tcp("203.0.113.1", 22), allowU("sg-a/ingress/0")},
 			{udp("2001:db8::1", 53), allowU("sg-a/ingress/1")},
-			{tcp("192.0.2.1", 80), allow("sg-a/ingress/2")},     // specific CIDR: tracked
+			{tcp("192.0.2.1", 80), allow("sg-a/ingress/2")},      // specific CIDR: tracked
 			{icmp("203.0.113.1", 8, 0), allow("sg-a/ingress/3")}, // ICMP: always tracked
 			{ipproto(47, "203.0.113.1", 0), allow("sg-a/ingress/4")},
 			{out(tcp("203.0.113.1", 443)), allow("sg-a/egress/0")}, // no all-ports ingress rule
