@@ -1,0 +1,333 @@
+package netns
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// groupsConfig attaches two groups to host's eth0, both with `egress: []`, so every reply
+// that comes back proves connection tracking. It exercises the four kinds of peer.
+const groupsConfig = `
+security_groups:
+  - group_id: sg-web
+    group_name: web
+    description: e2e web group
+    ingress:
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv4: 192.0.2.20/32, description: client only}
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv6: "2001:db8::20/128"}
+      - {ip_protocol: tcp, from_port: 8081, to_port: 8081, cidr_ipv4: 0.0.0.0/0, description: nothing listens}
+      - {ip_protocol: tcp, from_port: 8081, to_port: 8081, cidr_ipv6: "::/0"}
+      - {ip_protocol: tcp, from_port: 8082, to_port: 8082, referenced_group_id: sg-mgmt}
+      - {ip_protocol: tcp, from_port: 8083, to_port: 8083, prefix_list_id: pl-lab}
+      - {ip_protocol: udp, from_port: 9000, to_port: 9000, cidr_ipv4: 192.0.2.20/32}
+      - {ip_protocol: icmp, from_port: 8, to_port: -1, cidr_ipv4: 192.0.2.20/32, description: ping}
+    egress: []
+  - group_id: sg-extra
+    group_name: extra
+    ingress:
+      - {ip_protocol: tcp, from_port: 8090, to_port: 8090, cidr_ipv4: 192.0.2.0/24}
+    egress: []
+  - group_id: sg-mgmt
+    group_name: mgmt
+    egress: []
+prefix_lists:
+  - prefix_list_id: pl-lab
+    entries: [192.0.2.30/32, "2001:db8::30/128"]
+interfaces:
+  - name: eth0
+    security_groups: [sg-web, sg-extra]
+members:
+  - {address: 192.0.2.40, security_groups: [sg-mgmt]}
+`
+
+// TestGroups checks rules of every peer kind, two merged groups, both families, UDP and
+// ICMP against one sgd (one subtest per case, run in parallel).
+func TestGroups(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h := tp.host.ns
+	for _, port := range []string{":8080", ":8082", ":8083", ":8090", ":8099"} {
+		listenEcho(t, h, port, false) // 8099 listens but no rule allows it
+	}
+	udpEcho(t, h, ":9000")
+	startSGD(t, h, writeConfig(t, groupsConfig), nextQueue())
+
+	v4 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(tp.host.v4, port) }
+	v6 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(tp.host.v6, port) }
+	for _, tc := range []struct {
+		name string
+		from node
+		dst  netip.AddrPort
+		want outcome
+	}{
+		{"tcp4/allowed-listening", tp.client, v4(8080), works},
+		{"tcp4/blocked-times-out", tp.client, v4(8099), timeout},
+		{"tcp4/allowed-not-listening-refused", tp.client, v4(8081), refused},
+		{"tcp6/allowed-listening", tp.client, v6(8080), works},
+		{"tcp6/blocked-times-out", tp.client, v6(8099), timeout},
+		{"tcp6/allowed-not-listening-refused", tp.client, v6(8081), refused},
+		{"cidr/client-allowed", tp.client, v4(8080), works},
+		{"cidr/stranger-denied", tp.stranger, v4(8080), timeout},
+		{"cidr6/stranger-denied", tp.stranger, v6(8080), timeout},
+		{"referenced-group/member-allowed", tp.member, v4(8082), works},
+		{"referenced-group/client-denied", tp.client, v4(8082), timeout},
+		{"merged/group1-port", tp.client, v4(8080), works},
+		{"merged/group2-port", tp.client, v4(8090), works},
+		{"merged/group2-port-member", tp.member, v4(8090), works},
+		{"prefix-list/stranger-allowed", tp.stranger, v4(8083), works},
+		{"prefix-list6/stranger-allowed", tp.stranger, v6(8083), works},
+		{"prefix-list/client-denied", tp.client, v4(8083), timeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			checkTCP(t, tc.from.ns, tc.dst, tc.want)
+		})
+	}
+	t.Run("stateful/egress-empty-bulk-round-trip", func(t *testing.T) {
+		t.Parallel()
+		c, _, err := dialFrom(t, tp.client.ns, v4(8080), netip.AddrPort{}, dialTimeout)
+		if err != nil {
+			t.Fatalf("connect client → %v: %v", v4(8080), err)
+		}
+		defer c.Close()
+		roundTrip(t, c, bytes.Repeat([]byte("0123456789abcdef"), 16<<10)) // 256 KiB each way
+	})
+	t.Run("udp/request-response-egress-empty", func(t *testing.T) {
+		t.Parallel()
+		got, err := udpAsk(t, tp.client.ns, v4(9000), []byte("udp hello"), 2*time.Second)
+		if err != nil || string(got) != "udp hello" {
+			t.Fatalf("udp client → %v = %q, %v; want the echo", v4(9000), got, err)
+		}
+	})
+	t.Run("udp/stranger-no-answer", func(t *testing.T) {
+		t.Parallel()
+		got, err := udpAsk(t, tp.stranger.ns, v4(9000), []byte("udp hello"), dialTimeout)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("udp stranger → %v = %q, %v; want no answer (timeout)", v4(9000), got, err)
+		}
+	})
+	t.Run("icmp/echo-allowed-by-type-8-rule", func(t *testing.T) {
+		t.Parallel()
+		if err := ping(t, tp.client.ns, tp.host.v4); err != nil {
+			t.Fatalf("ping client → %v: %v; want a reply", tp.host.v4, err)
+		}
+	})
+	t.Run("icmp/echo-denied-without-rule", func(t *testing.T) {
+		t.Parallel()
+		if err := ping(t, tp.stranger.ns, tp.host.v4); err == nil {
+			t.Fatalf("ping stranger → %v got a reply; want none (no icmp rule for stranger)", tp.host.v4)
+		}
+	})
+}
+
+// outboundConfig has no ingress rule at all and one egress rule: host may connect to
+// client's port 7000 and 7002 only.
+const outboundConfig = `
+security_groups:
+  - group_id: sg-out
+    group_name: outbound-only
+    egress:
+      - {ip_protocol: tcp, from_port: 7000, to_port: 7000, cidr_ipv4: 192.0.2.20/32}
+      - {ip_protocol: tcp, from_port: 7002, to_port: 7002, cidr_ipv4: 192.0.2.20/32}
+interfaces:
+  - name: eth0
+    security_groups: [sg-out]
+`
+
+// TestOutboundStateful checks that replies to an allowed outbound connection come in with
+// no ingress rules, and that once the flow has ended, the same port pair used the other
+// way round is a new, unsolicited connection that is dropped.
+func TestOutboundStateful(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h, c := tp.host.ns, tp.client.ns
+	listenEcho(t, h, ":8080", false)
+	listenEcho(t, c, ":7001", false)
+	startSGD(t, h, writeConfig(t, outboundConfig), nextQueue())
+
+	// Each variant: host connects to client's port, they exchange a line, and the flow ends;
+	// then client connects from that port to host's old ephemeral port.
+	for _, tc := range []struct {
+		name string
+		port uint16
+		// abortive: client ends with an RST (no TIME_WAIT anywhere; if the SYN got
+		// through, host's stack would answer RST: refused). Otherwise an orderly close,
+		// host closing first (host's socket in TIME_WAIT; a SYN that got through would
+		// be answered with an ACK, then refused on the retransmission after 1 s).
+		abortive bool
+	}{
+		{"after-rst", 7000, true},
+		{"after-fin-host-time-wait", 7002, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := listenEcho(t, c, ":"+itoa(tc.port), tc.abortive)
+			dst := netip.AddrPortFrom(tp.client.v4, tc.port)
+			conn, _, err := dialFrom(t, h, dst, netip.AddrPort{}, dialTimeout)
+			if err != nil {
+				t.Fatalf("outbound connect host → %v with an egress rule and no ingress rules: %v; want it to work", dst, err)
+			}
+			hostPort := conn.LocalAddr().(*net.TCPAddr).AddrPort()
+			roundTrip(t, conn, []byte("outbound hello\n"))
+			conn.Close()
+			srv.waitClosed(t)
+			srv.Close()
+			time.Sleep(200 * time.Millisecond) // let the last ACK/RST pass
+			src := netip.AddrPortFrom(tp.client.v4, tc.port)
+			dst = netip.AddrPortFrom(tp.host.v4, hostPort.Port())
+			c2, took, err := dialFrom(t, c, dst, src, dialTimeout)
+			checkDial(t, c, dst, c2, took, err, timeout)
+		})
+	}
+	t.Run("egress-without-rule-times-out", func(t *testing.T) {
+		checkTCP(t, h, netip.AddrPortFrom(tp.client.v4, 7001), timeout)
+	})
+	t.Run("no-ingress-rules/tcp-times-out", func(t *testing.T) {
+		checkTCP(t, c, netip.AddrPortFrom(tp.host.v4, 8080), timeout)
+	})
+	t.Run("no-ingress-rules/ping-denied", func(t *testing.T) {
+		if err := ping(t, c, tp.host.v4); err == nil {
+			t.Fatalf("ping client → %v got a reply; want none (no icmp rule)", tp.host.v4)
+		}
+	})
+}
+
+// lifecycleConfig allows port 8080 from the lab's networks; egress is AWS's default.
+const lifecycleConfig = `
+security_groups:
+  - group_id: sg-life
+    group_name: lifecycle
+    ingress:
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv4: 192.0.2.0/24}
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv6: "2001:db8::/64"}
+interfaces:
+  - name: eth0
+    security_groups: [sg-life]
+`
+
+// TestLifecycle checks SPEC 3.2: SIGKILL leaves the host fail-closed with the rules in
+// place, a restart resumes enforcement with exactly one jump per hook, and SIGTERM
+// removes every rule.
+func TestLifecycle(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h, c := tp.host.ns, tp.client.ns
+	listenEcho(t, h, ":8080", false)
+	listenEcho(t, h, ":8099", false)
+	allowed, blocked := netip.AddrPortFrom(tp.host.v4, 8080), netip.AddrPortFrom(tp.host.v4, 8099)
+	allowed6 := netip.AddrPortFrom(tp.host.v6, 8080)
+	config, queue := writeConfig(t, lifecycleConfig), nextQueue()
+
+	d := startSGD(t, h, config, queue)
+	checkTCP(t, c, allowed, works)
+	checkTCP(t, c, blocked, timeout)
+
+	t.Run("sigkill-fails-closed", func(t *testing.T) {
+		d.kill()
+		if out := nsExec(t, h, "iptables", "-t", "mangle", "-S", "SGD-INPUT"); !strings.Contains(out, "NFQUEUE") {
+			t.Fatalf("after SIGKILL, mangle SGD-INPUT has no NFQUEUE rule:\n%s", out)
+		}
+		for _, fam := range []string{"iptables", "ip6tables"} {
+			if n := jumps(t, h, fam, "INPUT", "SGD-INPUT"); n != 1 {
+				t.Errorf("after SIGKILL, %s mangle INPUT has %d jumps to SGD-INPUT; want 1 (rules stay)", fam, n)
+			}
+		}
+		checkTCP(t, c, allowed, timeout)
+		checkTCP(t, c, allowed6, timeout)
+	})
+
+	t.Run("restart-resumes", func(t *testing.T) {
+		d2 := startSGD(t, h, config, queue)
+		checkTCP(t, c, allowed, works)
+		checkTCP(t, c, allowed6, works)
+		checkTCP(t, c, blocked, timeout)
+		for _, fam := range []string{"iptables", "ip6tables"} {
+			for _, hk := range []struct{ builtin, chain string }{{"INPUT", "SGD-INPUT"}, {"OUTPUT", "SGD-OUTPUT"}} {
+				if n := jumps(t, h, fam, hk.builtin, hk.chain); n != 1 {
+					t.Errorf("after restart, %s mangle %s has %d jumps to %s; want exactly 1\n%s",
+						fam, hk.builtin, n, hk.chain, nsExec(t, h, fam, "-t", "mangle", "-S"))
+				}
+			}
+		}
+
+		t.Run("sigterm-removes-every-rule", func(t *testing.T) {
+			if code := d2.stop(); code != 0 {
+				t.Fatalf("sgd exit code after SIGTERM = %d; want 0", code)
+			}
+			assertNoRules(t, h)
+			checkTCP(t, c, blocked, works) // nothing filters any more
+		})
+	})
+}
+
+// TestInvalidConfig checks that `sgd run` refuses a config that fails validation: a
+// non-zero exit, the AWS error code on stderr, and not a single rule installed.
+func TestInvalidConfig(t *testing.T) {
+	requireEnv(t)
+	h := newNamespace(t, "h")
+	for _, tc := range []struct {
+		name, code, config string
+	}{
+		{"malformed-group-id", "InvalidGroupId.Malformed", `
+security_groups:
+  - {group_id: web, group_name: web}
+interfaces:
+  - {name: eth0, security_groups: [web]}
+`},
+		{"bad-cidr", "InvalidPermission.Malformed", `
+security_groups:
+  - group_id: sg-web
+    group_name: web
+    ingress:
+      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 192.0.2.300/32}
+interfaces:
+  - {name: eth0, security_groups: [sg-web]}
+`},
+		{"unknown-field", "UnknownParameter", `
+security_groups:
+  - group_id: sg-web
+    group_name: web
+    ingress:
+      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 192.0.2.0/24, action: deny}
+interfaces:
+  - {name: eth0, security_groups: [sg-web]}
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, _ := sgdCommand(t, h, writeConfig(t, tc.config), nextQueue())
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				<-done
+				t.Fatalf("sgd run with an invalid config (%s) was still running after 10s:\n%s", tc.code, &out)
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+				t.Errorf("sgd run with an invalid config: %v; want a non-zero exit code", err)
+			}
+			if !strings.Contains(out.String(), tc.code) {
+				t.Errorf("sgd run output does not name %s:\n%s", tc.code, &out)
+			}
+			assertNoRules(t, h)
+		})
+	}
+}
+
+func itoa(p uint16) string { return strconv.Itoa(int(p)) }
