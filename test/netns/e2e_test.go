@@ -2,7 +2,9 @@ package netns
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -49,7 +51,7 @@ members:
 `
 
 // TestGroups checks rules of every peer kind, two merged groups, both families, UDP and
-// ICMP against one sgd (one subtest per case, run in parallel).
+// ICMP against one sgd (one subtest per case, run in parallel), then what sgd reports.
 func TestGroups(t *testing.T) {
 	requireEnv(t)
 	tp := newTopology(t)
@@ -58,7 +60,12 @@ func TestGroups(t *testing.T) {
 		listenEcho(t, h, port, false) // 8099 listens but no rule allows it
 	}
 	udpEcho(t, h, ":9000")
-	startSGD(t, h, writeConfig(t, groupsConfig), nextQueue())
+	d := startSGD(t, h, writeConfig(t, groupsConfig), nextQueue())
+	t.Run("cases", func(t *testing.T) { groupCases(t, tp) })
+	t.Run("status-and-metrics", func(t *testing.T) { checkObservability(t, d) })
+}
+
+func groupCases(t *testing.T, tp *topology) {
 
 	v4 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(tp.host.v4, port) }
 	v6 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(tp.host.v6, port) }
@@ -127,6 +134,61 @@ func TestGroups(t *testing.T) {
 			t.Fatalf("ping stranger → %v got a reply; want none (no icmp rule for stranger)", tp.host.v4)
 		}
 	})
+}
+
+// checkObservability asks the daemon that judged groupCases for its status and metrics.
+func checkObservability(t *testing.T, d *sgd) {
+	out, err := runErr(sgdBin, "status", "--socket", d.socket, "--json")
+	if err != nil {
+		t.Fatalf("sgd status --json: %v\n%s", err, out)
+	}
+	var st struct {
+		Interfaces []struct {
+			Name   string   `json:"name"`
+			Groups []string `json:"groups"`
+		} `json:"interfaces"`
+		Packets map[string]uint64 `json:"packets"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("sgd status --json: %v\n%s", err, out)
+	}
+	if len(st.Interfaces) != 1 || st.Interfaces[0].Name != "eth0" || strings.Join(st.Interfaces[0].Groups, ",") != "sg-web,sg-extra" {
+		t.Errorf("sgd status interfaces = %+v; want eth0 with sg-web, sg-extra", st.Interfaces)
+	}
+	for key, wantSome := range map[string]bool{
+		"ingress/drop/no_rule":    true,  // blocked ports, stranger, ping without a rule
+		"ingress/accept/rule":     true,  // allowed connections
+		"egress/accept/tracked":   true,  // every reply: there is no egress rule
+		"egress/accept/rule":      false, // egress: [] in both groups
+		"egress/accept/untracked": false,
+	} {
+		if got := st.Packets[key] > 0; got != wantSome {
+			t.Errorf("sgd status packets[%q] = %d; want %s", key, st.Packets[key], map[bool]string{true: "> 0", false: "0"}[wantSome])
+		}
+	}
+
+	addr := netip.MustParseAddrPort(d.metrics)
+	c, _, err := dialFrom(t, d.ns, addr, netip.AddrPort{}, 2*time.Second)
+	if err != nil {
+		t.Fatalf("metrics %v inside %s: %v", addr, d.ns, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("GET /metrics HTTP/1.0\r\nHost: sgd\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read metrics: %v", err)
+	}
+	if !bytes.HasPrefix(body, []byte("HTTP/1.0 200")) && !bytes.HasPrefix(body, []byte("HTTP/1.1 200")) {
+		t.Fatalf("GET /metrics: %.200s", body)
+	}
+	for _, name := range []string{"sgd_conntrack_allowance_exceeded_total", "sgd_build_info"} {
+		if !bytes.Contains(body, []byte(name)) {
+			t.Errorf("GET /metrics has no %s", name)
+		}
+	}
 }
 
 // outboundConfig has no ingress rule at all and one egress rule: host may connect to
@@ -302,7 +364,7 @@ interfaces:
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd, _ := sgdCommand(t, h, writeConfig(t, tc.config), nextQueue())
+			cmd, _, _ := sgdCommand(t, h, writeConfig(t, tc.config), nextQueue())
 			var out syncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {

@@ -69,6 +69,7 @@ type sgd struct {
 	queue   int
 	config  string
 	metrics string // 127.0.0.1:PORT inside ns
+	socket  string // the status socket
 	cmd     *exec.Cmd
 	out     *syncBuffer
 	exited  chan struct{}
@@ -76,20 +77,20 @@ type sgd struct {
 }
 
 // sgdCommand returns `ip netns exec NS sgd run ...` with the suite's flags.
-func sgdCommand(t *testing.T, ns, config string, queue int) (*exec.Cmd, string) {
+func sgdCommand(t *testing.T, ns, config string, queue int) (cmd *exec.Cmd, metrics, socket string) {
 	t.Helper()
-	dir := shortDir(t)
-	metrics := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, ns)))
-	cmd := exec.Command("ip", "netns", "exec", ns, sgdBin, "run",
+	socket = filepath.Join(shortDir(t), "sgd.sock")
+	metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, ns)))
+	cmd = exec.Command("ip", "netns", "exec", ns, sgdBin, "run",
 		"--config", config,
 		"--metrics-listen", metrics,
-		"--status-socket", filepath.Join(dir, "sgd.sock"),
+		"--status-socket", socket,
 		"--queue-num", strconv.Itoa(queue),
 		"--log-format", "console")
 	// `ip netns exec` execs sgd in place (no fork), so signals reach sgd itself; the
 	// parent-death signal makes sure no daemon outlives a test binary that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return cmd, metrics
+	return cmd, metrics, socket
 }
 
 // startSGD runs sgd with config in namespace ns on queue and waits until it enforces
@@ -98,8 +99,8 @@ func sgdCommand(t *testing.T, ns, config string, queue int) (*exec.Cmd, string) 
 // when the test failed.
 func startSGD(t *testing.T, ns, config string, queue int) *sgd {
 	t.Helper()
-	cmd, metrics := sgdCommand(t, ns, config, queue)
-	d := &sgd{t: t, ns: ns, queue: queue, config: config, metrics: metrics, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	cmd, metrics, socket := sgdCommand(t, ns, config, queue)
+	d := &sgd{t: t, ns: ns, queue: queue, config: config, metrics: metrics, socket: socket, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sgd: %v", err)
