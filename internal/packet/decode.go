@@ -21,6 +21,11 @@ type ipLayers struct {
 func (l *ipLayers) init() {
 	l.ip4.Options = make([]layers.IPv4Option, 0, maxIPv4Options)
 	l.ext.budget = &l.budget
+	l.ext.class = gopacket.NewLayerClass([]gopacket.LayerType{
+		layers.LayerTypeIPv6HopByHop,
+		layers.LayerTypeIPv6Routing,
+		layers.LayerTypeIPv6Destination,
+	})
 	l.frag.budget = &l.budget
 }
 

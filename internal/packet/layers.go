@@ -36,7 +36,7 @@ const (
 	fragHeader    = 8  // RFC 8200 section 4.5
 	// maxIPv4Options bounds the options in an IPv4 header: 40 bytes of options, at
 	// least one byte each.
-	maxIPv4Options = (60 - ipv4MinHeader)
+	maxIPv4Options = 60 - ipv4MinHeader
 	// maxExtHeaders bounds the IPv6 extension headers walked in one packet; more is
 	// malformed. RFC 8200 section 4.1 allows each header once (destination options
 	// twice), so a legitimate chain of the four kinds walked here has at most five; the
@@ -182,15 +182,10 @@ func (l *ip6Layer) NextLayerType() gopacket.LayerType { return next6(l.next) }
 type ip6ExtLayer struct {
 	layers.IPv6ExtensionSkipper
 	budget *int // extension headers this packet may still have; shared with ip6FragLayer
+	// class is what the layer decodes: the skipper's own class minus the fragment
+	// header, which ip6FragLayer decodes. Set by ipLayers.init.
+	class gopacket.LayerClass
 }
-
-// ip6ExtClass is what ip6ExtLayer decodes: the skipper's own class minus the fragment
-// header, which ip6FragLayer decodes.
-var ip6ExtClass = gopacket.NewLayerClass([]gopacket.LayerType{
-	layers.LayerTypeIPv6HopByHop,
-	layers.LayerTypeIPv6Routing,
-	layers.LayerTypeIPv6Destination,
-})
 
 func (l *ip6ExtLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	if len(data) < 2 || len(data) < int(data[1])*8+8 || !spend(l.budget) {
@@ -199,7 +194,7 @@ func (l *ip6ExtLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) e
 	return l.IPv6ExtensionSkipper.DecodeFromBytes(data, df)
 }
 
-func (l *ip6ExtLayer) CanDecode() gopacket.LayerClass    { return ip6ExtClass }
+func (l *ip6ExtLayer) CanDecode() gopacket.LayerClass    { return l.class }
 func (l *ip6ExtLayer) NextLayerType() gopacket.LayerType { return next6(l.NextHeader) }
 
 // ip6FragLayer is layers.IPv6Fragment behind a length check (RFC 8200 section 4.5).
