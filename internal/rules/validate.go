@@ -292,10 +292,12 @@ func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
 	doc := v.doc
 	const where = "daemon"
 	rulesQuota, groupsQuota = DefaultRulesPerGroup, DefaultGroupsPerInterface
+	quotasOK := true
 	if d.RulesPerGroupQuota != nil {
 		rulesQuota = *d.RulesPerGroupQuota
 		if rulesQuota < 1 {
 			v.add(doc.line("daemon", "rules_per_group_quota"), where, "rules_per_group_quota", CodeParameterValue, "must be at least 1")
+			quotasOK = false
 		}
 	}
 	if d.GroupsPerInterfaceQuota != nil {
@@ -303,9 +305,11 @@ func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
 		if groupsQuota < 1 || groupsQuota > MaxGroupsPerInterface {
 			v.add(doc.line("daemon", "groups_per_interface_quota"), where, "groups_per_interface_quota", CodeParameterValue,
 				"must be 1–%d (AWS's maximum), not %d", MaxGroupsPerInterface, groupsQuota)
+			quotasOK = false
 		}
 	}
-	if rulesQuota*groupsQuota > MaxRulesTimesGroups {
+	// Divide rather than multiply: a huge rules quota must not overflow into a small product.
+	if quotasOK && rulesQuota > MaxRulesTimesGroups/groupsQuota {
 		v.add(doc.line("daemon"), where, "rules_per_group_quota", CodeParameterValue,
 			"rules per group (%d) × groups per interface (%d) exceeds AWS's %d", rulesQuota, groupsQuota, MaxRulesTimesGroups)
 	}
