@@ -370,7 +370,12 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 				v.add(doc.line("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue, "%q is not a CIDR", e)
 				continue
 			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapShift(p)).Masked()
+			// ::ffff:a.b.c.d/n (n ≥ 96) is the IPv4 prefix a.b.c.d/(n-96); a shorter
+			// IPv4-mapped prefix reaches outside ::ffff:0:0/96 and stays an IPv6 prefix.
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			p = p.Masked()
 			if !seen[p] {
 				seen[p] = true
 				entries = append(entries, p)
@@ -378,14 +383,6 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 		}
 		m.PrefixLists[pl.PrefixListID] = entries
 	}
-}
-
-// unmapShift is how many bits a 4-in-6 prefix loses when it becomes an IPv4 prefix.
-func unmapShift(p netip.Prefix) int {
-	if p.Addr().Is4In6() {
-		return 96
-	}
-	return 0
 }
 
 // ruleList validates one direction of a group.
