@@ -359,7 +359,7 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 			v.add(doc.line("prefix_lists", i, "prefix_list_id"), where, "prefix_list_id", CodePrefixListMalformed,
 				"%q is not pl- followed by letters, digits or dashes", pl.PrefixListID)
 		case m.PrefixLists[pl.PrefixListID] != nil:
-			v.add(doc.line("prefix_lists", i), where, "prefix_list_id", CodeParameterValue, "prefix list %s is defined twice", pl.PrefixListID)
+			v.add(doc.line("prefix_lists", i), where, "prefix_list_id", CodePrefixListDuplicate, "prefix list %s is defined twice", pl.PrefixListID)
 			continue
 		}
 		entries := make([]netip.Prefix, 0, len(pl.Entries))
@@ -598,9 +598,9 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 		case itf.Name == "lo":
 			v.add(doc.line("interfaces", i, "name"), where, "name", CodeParameterValue, "loopback traffic is never filtered; remove lo")
 		case !ifNameRe.MatchString(itf.Name):
-			v.add(doc.line("interfaces", i, "name"), where, "name", CodeParameterValue, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", itf.Name)
+			v.add(doc.line("interfaces", i, "name"), where, "name", CodeInterfaceMalformed, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", itf.Name)
 		case seen[itf.Name]:
-			v.add(line, where, "name", CodeParameterValue, "interface %s is listed twice", itf.Name)
+			v.add(line, where, "name", CodeInterfaceDuplicate, "interface %s is listed twice", itf.Name)
 		}
 		seen[itf.Name] = true
 		im := IfaceModel{Name: itf.Name, Timeouts: DefaultTimeouts()}
@@ -653,7 +653,7 @@ func (v *validator) members(c *Config, m *Model) {
 		where := fmt.Sprintf("members[%d]", i)
 		a, err := netip.ParseAddr(strings.TrimSpace(mb.Address))
 		if err != nil || a.Zone() != "" {
-			v.add(doc.line("members", i, "address"), where, "address", CodeParameterValue, "%q is not an IP address", mb.Address)
+			v.add(doc.line("members", i, "address"), where, "address", CodeMemberAddrMalformed, "%q is not an IP address", mb.Address)
 			continue
 		}
 		mm := MemberModel{Addr: a.Unmap()}
