@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+func intp(i int) *int    { return &i }
+func boolp(b bool) *bool { return &b }
+
+func TestResolve(t *testing.T) {
+	def := Resolve(rules.Daemon{}, rules.Daemon{})
+	if def.MetricsListen != "127.0.0.1:9640" || def.QueueNum != DefaultQueueNum || def.QueueCount != 1 || def.FailOpen ||
+		!def.ExemptDHCP || def.MaxTracked != 262144 || def.StatusSocket != DefaultStatusSocket || def.LogFormat != "json" {
+		t.Errorf("Resolve(defaults) = %+v", def)
+	}
+	cfg := rules.Daemon{QueueNum: intp(7), QueueCount: intp(2), FailOpen: true, ExemptDHCP: boolp(false),
+		MetricsListen: "127.0.0.1:9999", MaxTrackedConnections: intp(10)}
+	got := Resolve(cfg, rules.Daemon{QueueNum: intp(9), MetricsListen: "off", StatusSocket: "off"})
+	if got.QueueNum != 9 || got.QueueCount != 2 || !got.FailOpen || got.ExemptDHCP || got.MetricsListen != "" ||
+		got.StatusSocket != "" || got.MaxTracked != 10 {
+		t.Errorf("Resolve(config, flags) = %+v; want flags over config over defaults", got)
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	l := limiter{rate: 2}
+	var got []bool
+	for _, sec := range []int64{1, 1, 1, 2, 2, 2} {
+		got = append(got, l.allow(sec))
+	}
+	want := []bool{true, true, false, true, true, false}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("allow sequence = %v; want %v", got, want)
+		}
+	}
+	if n := l.suppressed.Load(); n != 2 {
+		t.Errorf("suppressed = %d; want 2", n)
+	}
+	if (&limiter{}).allow(1) {
+		t.Error("a zero-rate limiter allowed a log line")
+	}
+}
+
+// TestFlowLog feeds judged packets through a real engine and checks the VPC Flow Log v2
+// records written for them.
+func TestFlowLog(t *testing.T) {
+	const cfg = `
+security_groups:
+  - group_id: sg-a
+    ingress:
+      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 198.51.100.7/32}
+interfaces:
+  - {name: eth0, security_groups: [sg-a]}
+`
+	doc, err := rules.Parse("t.yaml", []byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rules.Validate(doc, rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := rules.Compile(m, rules.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := filter.New(filter.Options{Table: conntrack.New(conntrack.Config{}), Now: func() int64 { return 1 },
+		IfName: func(uint32) (string, bool) { return "eth0", true }})
+	w := e.NewWorker()
+	e.SetPolicy(p, map[string]uint32{"eth0": 2})
+
+	path := filepath.Join(t.TempDir(), "flows.log")
+	fl, err := newFlowLog(path, time.Minute, "123456789012", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syn := func(src string) []byte {
+		b := []byte{
+			0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, // IPv4, total length 40, TTL 64, TCP
+			0, 0, 0, 0, 192, 0, 2, 10, // source (set below), destination 192.0.2.10
+			0x9c, 0x40, 0, 22, 0, 0, 0, 0, 0, 0, 0, 0, // ports 40000 → 22, seq, ack
+			0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0, // data offset 5, SYN, window
+		}
+		var a [4]byte
+		for i, part := range strings.Split(src, ".") {
+			var n int
+			for _, c := range part {
+				n = n*10 + int(c-'0')
+			}
+			a[i] = byte(n)
+		}
+		copy(b[12:16], a[:])
+		return b
+	}
+	for _, src := range []string{"198.51.100.7", "198.51.100.7", "203.0.113.9"} {
+		r := w.Judge(syn(src), 2, 0)
+		fl.record(w, r)
+	}
+	fl.flush(zap.NewNop())
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("flow log has %d records; want 2 (one per flow and action):\n%s", len(lines), data)
+	}
+	var accept, reject string
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 14 {
+			t.Fatalf("record %q has %d fields; want 14 (VPC Flow Logs v2)", l, len(f))
+		}
+		switch f[12] {
+		case "ACCEPT":
+			accept = strings.Join(append(f[:10:10], f[12:]...), " ")
+		case "REJECT":
+			reject = strings.Join(append(f[:10:10], f[12:]...), " ")
+		}
+	}
+	if want := "2 123456789012 eth0 198.51.100.7 192.0.2.10 40000 22 6 2 80 ACCEPT OK"; accept != want {
+		t.Errorf("accept record = %q; want %q", accept, want)
+	}
+	if want := "2 123456789012 eth0 203.0.113.9 192.0.2.10 40000 22 6 1 40 REJECT OK"; reject != want {
+		t.Errorf("reject record = %q; want %q", reject, want)
+	}
+}
+
+// TestUnitFileVerifies runs systemd-analyze verify on the shipped unit, pointed at a
+// built binary (verify checks that ExecStart exists).
+func TestUnitFileVerifies(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed (CI installs systemd)")
+	}
+	unit, err := os.ReadFile("../../deploy/systemd/sgd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sgd")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/sgd").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	path := filepath.Join(dir, "sgd.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/sgd", bin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "WatchdogSec=", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+}
