@@ -365,8 +365,8 @@ interfaces:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd, _, _ := sgdCommand(t, h, writeConfig(t, tc.config), nextQueue())
-			var out syncBuffer
-			cmd.Stdout, cmd.Stderr = &out, &out
+			var out, stderr syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(&out, &stderr)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -384,8 +384,8 @@ interfaces:
 			if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
 				t.Errorf("sgd run with an invalid config: %v; want a non-zero exit code", err)
 			}
-			if !strings.Contains(out.String(), tc.code) {
-				t.Errorf("sgd run output does not name %s:\n%s", tc.code, &out)
+			if !strings.Contains(stderr.String(), tc.code) {
+				t.Errorf("sgd run's stderr does not name %s; output:\n%s", tc.code, &out)
 			}
 			assertNoRules(t, h)
 		})
