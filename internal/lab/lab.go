@@ -36,6 +36,7 @@ type Lab struct {
 	prefix string
 	pid    int
 	dir    string // scratch directory: configs, process logs
+	swept  []string
 
 	mu    sync.Mutex
 	netns []string // created, in order
@@ -56,7 +57,8 @@ func New(prefix string) (*Lab, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("lab: the ip command (iproute2) is not installed: %w", err)
 	}
-	if _, err := Sweep(prefix); err != nil {
+	swept, err := Sweep(prefix)
+	if err != nil {
 		return nil, err
 	}
 	pid := os.Getpid()
@@ -64,8 +66,11 @@ func New(prefix string) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: scratch directory: %w", err)
 	}
-	return &Lab{prefix: prefix, pid: pid, dir: dir}, nil
+	return &Lab{prefix: prefix, pid: pid, dir: dir, swept: swept}, nil
 }
+
+// Swept lists the leftovers of dead labs New removed.
+func (l *Lab) Swept() []string { return l.swept }
 
 // Dir is the lab's scratch directory (removed by Cleanup).
 func (l *Lab) Dir() string { return l.dir }
@@ -224,6 +229,10 @@ func (l *Lab) Keep() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.kept = true
+	if l.dir != "" {
+		// Sweep leaves kept labs alone (their creator exits on purpose).
+		_ = os.WriteFile(filepath.Join(l.dir, keptMarker), []byte("kept by the user\n"), 0o600)
+	}
 	var cmds []string
 	var pids []string
 	for _, p := range l.procs {
@@ -302,8 +311,9 @@ func removeNamespace(ctx context.Context, ns string) error {
 	return err
 }
 
-// Sweep removes the namespaces named prefix-PID-* whose PID no longer runs: the leftovers
-// of a lab killed before it could clean up. It returns the names it removed.
+// Sweep removes the namespaces named prefix-PID-* whose PID no longer runs — the leftovers
+// of a lab killed before it could clean up — with the processes still running in them.
+// Labs handed over with Keep are left alone. It returns the names it removed.
 func Sweep(prefix string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -325,7 +335,7 @@ func Sweep(prefix string) ([]string, error) {
 		}
 		pidS, _, ok := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidS)
-		if !ok || err != nil || pid <= 0 || alive(pid) {
+		if !ok || err != nil || pid <= 0 || alive(pid) || kept(prefix, pid) {
 			continue
 		}
 		if err := removeNamespace(ctx, name); err != nil {
@@ -334,7 +344,24 @@ func Sweep(prefix string) ([]string, error) {
 		}
 		removed = append(removed, name)
 	}
+	// Their scratch directories.
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"-*-*"))
+	for _, d := range dirs {
+		rest := strings.TrimPrefix(filepath.Base(d), prefix+"-")
+		pidS, _, _ := strings.Cut(rest, "-")
+		if pid, err := strconv.Atoi(pidS); err == nil && pid > 0 && !alive(pid) && !kept(prefix, pid) {
+			_ = os.RemoveAll(d)
+		}
+	}
 	return removed, errors.Join(errs...)
+}
+
+// keptMarker, in a lab's directory, marks a lab handed over with Keep.
+const keptMarker = "KEPT"
+
+func kept(prefix string, pid int) bool {
+	m, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("%s-%d-*", prefix, pid), keptMarker))
+	return len(m) > 0
 }
 
 func alive(pid int) bool {

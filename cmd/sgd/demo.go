@@ -1,0 +1,698 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sgd-firewall/sgd/internal/lab"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+// demoConfig is the classic web-server group (README "A config") on the lab's addresses:
+// HTTP and HTTPS from anywhere, SSH from the admin client's /32 and from the management
+// group, ping from a prefix list; egress omitted (AWS's default: everything out).
+const demoConfig = `# sgd demo: the classic web-server security group, on the lab's addresses.
+security_groups:
+  - group_id: sg-web
+    group_name: web-server-sg
+    description: Security group for web servers
+    ingress:
+      - {ip_protocol: tcp, from_port: 80,  to_port: 80,  cidr_ipv4: 0.0.0.0/0, description: HTTP}
+      - {ip_protocol: tcp, from_port: 443, to_port: 443, cidr_ipv4: 0.0.0.0/0, description: HTTPS}
+      - {ip_protocol: tcp, from_port: 22,  to_port: 22,  cidr_ipv4: 192.0.2.20/32, description: SSH from the admin client}
+      - {ip_protocol: tcp, from_port: 22,  to_port: 22,  referenced_group_id: sg-mgmt, description: SSH from management}
+      - {ip_protocol: icmp, from_port: 8,  to_port: -1,  prefix_list_id: pl-corp, description: ping from corp}
+    # egress omitted: AWS default, all traffic to 0.0.0.0/0 and ::/0
+  - group_id: sg-mgmt
+    group_name: management-sg
+    egress: []
+prefix_lists:
+  - prefix_list_id: pl-corp
+    entries: [192.0.2.16/28]
+interfaces:
+  - name: eth0
+    security_groups: [sg-web]
+members:
+  - {address: 192.0.2.40, security_groups: [sg-mgmt]}
+`
+
+// The lab's hosts: addresses from the documentation ranges (RFC 5737, RFC 3849).
+var (
+	demoInstance4 = netip.MustParseAddr("192.0.2.10")
+	demoInstance6 = netip.MustParseAddr("2001:db8::10")
+	demoClient4   = netip.MustParseAddr("192.0.2.20")
+	demoMember4   = netip.MustParseAddr("192.0.2.40")
+	demoStranger4 = netip.MustParseAddr("192.0.2.99")
+	demoStranger6 = netip.MustParseAddr("2001:db8::99")
+)
+
+const (
+	demoPrefix    = "sgd-demo" // namespace names: sgd-demo-PID-role
+	demoServeVerb = "__serve"  // internal: `sgd demo __serve KIND=ADDR...` runs the lab's servers
+	demoIface     = "eth0"
+)
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == demoServeVerb {
+		return demoServe(args[1:], stdout, stderr)
+	}
+	fs := newFlags("demo", "[--timeout D] [--keep]",
+		`Show, live, what a Security Group does to traffic. Builds four network namespaces on a
+bridge (192.0.2.0/24, 2001:db8::/64): an "instance" running sgd (this binary, as
+`+"`sgd run`"+`) with the classic web-server group, an admin "client", a "member" of the
+management group and a "stranger". Then it tries connections and pings between them and
+prints, for each, what happened (connected, refused at once, timed out) and the rule
+that explains it, as `+"`sgd explain`"+` would. Everything is removed at the end, also on
+Ctrl-C. Needs root, iproute2 and iptables; nothing is changed outside the namespaces.
+Exit 0 when every case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
+	timeout := fs.Duration("timeout", 3*time.Second, "how long a blocked connection or ping is given before it counts as timed out")
+	keep := fs.Bool("keep", false, "leave the namespaces and sgd running for exploring, and print how to remove them")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *timeout <= 0 {
+		fmt.Fprintln(stderr, "sgd demo: --timeout must be positive")
+		return 2
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "sgd demo: cannot find my own binary to run as the daemon:", err)
+		return 1
+	}
+	return runDemo(demoOptions{sgd: exe, timeout: *timeout, keep: *keep}, stdout, stderr)
+}
+
+type demoOptions struct {
+	sgd     string // the sgd binary run as the daemon and the servers
+	timeout time.Duration
+	keep    bool
+}
+
+// outcome is what a connection attempt or ping came to.
+type outcome int
+
+const (
+	connected outcome = iota // TCP handshake completed (or an echo reply came back)
+	refused                  // the host's stack answered with RST: allowed, nothing listening
+	timedOut                 // nothing came back: the packet was dropped silently
+	failed                   // anything else (unreachable, local error)
+)
+
+func (o outcome) String() string {
+	return [...]string{"connected", "refused", "timed out", "failed"}[o]
+}
+
+// demoCase is one attempt of the walk-through.
+type demoCase struct {
+	title     string // "stranger → instance tcp/80 (HTTP)"
+	fromNS    string
+	from      netip.Addr
+	to        netip.AddrPort // port 0 with ping
+	ping      bool
+	proto     string // "http" or "ssh": what to say once connected
+	expect    outcome
+	lesson    string      // one line on why, printed after the result
+	query     rules.Query // what Explain judges: the first packet
+	replyQ    bool        // also explain the reply direction (the stateful case)
+	outcome   outcome
+	took      time.Duration
+	detail    string
+	localPort uint16 // the connecting socket's port, once connected
+}
+
+func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
+	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables): %v\n", tool, err)
+			return 1
+		}
+	}
+	l, err := lab.New(demoPrefix)
+	if err != nil {
+		fmt.Fprintln(stderr, "sgd demo:", err)
+		return 1
+	}
+	if sw := l.Swept(); len(sw) > 0 {
+		fmt.Fprintf(stderr, "sgd demo: removed the leftovers of an earlier demo that was killed: %s\n", strings.Join(sw, ", "))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cleaned := false
+	cleanup := func() {
+		if cleaned {
+			return
+		}
+		cleaned = true
+		if o.keep {
+			return
+		}
+		if err := l.Cleanup(); err != nil {
+			fmt.Fprintln(stderr, "sgd demo: cleanup:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	defer func() {
+		// On a panic, remove the lab before the panic goes on.
+		if r := recover(); r != nil {
+			o.keep = false
+			cleanup()
+			panic(r)
+		}
+		cleanup()
+	}()
+	// A second Ctrl-C during cleanup kills the process the usual way; `sgd demo` run
+	// again removes what is left (lab.Sweep).
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+
+	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
+	w("sgd demo — a web server behind a Security Group, live, in network namespaces\n\n")
+
+	inst := &lab.Host{Role: "instance", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoInstance4, 24), prefix(demoInstance6, 64)}}
+	client := &lab.Host{Role: "client", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoClient4, 24)}}
+	member := &lab.Host{Role: "member", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoMember4, 24)}}
+	stranger := &lab.Host{Role: "stranger", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoStranger4, 24), prefix(demoStranger6, 64)}}
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelSetup()
+	if err := l.Star(setupCtx, "switch", inst, client, member, stranger); err != nil {
+		return demoFail(ctx, stderr, "build the namespaces", err)
+	}
+	w("  instance  %-26s runs sgd on eth0; listens on tcp/80 and tcp/22, nothing on tcp/443\n", demoInstance4.String()+", "+demoInstance6.String())
+	w("  client    %-26s the admin's workstation: SSH allowed from its /32, in pl-corp\n", demoClient4)
+	w("  member    %-26s a host carrying sg-mgmt, the management group\n", demoMember4)
+	w("  stranger  %-26s anyone else on the internet\n", demoStranger4.String()+", "+demoStranger6.String())
+	w("  (namespaces %s, joined by a bridge)\n\n", l.Name("*"))
+
+	cfgPath := filepath.Join(l.Dir(), "sgd-demo.yaml")
+	if err := os.WriteFile(cfgPath, []byte(demoConfig), 0o600); err != nil {
+		return demoFail(ctx, stderr, "write the config", err)
+	}
+	m, err := rules.Load(cfgPath)
+	if err != nil {
+		return demoFail(ctx, stderr, "load the built-in config", err)
+	}
+	pol, err := rules.Compile(m, rules.Env{LocalAddrs: func(iface string) []netip.Addr {
+		if iface == demoIface {
+			return []netip.Addr{demoInstance4, demoInstance6}
+		}
+		return nil
+	}})
+	if err != nil {
+		return demoFail(ctx, stderr, "compile the built-in config", err)
+	}
+	w("The config sgd enforces on the instance (%s):\n", cfgPath)
+	for _, line := range strings.Split(strings.TrimRight(demoConfig, "\n"), "\n") {
+		w("  │ %s\n", line)
+	}
+	w("\n")
+
+	// The servers: the instance's HTTP and "SSH" (a banner), and a service on the client
+	// for the outbound case. Real processes, so that --keep leaves them running.
+	servers, err := l.Start(inst.NS, "servers on the instance", o.sgd, "demo", demoServeVerb, "http=:80", "ssh=:22")
+	if err == nil {
+		err = servers.WaitFor(setupCtx, "ready")
+	}
+	if err != nil {
+		return demoFail(ctx, stderr, "start the instance's servers", err)
+	}
+	clientSrv, err := l.Start(client.NS, "server on the client", o.sgd, "demo", demoServeVerb, "http=:8080")
+	if err == nil {
+		err = clientSrv.WaitFor(setupCtx, "ready")
+	}
+	if err != nil {
+		return demoFail(ctx, stderr, "start the client's server", err)
+	}
+
+	statusSock := filepath.Join(l.Dir(), "sgd.sock")
+	sgd, err := l.Start(inst.NS, "sgd", o.sgd, "run", "--config", cfgPath, "--metrics-listen", "127.0.0.1:9640",
+		"--status-socket", statusSock, "--log-format", "json", "--log-level", "info")
+	if err == nil {
+		err = sgd.WaitFor(setupCtx, `"msg":"started"`)
+	}
+	if err != nil {
+		return demoFail(ctx, stderr, "start sgd on the instance", err)
+	}
+	w("sgd runs on the instance (pid %d): its chains queue eth0's packets; what no rule allows is dropped silently.\n\n", sgd.PID())
+
+	cases := demoCases(inst, client, member, stranger, o.timeout)
+	good := 0
+	for i := range cases {
+		c := &cases[i]
+		if ctx.Err() != nil {
+			break
+		}
+		w("%2d  %s\n", i+1, c.title)
+		tryCase(ctx, c, o.timeout)
+		if ctx.Err() != nil {
+			w("    (interrupted)\n")
+			break
+		}
+		w("    %s\n", c.detail)
+		for _, line := range explainLines(pol, c) {
+			w("    %s\n", line)
+		}
+		if c.outcome == c.expect {
+			good++
+			w("    ✓ %s\n\n", c.lesson)
+		} else {
+			w("    ✗ UNEXPECTED: a Security Group would give %q here — %s\n\n", c.expect, c.lesson)
+		}
+	}
+	if ctx.Err() != nil {
+		w("\nInterrupted: removing the namespaces and stopping sgd.\n")
+		return 130
+	}
+
+	w("Summary: %d of %d cases behaved as an AWS Security Group would.\n", good, len(cases))
+	counts := map[outcome]int{}
+	for _, c := range cases {
+		counts[c.outcome]++
+	}
+	w("  connected/answered %d · refused %d · timed out %d", counts[connected], counts[refused], counts[timedOut])
+	if counts[failed] > 0 {
+		w(" · failed %d", counts[failed])
+	}
+	w("\n")
+	if line := demoCounters(ctx, inst.NS); line != "" {
+		w("  %s\n", line)
+	}
+	if good != len(cases) {
+		code = 1
+		w("\nsgd's log ends:\n%s\n", indentText(sgd.Tail(20), "  "))
+	}
+	if o.keep {
+		w("\nThe lab is still up (--keep). Explore it, for example:\n")
+		w("  ip netns exec %s bash                   # a shell on the stranger; the instance is 192.0.2.10\n", stranger.NS)
+		w("  %s status --socket %s      # what sgd enforces\n", o.sgd, statusSock)
+		w("  ip netns exec %s iptables -t mangle -S  # sgd's chains\n", inst.NS)
+		w("  config: %s (edit it: sgd reloads on save); sgd's log: %s\n", cfgPath, sgd.LogPath)
+		w("Remove it with:\n")
+		for _, c := range l.Keep() {
+			w("  %s\n", c)
+		}
+		return code
+	}
+	w("\nCleaning up: stopping sgd (it removes its rules), deleting %d namespaces.\n", len(l.Namespaces()))
+	return code
+}
+
+func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration) []demoCase {
+	tcp := func(from *lab.Host, fromAddr netip.Addr, to netip.Addr, port uint16) demoCase {
+		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(to, port),
+			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoTCP, Src: fromAddr, Dst: to, Port: port}}
+	}
+	secs := fmtDuration(timeout)
+	var cs []demoCase
+
+	c := tcp(stranger, demoStranger4, demoInstance4, 80)
+	c.title, c.proto, c.expect = "stranger → instance tcp/80 (HTTP)", "http", connected
+	c.lesson = "HTTP is open to 0.0.0.0/0: anyone connects"
+	cs = append(cs, c)
+
+	c = tcp(stranger, demoStranger4, demoInstance4, 443)
+	c.title, c.expect = "stranger → instance tcp/443 (HTTPS; nothing listens there)", refused
+	c.lesson = "the rule let the SYN in; the instance's own TCP stack answered RST at once: \"connection refused\" means the port is open in the group"
+	cs = append(cs, c)
+
+	c = tcp(stranger, demoStranger4, demoInstance4, 22)
+	c.title, c.proto, c.expect = "stranger → instance tcp/22 (SSH)", "ssh", timedOut
+	c.lesson = "no rule allows it: the SYN is dropped silently — no RST, no ICMP — so the client hangs until it gives up (" + secs + " here); a timeout means \"blocked by a Security Group\""
+	cs = append(cs, c)
+
+	c = tcp(client, demoClient4, demoInstance4, 22)
+	c.title, c.proto, c.expect = "client → instance tcp/22 (SSH)", "ssh", connected
+	c.lesson = "the admin's /32 is allowed"
+	cs = append(cs, c)
+
+	c = tcp(member, demoMember4, demoInstance4, 22)
+	c.title, c.proto, c.expect = "member → instance tcp/22 (SSH, via the group reference)", "ssh", connected
+	c.lesson = "the rule names sg-mgmt, not an address: every host carrying sg-mgmt matches (only its addresses — sg-mgmt's own rules are not imported)"
+	cs = append(cs, c)
+
+	ping := func(from *lab.Host, fromAddr netip.Addr) demoCase {
+		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(demoInstance4, 0), ping: true,
+			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoICMP, Src: fromAddr, Dst: demoInstance4, ICMPType: 8}}
+	}
+	c = ping(client, demoClient4)
+	c.title, c.expect = "client → instance ping (ICMP echo)", connected
+	c.lesson = "the client is in pl-corp (192.0.2.16/28), and ICMP type 8, code -1 (any) is echo request"
+	cs = append(cs, c)
+
+	c = ping(stranger, demoStranger4)
+	c.title, c.expect = "stranger → instance ping", timedOut
+	c.lesson = "the stranger is not in pl-corp: the echo request is dropped silently, no reply"
+	cs = append(cs, c)
+
+	c = tcp(stranger, demoStranger6, demoInstance6, 80)
+	c.title, c.proto, c.expect = "stranger → instance tcp/80 over IPv6 ([2001:db8::10]:80)", "http", timedOut
+	c.lesson = "0.0.0.0/0 is IPv4 only, as in AWS: IPv6 clients need a cidr_ipv6 ::/0 rule of their own"
+	cs = append(cs, c)
+
+	c = demoCase{fromNS: inst.NS, from: demoInstance4, to: netip.AddrPortFrom(demoClient4, 8080), proto: "http", expect: connected, replyQ: true,
+		query: rules.Query{Iface: demoIface, Direction: rules.Egress, Proto: rules.ProtoTCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}
+	c.title = "instance → client tcp/8080 (the instance connects out)"
+	c.lesson = "stateful: the egress rule allowed the SYN, and sgd tracks the flow, so the replies come back although no ingress rule allows them"
+	cs = append(cs, c)
+	return cs
+}
+
+// tryCase makes the attempt of c and fills in its outcome, duration and a one-line detail.
+func tryCase(ctx context.Context, c *demoCase, timeout time.Duration) {
+	if c.ping {
+		c.outcome, c.took, c.detail = demoPing(ctx, c.fromNS, c.from, c.to.Addr(), timeout)
+		return
+	}
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var conn net.Conn
+	err := lab.Do(c.fromNS, func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: c.from.AsSlice()}}
+		var err error
+		conn, err = d.DialContext(dctx, "tcp", c.to.String())
+		return err
+	})
+	c.took = time.Since(start)
+	switch {
+	case err == nil:
+		defer conn.Close()
+		c.outcome = connected
+		said := demoExchange(conn, c.proto)
+		c.detail = fmt.Sprintf("connected in %s", fmtDuration(c.took))
+		if said != "" {
+			c.detail += fmt.Sprintf(" — the server said %q", said)
+		}
+		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+			c.localPort = uint16(la.Port)
+		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		c.outcome = refused
+		c.detail = fmt.Sprintf("connection refused in %s", fmtDuration(c.took))
+	case dctx.Err() != nil && ctx.Err() == nil:
+		c.outcome = timedOut
+		c.detail = fmt.Sprintf("timed out after %s — no answer at all", fmtDuration(timeout))
+	default:
+		c.outcome = failed
+		c.detail = fmt.Sprintf("failed after %s: %v", fmtDuration(c.took), err)
+	}
+}
+
+// demoExchange says hello on a connected socket and returns the first line the server sent.
+func demoExchange(conn net.Conn, proto string) string {
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if proto == "http" {
+		if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: demo\r\n\r\n"); err != nil {
+			return ""
+		}
+	}
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	return strings.TrimRight(line, "\r\n")
+}
+
+// demoPing sends one ICMP echo request from inside ns and waits for the reply. It uses a
+// raw socket (root) so that it needs no ping binary.
+func demoPing(ctx context.Context, ns string, from, to netip.Addr, timeout time.Duration) (outcome, time.Duration, string) {
+	var pc net.PacketConn
+	err := lab.Do(ns, func() error {
+		var err error
+		pc, err = net.ListenPacket("ip4:icmp", from.String())
+		return err
+	})
+	if err != nil {
+		return failed, 0, fmt.Sprintf("cannot open an ICMP socket: %v", err)
+	}
+	defer pc.Close()
+	id := uint16(os.Getpid())
+	msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, 1, 's', 'g', 'd', ' ', 'd', 'e', 'm', 'o'}
+	sum := icmpChecksum(msg)
+	msg[2], msg[3] = byte(sum>>8), byte(sum)
+	start := time.Now()
+	if _, err := pc.WriteTo(msg, &net.IPAddr{IP: to.AsSlice()}); err != nil {
+		return failed, 0, fmt.Sprintf("send failed: %v", err)
+	}
+	deadline := start.Add(timeout)
+	stopWatch := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	defer stopWatch()
+	_ = pc.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return failed, time.Since(start), "interrupted"
+			}
+			return timedOut, timeout, fmt.Sprintf("no reply after %s", fmtDuration(timeout))
+		}
+		ip, _ := addr.(*net.IPAddr)
+		if n >= 8 && buf[0] == 0 && buf[4] == byte(id>>8) && buf[5] == byte(id) && ip != nil && ip.IP.Equal(to.AsSlice()) {
+			took := time.Since(start)
+			return connected, took, fmt.Sprintf("echo reply in %s", fmtDuration(took))
+		}
+	}
+}
+
+// icmpChecksum is the Internet checksum (RFC 1071) of b.
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+// explainLines renders what `sgd explain` says about the case's first packet (and, for
+// the stateful case, about its reply).
+func explainLines(pol *rules.Policy, c *demoCase) []string {
+	lines := []string{explainOne(pol, c.query)}
+	if c.replyQ && c.outcome == connected {
+		// The SYN-ACK as if it started a flow: ingress, to the instance's ephemeral port.
+		reply := rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoTCP, Src: c.to.Addr(), Dst: c.from, Port: c.localPort}
+		ex := pol.Explain(reply)
+		verdict := "DENY"
+		if ex.Allowed {
+			verdict = "ALLOW"
+		}
+		lines = append(lines, fmt.Sprintf("the reply %s:%d → %s:%d, judged by the rules alone: %s — it passed as part of the tracked flow",
+			c.to.Addr(), c.to.Port(), c.from, c.localPort, verdict))
+	}
+	return lines
+}
+
+// nearest picks the near misses worth showing: those that failed on the peer only (the
+// lesson of the case) when there are any, else those that failed on the port; at most 3.
+func nearest(near []string) []string {
+	var peer, port []string
+	for _, n := range near {
+		if strings.Contains(n, " is not in ") || strings.Contains(n, "no known addresses") {
+			peer = append(peer, n)
+		} else {
+			port = append(port, n)
+		}
+	}
+	if len(peer) == 0 {
+		peer = port
+	}
+	if len(peer) > 3 {
+		peer = peer[:3]
+	}
+	return peer
+}
+
+func explainOne(pol *rules.Policy, q rules.Query) string {
+	ex := pol.Explain(q)
+	if !ex.Allowed {
+		s := "sgd explain: DENY — " + ex.Why
+		if near := nearest(ex.Near); len(near) > 0 {
+			s += "\n      nearest: " + strings.Join(near, "\n               ")
+		}
+		return s
+	}
+	if ex.Exempt != "" {
+		return "sgd explain: ALLOW — " + ex.Exempt
+	}
+	r := ex.Rule
+	word := "from"
+	if q.Direction == rules.Egress {
+		word = "to"
+	}
+	s := fmt.Sprintf("sgd explain: ALLOW — %s %s[%d] %s %s %s", r.GroupID, q.Direction, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer)
+	if r.Rule.Description != "" {
+		s += " " + strconv.Quote(r.Rule.Description)
+	}
+	if r.Rule.Default && r.Rule.Description == "" {
+		s += " (AWS's default egress rule)"
+	}
+	if ex.Untracked {
+		s += "; untracked flow (0.0.0.0/0 in, everything out)"
+	}
+	return s
+}
+
+// demoCounters reads sgd's packet counters from its metrics endpoint inside ns.
+func demoCounters(ctx context.Context, ns string) string {
+	cl := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return lab.DialContext(ctx, ns, network, addr)
+		}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9640/metrics", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	accepted, dropped := 0.0, map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "sgd_packets_total{") {
+			continue
+		}
+		labels, val, ok := strings.Cut(strings.TrimPrefix(line, "sgd_packets_total{"), "} ")
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if !ok || err != nil {
+			continue
+		}
+		lv := promLabels(labels)
+		if lv["verdict"] == "drop" {
+			dropped[lv["reason"]] += v
+		} else {
+			accepted += v
+		}
+	}
+	var total float64
+	var parts []string
+	for r, v := range dropped {
+		total += v
+		parts = append(parts, fmt.Sprintf("%s %.0f", r, v))
+	}
+	sort.Strings(parts)
+	s := fmt.Sprintf("sgd judged %.0f packets: %.0f accepted, %.0f dropped silently", accepted+total, accepted, total)
+	if len(parts) > 0 {
+		s += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return s + " — from its metrics endpoint"
+}
+
+// promLabels parses `a="x",b="y"` (sgd's label values never contain quotes or commas).
+func promLabels(s string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok {
+			m[k] = strings.Trim(v, `"`)
+		}
+	}
+	return m
+}
+
+func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int {
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "sgd demo: interrupted; cleaning up")
+		return 130
+	}
+	fmt.Fprintf(stderr, "sgd demo: %s: %v\n", what, err)
+	return 1
+}
+
+// demoServe runs the lab's toy servers until SIGINT/SIGTERM: "http=ADDR" answers one
+// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner. It prints "ready" once all
+// listen. Internal to `sgd demo` (run inside a namespace); not a user command.
+func demoServe(args []string, stdout, stderr io.Writer) int {
+	var lns []net.Listener
+	for _, a := range args {
+		kind, addr, ok := strings.Cut(a, "=")
+		if !ok || (kind != "http" && kind != "ssh") {
+			fmt.Fprintf(stderr, "sgd demo %s: bad server %q (want http=ADDR or ssh=ADDR)\n", demoServeVerb, a)
+			return 2
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "sgd demo %s: %v\n", demoServeVerb, err)
+			return 1
+		}
+		lns = append(lns, ln)
+		fmt.Fprintf(stdout, "listening: %s on %s\n", kind, ln.Addr())
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go demoAnswer(c, kind)
+			}
+		}()
+	}
+	fmt.Fprintln(stdout, "ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return 0
+}
+
+func demoAnswer(c net.Conn, kind string) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if kind == "ssh" {
+		_, _ = io.WriteString(c, "SSH-2.0-sgd_demo (a banner only, not a real SSH server)\r\n")
+		return
+	}
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil || strings.TrimRight(line, "\r\n") == "" {
+			break
+		}
+	}
+	body := "hello from the sgd demo\n"
+	fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}
+
+func prefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
+
+// fmtDuration prints 0.4 ms, 12 ms, 3 s, 1.5 s.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Round(time.Millisecond)/time.Millisecond)
+	case d%time.Second == 0:
+		return fmt.Sprintf("%d s", d/time.Second)
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+func indentText(s, pre string) string {
+	return pre + strings.ReplaceAll(s, "\n", "\n"+pre)
+}
