@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -393,3 +394,80 @@ interfaces:
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// replaceFile writes data to a new file beside path and renames it over path, as editors
+// and configuration managers do.
+func replaceFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReload checks SPEC 2.4 and 1.4: a changed config file takes effect for the next new
+// flow while a tracked flow allowed by a removed rule keeps passing; an invalid file (on a
+// change or on SIGHUP) is rejected and the rules in force stay.
+func TestReload(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h, c := tp.host.ns, tp.client.ns
+	listenEcho(t, h, ":8080", false)
+	listenEcho(t, h, ":8099", false)
+	p8080, p8099 := netip.AddrPortFrom(tp.host.v4, 8080), netip.AddrPortFrom(tp.host.v4, 8099)
+	config := writeConfig(t, lifecycleConfig)
+	d := startSGD(t, h, config, nextQueue())
+
+	old, _, err := dialFrom(t, c, p8080, netip.AddrPort{}, dialTimeout)
+	if err != nil {
+		t.Fatalf("connect client → %v before the reload: %v", p8080, err)
+	}
+	defer old.Close()
+	roundTrip(t, old, []byte("before the reload\n"))
+
+	const reloaded, rejected = "\treloaded\t", "\treload rejected"
+	t.Run("file-change-applies-to-new-flows", func(t *testing.T) {
+		replaceFile(t, config, strings.ReplaceAll(lifecycleConfig, "8080", "8099"))
+		d.waitLog(reloaded, 1)
+		checkTCP(t, c, p8099, works)
+		checkTCP(t, c, p8080, timeout)
+		roundTrip(t, old, []byte("tracked flow survives the removal of its rule\n"))
+	})
+	t.Run("invalid-file-keeps-rules", func(t *testing.T) {
+		replaceFile(t, config, strings.ReplaceAll(lifecycleConfig, "sg-life", "life"))
+		d.waitLog(rejected, 1)
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+		d.waitLog(rejected, 2)
+		if !strings.Contains(d.out.String(), `"trigger": "SIGHUP"`) {
+			t.Errorf("no reload logged with trigger SIGHUP")
+		}
+		checkTCP(t, c, p8099, works)
+		checkTCP(t, c, p8080, timeout)
+	})
+	t.Run("valid-file-again", func(t *testing.T) {
+		replaceFile(t, config, lifecycleConfig)
+		d.waitLog(reloaded, 2)
+		checkTCP(t, c, p8080, works)
+		checkTCP(t, c, p8099, timeout)
+	})
+}
+
+// TestFailOpen checks the other fail mode: with --fail-open, a killed sgd leaves its rules
+// but the kernel's queue bypass lets every packet through.
+func TestFailOpen(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h, c := tp.host.ns, tp.client.ns
+	listenEcho(t, h, ":8099", false)
+	blocked := netip.AddrPortFrom(tp.host.v4, 8099)
+	d := startSGD(t, h, writeConfig(t, lifecycleConfig), nextQueue(), "--fail-open")
+	if out := nsExec(t, h, "iptables", "-t", "mangle", "-S", "SGD-INPUT"); !strings.Contains(out, "--queue-bypass") {
+		t.Errorf("--fail-open: mangle SGD-INPUT has no --queue-bypass:\n%s", out)
+	}
+	checkTCP(t, c, blocked, timeout) // the bypass only applies while nobody reads the queue
+	d.kill()
+	checkTCP(t, c, blocked, works)
+}

@@ -77,29 +77,30 @@ type sgd struct {
 }
 
 // sgdCommand returns `ip netns exec NS sgd run ...` with the suite's flags.
-func sgdCommand(t *testing.T, ns, config string, queue int) (cmd *exec.Cmd, metrics, socket string) {
+func sgdCommand(t *testing.T, ns, config string, queue int, extra ...string) (cmd *exec.Cmd, metrics, socket string) {
 	t.Helper()
 	socket = filepath.Join(shortDir(t), "sgd.sock")
 	metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, ns)))
-	cmd = exec.Command("ip", "netns", "exec", ns, sgdBin, "run",
+	args := []string{"netns", "exec", ns, sgdBin, "run",
 		"--config", config,
 		"--metrics-listen", metrics,
 		"--status-socket", socket,
 		"--queue-num", strconv.Itoa(queue),
-		"--log-format", "console")
+		"--log-format", "console"}
+	cmd = exec.Command("ip", append(args, extra...)...)
 	// `ip netns exec` execs sgd in place (no fork), so signals reach sgd itself; the
 	// parent-death signal makes sure no daemon outlives a test binary that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd, metrics, socket
 }
 
-// startSGD runs sgd with config in namespace ns on queue and waits until it enforces
+// startSGD runs sgd with config (and extra flags) in namespace ns on queue and waits until it enforces
 // (its "started" line is logged and its NFQUEUE rule is in mangle SGD-INPUT). t.Cleanup
 // stops it with SIGTERM, wants exit code 0 and no sgd rule left, and logs its output
 // when the test failed.
-func startSGD(t *testing.T, ns, config string, queue int) *sgd {
+func startSGD(t *testing.T, ns, config string, queue int, extra ...string) *sgd {
 	t.Helper()
-	cmd, metrics, socket := sgdCommand(t, ns, config, queue)
+	cmd, metrics, socket := sgdCommand(t, ns, config, queue, extra...)
 	d := &sgd{t: t, ns: ns, queue: queue, config: config, metrics: metrics, socket: socket, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	if err := cmd.Start(); err != nil {
@@ -183,6 +184,19 @@ func (d *sgd) cleanup() {
 	}
 	if t.Failed() {
 		t.Logf("sgd output (queue %d, ns %s):\n%s", d.queue, d.ns, d.out)
+	}
+}
+
+// waitLog waits until sgd's output holds at least n copies of substr.
+func (d *sgd) waitLog(substr string, n int) {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(d.out.String(), substr) < n {
+		if time.Now().After(deadline) || !d.running() {
+			d.t.Fatalf("sgd output has %d lines with %q after 10s (running %v); want %d",
+				strings.Count(d.out.String(), substr), substr, d.running(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
