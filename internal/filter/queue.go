@@ -1,14 +1,11 @@
 package filter
 
 import (
-	"context"
 	"errors"
-	"fmt"
+	"os"
 	"sync"
-
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
+	"sync/atomic"
+	"time"
 )
 
 // QueueConfig says which NFQUEUE queues to read and how.
@@ -35,15 +32,20 @@ type QueueConfig struct {
 
 // Queues are open NFQUEUE readers; Close unbinds them.
 type Queues struct {
-	cancel context.CancelFunc
-	qs     []*nfqueue.Nfqueue
+	qs      []*nfq
+	wg      sync.WaitGroup
+	closing atomic.Bool
 }
 
 // Close stops the readers and unbinds the queues.
-func (q *Queues) Close() {
-	q.cancel()
-	for _, n := range q.qs {
-		n.Close()
+func (qs *Queues) Close() {
+	qs.closing.Store(true)
+	for _, q := range qs.qs {
+		_ = q.conn.SetReadDeadline(time.Now())
+	}
+	qs.wg.Wait()
+	for _, q := range qs.qs {
+		q.close()
 	}
 }
 
@@ -66,91 +68,77 @@ func (e *Engine) Open(qc QueueConfig, workers []*Worker, logErr func(error)) (*Q
 	for len(workers) < int(qc.Count) {
 		workers = append(workers, e.NewWorker())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	qs := &Queues{cancel: cancel}
+	qs := &Queues{}
 	for i := range qc.Count {
-		q, err := e.openQueue(ctx, qc, qc.Num+i, workers[i], logErr)
+		q, err := openNFQ(qc.Num+i, qc)
 		if err != nil {
-			qs.Close()
+			for _, o := range qs.qs {
+				o.close()
+			}
 			return nil, err
 		}
 		qs.qs = append(qs.qs, q)
 	}
+	for i, q := range qs.qs {
+		qs.wg.Add(1)
+		go func() {
+			defer qs.wg.Done()
+			e.serve(q, qc, workers[i], &qs.closing, logErr)
+		}()
+	}
 	return qs, nil
 }
 
-func (e *Engine) openQueue(ctx context.Context, qc QueueConfig, num uint16, w *Worker, logErr func(error)) (*nfqueue.Nfqueue, error) {
-	flags := uint32(nfqueue.NfQaCfgFlagGSO)
-	if qc.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
+// serve is one queue's reader: take the burst of packets waiting, judge each, then send
+// all their verdicts in one datagram — individual drops and marked accepts first, then
+// one batch accept for every other packet (NFQNL_MSG_VERDICT_BATCH accepts all queued ids
+// up to the one given, and the individual verdicts have already dequeued theirs).
+func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, logErr func(error)) {
+	lens := make([]int, burstMax)
+	var m packetMsg
+	var lastErr time.Time
+	report := func(err error) {
+		if now := time.Now(); now.Sub(lastErr) > 10*time.Second {
+			lastErr = now
+			logErr(err)
+		}
 	}
-	q, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      num,
-		MaxPacketLen: qc.CopyRange,
-		MaxQueueLen:  qc.MaxQueueLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		AfFamily:     unix.AF_INET,
-		Flags:        flags,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open nfqueue %d: %w", num, err)
+	for {
+		n, err := q.recvBurst(lens)
+		if closing.Load() {
+			return
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			report(err)
+		}
+		out := q.out[:0]
+		var batchID uint32
+		batch := false
+		for i := range n {
+			if !parsePacket(q.slots[i][:lens[i]], &m) {
+				continue
+			}
+			r := w.Judge(m.payload, m.in, m.out)
+			switch {
+			case r.Verdict == Drop:
+				out = q.appendVerdict(out, m.id, nfDrop, 0, false)
+			case qc.FastPathMark != 0 && (r.Reason == ReasonTracked || r.Reason == ReasonRule):
+				out = q.appendVerdict(out, m.id, nfAccept, qc.FastPathMark, false)
+			default:
+				batchID, batch = m.id, true
+			}
+			if qc.OnResult != nil {
+				qc.OnResult(w, r)
+			}
+		}
+		if batch {
+			out = q.appendVerdict(out, batchID, nfAccept, 0, true)
+		}
+		if len(out) > 0 {
+			if err := q.send(out); err != nil {
+				report(err)
+			}
+		}
+		q.out = out[:0]
 	}
-	// Under load the kernel would rather drop (counted in nfnetlink_queue) than make the
-	// socket fail with ENOBUFS.
-	if err := q.Con.SetOption(netlink.NoENOBUFS, true); err != nil {
-		logErr(fmt.Errorf("nfqueue %d: set NoENOBUFS: %w", num, err))
-	}
-	if err := q.Con.SetReadBuffer(qc.ReadBuffer); err != nil {
-		logErr(fmt.Errorf("nfqueue %d: set read buffer: %w", num, err))
-	}
-	var once sync.Once
-	hook := func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			return 0
-		}
-		var payload []byte
-		if a.Payload != nil {
-			payload = *a.Payload
-		}
-		var in, out uint32
-		if a.InDev != nil {
-			in = *a.InDev
-		}
-		if a.OutDev != nil {
-			out = *a.OutDev
-		}
-		r := w.Judge(payload, in, out)
-		var err error
-		switch {
-		case r.Verdict == Drop:
-			err = q.SetVerdict(*a.PacketID, nfqueue.NfDrop)
-		case qc.FastPathMark != 0 && (r.Reason == ReasonTracked || r.Reason == ReasonRule):
-			err = q.SetVerdictWithMark(*a.PacketID, nfqueue.NfAccept, int(qc.FastPathMark))
-		default:
-			err = q.SetVerdict(*a.PacketID, nfqueue.NfAccept)
-		}
-		if err != nil {
-			once.Do(func() { logErr(fmt.Errorf("nfqueue %d: set verdict: %w", num, err)) })
-		}
-		if qc.OnResult != nil {
-			qc.OnResult(w, r)
-		}
-		return 0
-	}
-	errFn := func(err error) int {
-		if ctx.Err() != nil {
-			return 1
-		}
-		var oe *netlink.OpError
-		if errors.As(err, &oe) && (oe.Timeout() || errors.Is(oe.Err, unix.ENOBUFS)) {
-			return 0
-		}
-		logErr(fmt.Errorf("nfqueue %d: receive: %w", num, err))
-		return 0
-	}
-	if err := q.RegisterWithErrorFunc(ctx, hook, errFn); err != nil {
-		q.Close()
-		return nil, fmt.Errorf("bind nfqueue %d: %w", num, err)
-	}
-	return q, nil
 }
