@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -19,7 +20,16 @@ import (
 // refusal (RST from the host's stack) comes back within a round trip.
 const dialTimeout = 1500 * time.Millisecond
 
-// echoServer accepts TCP connections and echoes every byte until the peer closes.
+// closing says how an echo server ends a connection.
+type closing int
+
+const (
+	peerFirst   closing = iota // echo until the peer closes, then close (peer in TIME_WAIT)
+	abortive                   // echo until the peer closes, then RST (SO_LINGER 0): no TIME_WAIT anywhere
+	serverFirst                // echo one line, then close first (server in TIME_WAIT)
+)
+
+// echoServer accepts TCP connections and echoes what it reads.
 type echoServer struct {
 	ln     *net.TCPListener
 	closed chan struct{} // one value per connection the server has closed
@@ -27,10 +37,8 @@ type echoServer struct {
 }
 
 // listenEcho starts an echo server on addr (":PORT" listens on every address of both
-// families) inside namespace ns; t.Cleanup stops it. With abortive, the server closes a
-// connection with an RST (SO_LINGER 0) once the peer has closed its side, so that neither
-// end keeps the connection in TIME_WAIT.
-func listenEcho(t testing.TB, ns, addr string, abortive bool) *echoServer {
+// families) inside namespace ns, ending connections as mode says; t.Cleanup stops it.
+func listenEcho(t testing.TB, ns, addr string, mode closing) *echoServer {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -51,12 +59,22 @@ func listenEcho(t testing.TB, ns, addr string, abortive bool) *echoServer {
 			go func() {
 				defer s.wg.Done()
 				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				_, _ = io.Copy(c, c)
-				if abortive {
+				switch mode {
+				case serverFirst:
+					if line, err := bufio.NewReader(c).ReadBytes('\n'); err == nil {
+						_, _ = c.Write(line)
+					}
+				default:
+					_, _ = io.Copy(c, c)
+				}
+				if mode == abortive {
 					_ = c.SetLinger(0)
 				}
 				c.Close()
-				s.closed <- struct{}{}
+				select {
+				case s.closed <- struct{}{}:
+				default:
+				}
 			}()
 		}
 	}()
@@ -196,7 +214,7 @@ func udpEcho(t testing.TB, ns, addr string) {
 		t.Fatalf("listen udp %s in %s: %v", addr, ns, err)
 	}
 	go func() {
-		buf := make([]byte, 2048)
+		buf := make([]byte, 65536)
 		for {
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
@@ -222,7 +240,7 @@ func udpAsk(t testing.TB, ns string, dst netip.AddrPort, msg []byte, wait time.D
 		return nil, err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(wait))
-	buf := make([]byte, 2048)
+	buf := make([]byte, 65536)
 	n, err := c.Read(buf)
 	if err != nil {
 		return nil, err

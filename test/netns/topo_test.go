@@ -220,7 +220,7 @@ func newTopology(t *testing.T) *topology {
 		waitLinkUp(t, n.ns, hostIf)
 	}
 	for _, a := range []netip.Addr{tp.host.v4, tp.host.v6} {
-		ln := listenEcho(t, tp.host.ns, ":0", false)
+		ln := listenEcho(t, tp.host.ns, ":0", peerFirst)
 		port := ln.port()
 		conn, _, err := dialFrom(t, tp.client.ns, netip.AddrPortFrom(a, port), netip.AddrPort{}, 5*time.Second)
 		if err != nil {
