@@ -541,3 +541,34 @@ func TestFailOpen(t *testing.T) {
 	d.kill()
 	checkTCP(t, c, blocked, works)
 }
+
+// defaultGroupConfig gives eth0 no group: it gets AWS's default group (SPEC 1.3), whose
+// only ingress rule is "all traffic from the group itself"; member carries that group.
+const defaultGroupConfig = `
+interfaces:
+  - name: eth0
+members:
+  - {address: 192.0.2.40, security_groups: [sg-default]}
+`
+
+// TestDefaultGroup checks AWS's default group: all traffic in from members of the group
+// (any protocol, any port), nothing from others, and all traffic out.
+func TestDefaultGroup(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	h := tp.host.ns
+	listenEcho(t, h, ":8080", peerFirst)
+	listenEcho(t, tp.client.ns, ":7001", peerFirst)
+	startSGD(t, h, writeConfig(t, defaultGroupConfig), nextQueue())
+	p8080 := netip.AddrPortFrom(tp.host.v4, 8080)
+	t.Run("member-of-default-tcp", func(t *testing.T) { checkTCP(t, tp.member.ns, p8080, works) })
+	t.Run("member-of-default-ping", func(t *testing.T) {
+		if err := ping(t, tp.member.ns, tp.host.v4); err != nil {
+			t.Fatalf("ping member → %v: %v; want a reply (all protocols from the group itself)", tp.host.v4, err)
+		}
+	})
+	t.Run("non-member-denied", func(t *testing.T) { checkTCP(t, tp.client.ns, p8080, timeout) })
+	t.Run("default-egress", func(t *testing.T) {
+		checkTCP(t, h, netip.AddrPortFrom(tp.client.v4, 7001), works)
+	})
+}
