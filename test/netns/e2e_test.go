@@ -478,36 +478,82 @@ func replaceFile(t *testing.T, path, data string) {
 	}
 }
 
+// reloadConfig allows 8080 from the lab's network (a tracked flow) and 8081 from anywhere:
+// with AWS's default egress (all traffic to 0.0.0.0/0) the latter's flows are untracked
+// (SPEC 1.4). reloadConfig2 allows only 8099.
+const (
+	reloadConfig = `
+security_groups:
+  - group_id: sg-reload
+    group_name: reload
+    ingress:
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv4: 192.0.2.0/24}
+      - {ip_protocol: tcp, from_port: 8081, to_port: 8081, cidr_ipv4: 0.0.0.0/0}
+interfaces:
+  - name: eth0
+    security_groups: [sg-reload]
+`
+	reloadConfig2 = `
+security_groups:
+  - group_id: sg-reload
+    group_name: reload
+    ingress:
+      - {ip_protocol: tcp, from_port: 8099, to_port: 8099, cidr_ipv4: 192.0.2.0/24}
+interfaces:
+  - name: eth0
+    security_groups: [sg-reload]
+`
+)
+
 // TestReload checks SPEC 2.4 and 1.4: a changed config file takes effect for the next new
-// flow while a tracked flow allowed by a removed rule keeps passing; an invalid file (on a
-// change or on SIGHUP) is rejected and the rules in force stay.
+// flow; a tracked flow allowed by a removed rule keeps passing while an untracked one
+// stops at once; an invalid file (on a change or on SIGHUP) is rejected and the rules in
+// force stay.
 func TestReload(t *testing.T) {
 	requireEnv(t)
 	tp := newTopology(t)
 	h, c := tp.host.ns, tp.client.ns
-	listenEcho(t, h, ":8080", peerFirst)
-	listenEcho(t, h, ":8099", peerFirst)
-	p8080, p8099 := netip.AddrPortFrom(tp.host.v4, 8080), netip.AddrPortFrom(tp.host.v4, 8099)
-	config := writeConfig(t, lifecycleConfig)
+	for _, port := range []string{":8080", ":8081", ":8099"} {
+		listenEcho(t, h, port, peerFirst)
+	}
+	p8080, p8081, p8099 := netip.AddrPortFrom(tp.host.v4, 8080), netip.AddrPortFrom(tp.host.v4, 8081), netip.AddrPortFrom(tp.host.v4, 8099)
+	config := writeConfig(t, reloadConfig)
 	d := startSGD(t, h, config, nextQueue())
 
-	old, _, err := dialFrom(t, c, p8080, netip.AddrPort{}, dialTimeout)
+	tracked, _, err := dialFrom(t, c, p8080, netip.AddrPort{}, dialTimeout)
 	if err != nil {
 		t.Fatalf("connect client → %v before the reload: %v", p8080, err)
 	}
-	defer old.Close()
-	roundTrip(t, old, []byte("before the reload\n"))
+	defer tracked.Close()
+	roundTrip(t, tracked, []byte("before the reload\n"))
+	untracked, _, err := dialFrom(t, c, p8081, netip.AddrPort{}, dialTimeout)
+	if err != nil {
+		t.Fatalf("connect client → %v before the reload: %v", p8081, err)
+	}
+	defer untracked.Close()
+	roundTrip(t, untracked, []byte("before the reload\n"))
 
 	const reloaded, rejected = "\treloaded\t", "\treload rejected"
 	t.Run("file-change-applies-to-new-flows", func(t *testing.T) {
-		replaceFile(t, config, strings.ReplaceAll(lifecycleConfig, "8080", "8099"))
+		replaceFile(t, config, reloadConfig2)
 		d.waitLog(reloaded, 1)
 		checkTCP(t, c, p8099, works)
 		checkTCP(t, c, p8080, timeout)
-		roundTrip(t, old, []byte("tracked flow survives the removal of its rule\n"))
+		roundTrip(t, tracked, []byte("a tracked flow survives the removal of its rule\n"))
+	})
+	t.Run("untracked-flow-stops-at-once", func(t *testing.T) {
+		_ = untracked.SetDeadline(time.Now().Add(dialTimeout))
+		if _, err := untracked.Write([]byte("after the reload\n")); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		n, err := untracked.Read(make([]byte, 64))
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("untracked flow after its rule was removed: read %d bytes, %v; want nothing (timeout)", n, err)
+		}
 	})
 	t.Run("invalid-file-keeps-rules", func(t *testing.T) {
-		replaceFile(t, config, strings.ReplaceAll(lifecycleConfig, "sg-life", "life"))
+		replaceFile(t, config, strings.ReplaceAll(reloadConfig, "sg-reload", "reload"))
 		d.waitLog(rejected, 1)
 		_ = d.cmd.Process.Signal(syscall.SIGHUP)
 		d.waitLog(rejected, 2)
@@ -518,7 +564,7 @@ func TestReload(t *testing.T) {
 		checkTCP(t, c, p8080, timeout)
 	})
 	t.Run("valid-file-again", func(t *testing.T) {
-		replaceFile(t, config, lifecycleConfig)
+		replaceFile(t, config, reloadConfig)
 		d.waitLog(reloaded, 2)
 		checkTCP(t, c, p8080, works)
 		checkTCP(t, c, p8099, timeout)
