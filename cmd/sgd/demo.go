@@ -407,13 +407,19 @@ func tryCase(ctx context.Context, c *demoCase, timeout time.Duration) {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		c.outcome = refused
 		c.detail = fmt.Sprintf("connection refused in %s", fmtDuration(c.took))
-	case dctx.Err() != nil && ctx.Err() == nil:
+	case ctx.Err() == nil && (dctx.Err() != nil || isTimeout(err)):
+		// The dialer's own deadline (from dctx) can fire just before dctx reports it.
 		c.outcome = timedOut
 		c.detail = fmt.Sprintf("timed out after %s — no answer at all", fmtDuration(timeout))
 	default:
 		c.outcome = failed
 		c.detail = fmt.Sprintf("failed after %s: %v", fmtDuration(c.took), err)
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // demoExchange says hello on a connected socket and returns the first line the server sent.

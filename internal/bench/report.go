@@ -1,0 +1,327 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Report is the result of Run: every sample, the medians, the ratios and the SPEC 3.1
+// bars. It is what --json writes.
+type Report struct {
+	Date     time.Time `json:"date"`
+	Version  string    `json:"sgd_version,omitempty"`
+	Machine  Machine   `json:"machine"`
+	Duration float64   `json:"duration_seconds"`
+	Repeat   int       `json:"repeat"`
+	Queues   int       `json:"queues,omitempty"`
+	Paths    []Path    `json:"paths"`
+	Figures  []Figure  `json:"figures"`
+	Samples  []Sample  `json:"samples"`
+	// Medians[figure][path], in Figure.Unit.
+	Medians map[Figure]map[Path]float64 `json:"medians"`
+	// Ratios[figure]["sgd/kernel"] and the like, of medians.
+	Ratios map[Figure]map[string]float64 `json:"ratios"`
+	Bars   []Bar                         `json:"bars"`
+	// SGD holds sgd's own counters per sgd path.
+	SGD   map[Path]*SGDCounters `json:"sgd,omitempty"`
+	Notes []string              `json:"notes,omitempty"`
+}
+
+// SGDCounters are sgd's own figures on one of the sgd paths, over all its runs.
+type SGDCounters struct {
+	Runs int `json:"runs"`
+	// Packets judged and dropped by reason, from sgd's metrics endpoint (summed over runs;
+	// the policy check's probe accounts for a few no_rule drops per run).
+	Packets      uint64            `json:"packets"`
+	Dropped      map[string]uint64 `json:"dropped,omitempty"`
+	MetricsError string            `json:"metrics_error,omitempty"`
+	// CPU is the median share of one CPU sgd used while each figure was measured (1 = one
+	// core busy); QueueDrops the kernel's drops on its queues, summed over the repeats.
+	CPU        map[Figure]float64 `json:"cpu"`
+	QueueDrops map[Figure]uint64  `json:"queue_drops"`
+}
+
+// Bar is one SPEC 3.1 speed target: Path ≥ Target × kernel on Figure.
+type Bar struct {
+	Figure Figure  `json:"figure"`
+	Path   Path    `json:"path"`
+	Target float64 `json:"target"`
+	Ratio  float64 `json:"ratio"`
+	Holds  bool    `json:"holds"`
+}
+
+// barTargets are SPEC 3.1's bars: sgd's median over the kernel path's.
+var barTargets = map[Figure]float64{TCP: 0.9, UDP: 0.5, Conn: 0.5}
+
+func newReport(o Options) *Report {
+	return &Report{Date: time.Now().UTC(), Version: o.Version, Machine: machine(), Duration: o.Duration.Seconds(),
+		Repeat: o.Repeat, Queues: o.Queues, Paths: o.Paths, Figures: o.Figures}
+}
+
+func (r *Report) sgdCounters(p Path) *SGDCounters {
+	if r.SGD == nil {
+		r.SGD = map[Path]*SGDCounters{}
+	}
+	c := r.SGD[p]
+	if c == nil {
+		c = &SGDCounters{CPU: map[Figure]float64{}, QueueDrops: map[Figure]uint64{}}
+		r.SGD[p] = c
+	}
+	return c
+}
+
+// finish computes the medians, ratios, bars and sgd's per-figure usage from the samples.
+func (r *Report) finish() {
+	r.Medians = map[Figure]map[Path]float64{}
+	r.Ratios = map[Figure]map[string]float64{}
+	r.Bars = nil
+	cpu := map[Path]map[Figure][]float64{}
+	for _, f := range r.Figures {
+		for _, p := range r.Paths {
+			var vs []float64
+			for _, s := range r.Samples {
+				if s.Figure == f && s.Path == p {
+					vs = append(vs, s.Value)
+					if c := r.SGD[p]; c != nil && s.Seconds > 0 {
+						if cpu[p] == nil {
+							cpu[p] = map[Figure][]float64{}
+						}
+						cpu[p][f] = append(cpu[p][f], s.SGDCPUSeconds/s.Seconds)
+						c.QueueDrops[f] += s.QueueDrops
+					}
+				}
+			}
+			if len(vs) > 0 {
+				if r.Medians[f] == nil {
+					r.Medians[f] = map[Path]float64{}
+				}
+				r.Medians[f][p] = median(vs)
+			}
+		}
+		m := r.Medians[f]
+		for _, pair := range [][2]Path{{SGD, Kernel}, {SGD, Raw}, {Kernel, Raw}, {SGDFastPath, Kernel}, {SGDFastPath, Raw}} {
+			a, okA := m[pair[0]]
+			b, okB := m[pair[1]]
+			if okA && okB && b > 0 {
+				if r.Ratios[f] == nil {
+					r.Ratios[f] = map[string]float64{}
+				}
+				r.Ratios[f][string(pair[0])+"/"+string(pair[1])] = a / b
+			}
+		}
+		for _, p := range []Path{SGD, SGDFastPath} {
+			if ratio, ok := r.Ratios[f][string(p)+"/kernel"]; ok {
+				r.Bars = append(r.Bars, Bar{Figure: f, Path: p, Target: barTargets[f], Ratio: ratio, Holds: ratio >= barTargets[f]})
+			}
+		}
+	}
+	for p, byFig := range cpu {
+		for f, vs := range byFig {
+			r.SGD[p].CPU[f] = median(vs)
+		}
+	}
+}
+
+func median(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// WriteJSON writes the report, indented, to path.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// scaled returns a figure's value in the unit the table shows, and that unit.
+func scaled(f Figure, v float64) (float64, string) {
+	switch f {
+	case TCP:
+		return v / 1e9, "Gbit/s"
+	case UDP:
+		return v / 1e3, "k/s"
+	}
+	return v, "/s"
+}
+
+func formatValue(f Figure, v float64) string {
+	x, unit := scaled(f, v)
+	return fmtNum(x) + " " + unit
+}
+
+// fmtNum prints three significant digits or so.
+func fmtNum(x float64) string {
+	switch {
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f", x)
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+// WriteTable prints the medians, ratios, bars and sgd's counters for people.
+func (r *Report) WriteTable(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "sgd bench, %s: %d CPUs", r.Date.Format("2006-01-02 15:04 MST"), m.NProc)
+	if m.CPU != "" {
+		fmt.Fprintf(w, " (%s)", m.CPU)
+	}
+	fmt.Fprintf(w, ", kernel %s, %s\n", m.Kernel, m.GoVersion)
+	queues := "1 queue"
+	if r.Queues > 1 {
+		queues = fmt.Sprintf("%d queues", r.Queues)
+	}
+	fmt.Fprintf(w, "medians of %d × %gs per figure and path, paths interleaved; sgd with %s\n\n", r.Repeat, r.Duration, queues)
+
+	var paths []Path
+	for _, p := range r.Paths {
+		for _, f := range r.Figures {
+			if _, ok := r.Medians[f][p]; ok {
+				paths = append(paths, p)
+				break
+			}
+		}
+	}
+	ratioCols := []string{"sgd/kernel", "sgd/raw", "kernel/raw", "sgd-fastpath/kernel"}
+	var cols []string
+	for _, c := range ratioCols {
+		for _, f := range r.Figures {
+			if _, ok := r.Ratios[f][c]; ok {
+				cols = append(cols, c)
+				break
+			}
+		}
+	}
+	rows := [][]string{{"figure"}}
+	for _, p := range paths {
+		rows[0] = append(rows[0], string(p))
+	}
+	rows[0] = append(rows[0], cols...)
+	for _, f := range r.Figures {
+		if r.Medians[f] == nil {
+			continue
+		}
+		_, unit := scaled(f, 0)
+		row := []string{fmt.Sprintf("%s (%s)", f.Title(), unit)}
+		for _, p := range paths {
+			if v, ok := r.Medians[f][p]; ok {
+				x, _ := scaled(f, v)
+				row = append(row, fmtNum(x))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		for _, c := range cols {
+			if v, ok := r.Ratios[f][c]; ok {
+				row = append(row, fmt.Sprintf("%.2f", v))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		rows = append(rows, row)
+	}
+	writeColumns(w, rows)
+
+	if len(r.Bars) > 0 {
+		fmt.Fprintf(w, "\nSPEC 3.1 bars (median of the sgd path over the kernel path's):\n")
+		for _, f := range r.Figures {
+			var parts []string
+			for _, b := range r.Bars {
+				if b.Figure != f {
+					continue
+				}
+				verdict := "holds"
+				if !b.Holds {
+					verdict = "FAILS"
+				}
+				ratio := fmt.Sprintf("%.2f", b.Ratio)
+				if ratio == fmt.Sprintf("%.2f", b.Target) && !b.Holds {
+					ratio = fmt.Sprintf("%.3f", b.Ratio) // 0.498 is not 0.50
+				}
+				parts = append(parts, fmt.Sprintf("%s %s %s", b.Path, ratio, verdict))
+			}
+			if len(parts) > 0 {
+				fmt.Fprintf(w, "  %-30s sgd ≥ %.1f × kernel:  %s\n", f.Title(), barTargets[f], strings.Join(parts, ";  "))
+			}
+		}
+	}
+
+	if len(r.SGD) > 0 {
+		fmt.Fprintf(w, "\nsgd's own counters (CPU: median share of one core while measuring; queue drops: kernel, summed):\n")
+		var ps []Path
+		for p := range r.SGD {
+			ps = append(ps, p)
+		}
+		sort.Slice(ps, func(i, j int) bool { return slices.Index(AllPaths, ps[i]) < slices.Index(AllPaths, ps[j]) })
+		for _, p := range ps {
+			c := r.SGD[p]
+			var parts []string
+			for _, f := range r.Figures {
+				if cpu, ok := c.CPU[f]; ok {
+					parts = append(parts, fmt.Sprintf("%s CPU %.0f%% drops %d", f, 100*cpu, c.QueueDrops[f]))
+				}
+			}
+			fmt.Fprintf(w, "  %-13s %s\n", p, strings.Join(parts, " · "))
+			line := fmt.Sprintf("  %-13s judged %d packets in %d runs", "", c.Packets, c.Runs)
+			if len(c.Dropped) > 0 {
+				var ds []string
+				for reason, n := range c.Dropped {
+					ds = append(ds, fmt.Sprintf("%s %d", reason, n))
+				}
+				sort.Strings(ds)
+				line += "; dropped: " + strings.Join(ds, ", ") + " (the policy check's probes are no_rule)"
+			}
+			if c.MetricsError != "" {
+				line += "; metrics unavailable: " + c.MetricsError
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+// writeColumns prints rows with the first column left-aligned and the others right-aligned.
+func writeColumns(w io.Writer, rows [][]string) {
+	var width []int
+	for _, row := range rows {
+		for i, c := range row {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	for _, row := range rows {
+		var b strings.Builder
+		for i, c := range row {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i == 0 {
+				b.WriteString(c + pad)
+			} else {
+				b.WriteString("  " + pad + c)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
