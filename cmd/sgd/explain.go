@@ -111,8 +111,11 @@ DENY, 2 for a usage or config error.`, stderr)
 		word = "to"
 	}
 	fmt.Fprintf(stdout, "  rule:  %s[%d] %s %s %s%s\n", dir, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer, desc)
-	if r.Rule.Default {
-		fmt.Fprintln(stdout, "         (AWS's implicit rule: the group's egress is omitted)")
+	switch {
+	case r.Rule.Default && r.Rule.Direction == rules.Egress:
+		fmt.Fprintln(stdout, "         (AWS's implicit egress rule: the group's egress is omitted)")
+	case r.Rule.Default:
+		fmt.Fprintln(stdout, "         (AWS's default group: the config defines no group named default)")
 	}
 	switch {
 	case ex.Untracked:

@@ -29,6 +29,7 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
@@ -36,6 +37,7 @@ COMMIT
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 137 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
@@ -65,6 +67,7 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
@@ -74,6 +77,7 @@ COMMIT
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN

@@ -153,6 +153,12 @@ func rules(s Spec, f family) []byte {
 		// Loopback is never filtered (SPEC 1.2).
 		b.WriteString(pre + dev + " lo -j RETURN\n")
 		if f == ipv6 {
+			// IPv6 is reassembled before the hooks only when conntrack runs in the
+			// namespace (nf_defrag_ipv6), and the kernel turns it on only for a ruleset
+			// that uses conntrack. This match does nothing else (no target): it makes
+			// fragments reach sgd as whole datagrams (SPEC 1.4). IPv4 is reassembled
+			// before INPUT in any case.
+			fmt.Fprintf(&b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
 			// Neighbour discovery (RFC 4861: router solicitation 133, router
 			// advertisement 134, neighbour solicitation 135, neighbour
 			// advertisement 136, redirect 137) is never filtered (SPEC 1.2).

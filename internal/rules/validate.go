@@ -184,9 +184,10 @@ var (
 )
 
 type validator struct {
-	doc  *Document
-	opt  Options
-	errs Errors
+	doc       *Document
+	opt       Options
+	errs      Errors
+	defaultID string // the default group's id, once resolved
 }
 
 func (v *validator) add(line int, where, field, code, format string, a ...any) {
@@ -256,7 +257,7 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 	}
 
 	v.interfaces(c, m, groupsQuota, names)
-	v.members(c, m)
+	v.members(c, m, names)
 	if len(v.errs) > 0 {
 		return nil, v.errs
 	}
@@ -561,31 +562,33 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 	return n, ok
 }
 
+// defaultGroup returns the id of the group named "default" (SPEC 1.3): the config's own,
+// or AWS's default group — all traffic in from itself, all traffic out — added to the
+// model the first time it is needed.
+func (v *validator) defaultGroup(m *Model, names map[string]string) string {
+	if v.defaultID != "" {
+		return v.defaultID
+	}
+	if id, ok := names[DefaultGroupName]; ok && id != "" {
+		v.defaultID = id
+		return id
+	}
+	id := "sg-default"
+	for m.groupByID[id] != nil {
+		id += "-sgd"
+	}
+	g := &GroupModel{ID: id, Name: DefaultGroupName, Description: "default VPC security group", Synthesized: true,
+		Ingress: []NRule{{GroupID: id, Direction: Ingress, Proto: ProtoAll, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}},
+		Egress:  defaultEgress(id)}
+	m.Groups = append(m.Groups, g)
+	m.groupByID[id] = g
+	v.defaultID = id
+	return id
+}
+
 func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]string) {
 	doc := v.doc
 	seen := map[string]bool{}
-	var defaultID string
-	defaultGroup := func() string {
-		if defaultID != "" {
-			return defaultID
-		}
-		if id, ok := names[DefaultGroupName]; ok && id != "" {
-			defaultID = id
-			return id
-		}
-		// AWS's default group: all traffic in from itself, all traffic out (SPEC 1.3).
-		id := "sg-default"
-		for m.groupByID[id] != nil {
-			id += "-sgd"
-		}
-		g := &GroupModel{ID: id, Name: DefaultGroupName, Description: "default VPC security group", Synthesized: true,
-			Ingress: []NRule{{GroupID: id, Direction: Ingress, Proto: ProtoAll, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}},
-			Egress:  defaultEgress(id)}
-		m.Groups = append(m.Groups, g)
-		m.groupByID[id] = g
-		defaultID = id
-		return id
-	}
 	for i, itf := range c.Interfaces {
 		where := "interface " + itf.Name
 		line := doc.line("interfaces", i)
@@ -608,7 +611,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 		for j, gid := range itf.SecurityGroups {
 			l := doc.line("interfaces", i, "security_groups", j)
 			if strings.EqualFold(gid, DefaultGroupName) {
-				gid = defaultGroup()
+				gid = v.defaultGroup(m, names)
 			}
 			switch {
 			case m.groupByID[gid] == nil:
@@ -621,7 +624,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 			dup[gid] = true
 		}
 		if len(itf.SecurityGroups) == 0 {
-			im.Groups = []string{defaultGroup()}
+			im.Groups = []string{v.defaultGroup(m, names)}
 		}
 		if len(itf.SecurityGroups) > quota {
 			v.add(doc.line("interfaces", i, "security_groups"), where, "security_groups", CodeGroupsLimit,
@@ -647,7 +650,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 	}
 }
 
-func (v *validator) members(c *Config, m *Model) {
+func (v *validator) members(c *Config, m *Model, names map[string]string) {
 	doc := v.doc
 	for i, mb := range c.Members {
 		where := fmt.Sprintf("members[%d]", i)
@@ -661,6 +664,9 @@ func (v *validator) members(c *Config, m *Model) {
 			v.add(doc.line("members", i), where, "security_groups", CodeMissingParameter, "a member carries at least one group")
 		}
 		for j, gid := range mb.SecurityGroups {
+			if strings.EqualFold(gid, DefaultGroupName) {
+				gid = v.defaultGroup(m, names)
+			}
 			if m.groupByID[gid] == nil {
 				v.add(doc.line("members", i, "security_groups", j), where, fmt.Sprintf("security_groups[%d]", j), CodeGroupNotFound, "group %s is not defined in security_groups", gid)
 				continue
