@@ -187,19 +187,39 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
 	w("sgd demo — a web server behind a Security Group, live, in network namespaces\n\n")
 
-	inst := &lab.Host{Role: "instance", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoInstance4, 24), prefix(demoInstance6, 64)}}
+	inst := &lab.Host{Role: "instance", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoInstance4, 24)}}
 	client := &lab.Host{Role: "client", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoClient4, 24)}}
 	member := &lab.Host{Role: "member", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoMember4, 24)}}
-	stranger := &lab.Host{Role: "stranger", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoStranger4, 24), prefix(demoStranger6, 64)}}
+	stranger := &lab.Host{Role: "stranger", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoStranger4, 24)}}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelSetup()
 	if err := l.Star(setupCtx, "switch", inst, client, member, stranger); err != nil {
 		return demoFail(ctx, stderr, "build the namespaces", err)
 	}
-	w("  instance  %-26s runs sgd on eth0; listens on tcp/80 and tcp/22, nothing on tcp/443\n", demoInstance4.String()+", "+demoInstance6.String())
+	// IPv6 is optional: a host booted with IPv6 disabled still gets the IPv4 cases.
+	ipv6 := true
+	for _, h := range []struct {
+		host *lab.Host
+		addr netip.Addr
+	}{{inst, demoInstance6}, {stranger, demoStranger6}} {
+		if err := l.AddAddr(setupCtx, h.host.NS, h.host.Dev, prefix(h.addr, 64)); err != nil {
+			if ctx.Err() != nil {
+				return demoFail(ctx, stderr, "build the namespaces", err)
+			}
+			fmt.Fprintf(stderr, "sgd demo: no IPv6 here (%v); skipping the IPv6 case\n", err)
+			ipv6 = false
+			break
+		}
+	}
+	instAddrs, strangerAddrs := demoInstance4.String(), demoStranger4.String()
+	if ipv6 {
+		instAddrs += ", " + demoInstance6.String()
+		strangerAddrs += ", " + demoStranger6.String()
+	}
+	w("  instance  %-26s runs sgd on eth0; listens on tcp/80 and tcp/22, nothing on tcp/443\n", instAddrs)
 	w("  client    %-26s the admin's workstation: SSH allowed from its /32, in pl-corp\n", demoClient4)
 	w("  member    %-26s a host carrying sg-mgmt, the management group\n", demoMember4)
-	w("  stranger  %-26s anyone else on the internet\n", demoStranger4.String()+", "+demoStranger6.String())
+	w("  stranger  %-26s anyone else on the internet\n", strangerAddrs)
 	w("  (namespaces %s, joined by a bridge)\n\n", l.Name("*"))
 
 	cfgPath := filepath.Join(l.Dir(), "sgd-demo.yaml")
@@ -253,7 +273,7 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	}
 	w("sgd runs on the instance (pid %d): its chains queue eth0's packets; what no rule allows is dropped silently.\n\n", sgd.PID())
 
-	cases := demoCases(inst, client, member, stranger, o.timeout)
+	cases := demoCases(inst, client, member, stranger, o.timeout, ipv6)
 	good := 0
 	for i := range cases {
 		c := &cases[i]
@@ -315,7 +335,7 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	return code
 }
 
-func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration) []demoCase {
+func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, ipv6 bool) []demoCase {
 	tcp := func(from *lab.Host, fromAddr netip.Addr, to netip.Addr, port uint16) demoCase {
 		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(to, port),
 			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoTCP, Src: fromAddr, Dst: to, Port: port}}
@@ -362,10 +382,12 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration) 
 	c.lesson = "the stranger is not in pl-corp: the echo request is dropped silently, no reply"
 	cs = append(cs, c)
 
-	c = tcp(stranger, demoStranger6, demoInstance6, 80)
-	c.title, c.proto, c.expect = "stranger → instance tcp/80 over IPv6 ([2001:db8::10]:80)", "http", timedOut
-	c.lesson = "0.0.0.0/0 is IPv4 only, as in AWS: IPv6 clients need a cidr_ipv6 ::/0 rule of their own"
-	cs = append(cs, c)
+	if ipv6 {
+		c = tcp(stranger, demoStranger6, demoInstance6, 80)
+		c.title, c.proto, c.expect = "stranger → instance tcp/80 over IPv6 ([2001:db8::10]:80)", "http", timedOut
+		c.lesson = "0.0.0.0/0 is IPv4 only, as in AWS: IPv6 clients need a cidr_ipv6 ::/0 rule of their own"
+		cs = append(cs, c)
+	}
 
 	c = demoCase{fromNS: inst.NS, from: demoInstance4, to: netip.AddrPortFrom(demoClient4, 8080), proto: "http", expect: connected, replyQ: true,
 		query: rules.Query{Iface: demoIface, Direction: rules.Egress, Proto: rules.ProtoTCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}

@@ -244,6 +244,16 @@ func (b *bencher) readMetrics(ctx context.Context) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, `sgd_tracked_flows{protocol="`); ok {
+			proto, val, _ := strings.Cut(rest, `"} `)
+			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+				if b.counters.TrackedAtStop == nil {
+					b.counters.TrackedAtStop = map[string]uint64{}
+				}
+				b.counters.TrackedAtStop[proto] = max(b.counters.TrackedAtStop[proto], uint64(v))
+			}
+			continue
+		}
 		rest, ok := strings.CutPrefix(line, "sgd_packets_total{")
 		if !ok {
 			continue

@@ -42,6 +42,9 @@ type SGDCounters struct {
 	Packets      uint64            `json:"packets"`
 	Dropped      map[string]uint64 `json:"dropped,omitempty"`
 	MetricsError string            `json:"metrics_error,omitempty"`
+	// TrackedAtStop is sgd's tracked-flow gauge by protocol just before it was stopped
+	// (the largest over its runs).
+	TrackedAtStop map[string]uint64 `json:"tracked_at_stop,omitempty"`
 	// CPU is the median share of one CPU sgd used while each figure was measured (1 = one
 	// core busy); QueueDrops the kernel's drops on its queues, summed over the repeats.
 	CPU        map[Figure]float64 `json:"cpu"`
@@ -289,6 +292,9 @@ func (r *Report) WriteTable(w io.Writer) {
 				}
 				sort.Strings(ds)
 				line += "; dropped: " + strings.Join(ds, ", ") + " (the policy check's probes are no_rule)"
+			}
+			if n := c.TrackedAtStop["tcp"] + c.TrackedAtStop["udp"] + c.TrackedAtStop["icmp"] + c.TrackedAtStop["other"]; n > 0 {
+				line += fmt.Sprintf("; %d flows tracked at the end (tcp %d)", n, c.TrackedAtStop["tcp"])
 			}
 			if c.MetricsError != "" {
 				line += "; metrics unavailable: " + c.MetricsError
