@@ -34,8 +34,6 @@ type entry struct {
 	icmp  *portMap // key type<<8|code
 	icmp6 *portMap
 	other *[256]RuleID // protocols without ports, by number
-
-	b *builder // compile-time only; nil afterwards
 }
 
 // match returns the first rule in e allowing the packet, 0 when none does.
