@@ -56,9 +56,10 @@ type Iface struct {
 // dirPolicy judges one direction of one interface.
 type dirPolicy struct {
 	trie    bart.Table[*entry]
-	wild    [2]*entry  // the 0.0.0.0/0 and ::/0 entries: only rules whose peer is everything
-	openAll [2][2]bool // [v4,v6][tcp,udp]: allows the protocol on all ports to/from everywhere
-	rules   []RuleID   // the rules merged here, for explain and tests
+	wild    [2]*entry     // the 0.0.0.0/0 and ::/0 entries: only rules whose peer is everything
+	openAll [2][2]bool    // [v4,v6][tcp,udp]: allows the protocol on all ports to/from everywhere
+	blocks  [][256]RuleID // the policy's port-map blocks (portMap); shared by every dirPolicy
+	rules   []RuleID      // the rules merged here, for explain and tests
 }
 
 // Interface returns the compiled interface, or nil when the config does not list it.
@@ -125,7 +126,7 @@ func Compile(m *Model, env Env) (*Policy, error) {
 
 	// Interfaces with the same groups share their compiled directions.
 	shared := map[string][2]*dirPolicy{}
-	uniform := map[RuleID]*[256]RuleID{}
+	tb := &tables{blocks: make([][256]RuleID, 1, 1+len(p.Rules)), uniform: map[RuleID]uint32{}}
 	for _, itf := range m.Interfaces {
 		key := strings.Join(itf.Groups, ",")
 		dirs, ok := shared[key]
@@ -135,12 +136,15 @@ func Compile(m *Model, env Env) (*Policy, error) {
 				for _, g := range itf.Groups {
 					ids = append(ids, byGroup[g][d]...)
 				}
-				dirs[d] = p.compileDir(ids, uniform)
+				dirs[d] = p.compileDir(ids, tb)
 			}
 			shared[key] = dirs
 		}
 		p.ifaces[itf.Name] = &Iface{Name: itf.Name, Groups: itf.Groups, Timeouts: itf.Timeouts, dir: dirs}
 		p.names = append(p.names, itf.Name)
+	}
+	for _, dirs := range shared {
+		dirs[0].blocks, dirs[1].blocks = tb.blocks, tb.blocks
 	}
 	return p, nil
 }
@@ -196,16 +200,16 @@ func icmpInterval(t, c int, id RuleID) interval {
 }
 
 // build fills e with parent's rules (nil: none) and the prefix's own rules b.
-func (e *entry) build(parent *entry, b *builder, uniform map[RuleID]*[256]RuleID) {
+func (e *entry) build(parent *entry, b *builder, tb *tables) {
 	var up entry
 	if parent != nil {
 		up = *parent
 	}
 	e.all = minRule(b.all, up.all)
-	e.tcp = overlay(up.tcp, b.tcp, uniform)
-	e.udp = overlay(up.udp, b.udp, uniform)
-	e.icmp = overlay(up.icmp, b.icmp, uniform)
-	e.icmp6 = overlay(up.icmp6, b.icmp6, uniform)
+	e.tcp = tb.overlay(up.tcp, b.tcp)
+	e.udp = tb.overlay(up.udp, b.udp)
+	e.icmp = tb.overlay(up.icmp, b.icmp)
+	e.icmp6 = tb.overlay(up.icmp6, b.icmp6)
 	e.other = up.other
 	if len(b.other) > 0 {
 		o := new([256]RuleID)
@@ -219,7 +223,7 @@ func (e *entry) build(parent *entry, b *builder, uniform map[RuleID]*[256]RuleID
 	}
 }
 
-func (p *Policy) compileDir(ids []RuleID, uniform map[RuleID]*[256]RuleID) *dirPolicy {
+func (p *Policy) compileDir(ids []RuleID, tb *tables) *dirPolicy {
 	dp := &dirPolicy{rules: ids}
 	byPrefix := map[netip.Prefix]*builder{}
 	for _, id := range ids {
@@ -268,7 +272,7 @@ func (p *Policy) compileDir(ids []RuleID, uniform map[RuleID]*[256]RuleID) *dirP
 			parent = up
 		}
 		e := &entries[i]
-		e.build(parent, byPrefix[pfx], uniform)
+		e.build(parent, byPrefix[pfx], tb)
 		dp.trie.Insert(pfx, e)
 	}
 	dp.wild[0], _ = dp.trie.Get(netip.PrefixFrom(netip.IPv4Unspecified(), 0))
@@ -341,11 +345,19 @@ func (h *ruleHeap) Pop() any {
 	return x
 }
 
+// tables holds, while compiling, the blocks every port map of the policy points into:
+// blocks[0] is empty (no rule for any key), and a block one rule covers entirely is
+// stored once (uniform). Blocks are plain arrays indexed by uint32, so the port maps
+// hold no pointers: cheap to allocate and copy, and nothing for the GC to scan.
+type tables struct {
+	blocks  [][256]RuleID
+	uniform map[RuleID]uint32
+}
+
 // overlay returns parent's map (nil: empty) with the intervals ivs laid over it, the lower
-// rule winning where both allow a key. parent is never written: blocks that ivs do not
-// touch, or that already hold ivs' rule or a lower one everywhere, are shared with it, and
-// a block one rule covers entirely is the shared uniform block of that rule.
-func overlay(parent *portMap, ivs []interval, uniform map[RuleID]*[256]RuleID) *portMap {
+// rule winning where both allow. parent is never written: blocks that ivs do not touch,
+// or that already hold ivs' rule or a lower one everywhere, are shared with it.
+func (tb *tables) overlay(parent *portMap, ivs []interval) *portMap {
 	if len(ivs) == 0 {
 		return parent
 	}
@@ -357,27 +369,26 @@ func overlay(parent *portMap, ivs []interval, uniform map[RuleID]*[256]RuleID) *
 	if parent != nil {
 		m.hi = parent.hi
 	}
-	var owned [256]bool // blocks allocated by this call, the only ones it may write
+	var owned [256]bool // buckets whose block this call allocated: the only ones it writes
 	for _, s := range segs {
 		for pos := s.lo; pos <= s.hi; {
 			bucket := pos >> 8
 			end := bucket<<8 | 0xff
 			last := min(s.hi, end)
-			blk := m.hi[bucket]
+			bi := m.hi[bucket]
 			whole := pos == bucket<<8 && last == end // segments are disjoint: no other touches it
 			switch {
-			case whole && blk == nil:
-				m.hi[bucket] = uniformBlock(s.rule, uniform)
-			case whole && atMost(blk, s.rule):
+			case whole && bi == 0:
+				m.hi[bucket] = tb.uniformBlock(s.rule)
+			case whole && atMost(&tb.blocks[bi], s.rule):
 				// every key already has this rule or a lower one: share the block
 			default:
 				if !owned[bucket] {
-					nb := new([256]RuleID)
-					if blk != nil {
-						*nb = *blk
-					}
-					blk, m.hi[bucket], owned[bucket] = nb, nb, true
+					tb.blocks = append(tb.blocks, tb.blocks[bi]) // copy on write; block 0 is empty
+					bi = uint32(len(tb.blocks) - 1)
+					m.hi[bucket], owned[bucket] = bi, true
 				}
+				blk := &tb.blocks[bi]
 				for k := pos; k <= last; k++ {
 					blk[k&0xff] = minRule(blk[k&0xff], s.rule)
 				}
@@ -388,17 +399,19 @@ func overlay(parent *portMap, ivs []interval, uniform map[RuleID]*[256]RuleID) *
 	return m
 }
 
-// uniformBlock is the shared block mapping all 256 keys to rule.
-func uniformBlock(rule RuleID, uniform map[RuleID]*[256]RuleID) *[256]RuleID {
-	u := uniform[rule]
-	if u == nil {
-		u = new([256]RuleID)
-		for k := range u {
-			u[k] = rule
-		}
-		uniform[rule] = u
+// uniformBlock is the block mapping all 256 keys to rule.
+func (tb *tables) uniformBlock(rule RuleID) uint32 {
+	if i, ok := tb.uniform[rule]; ok {
+		return i
 	}
-	return u
+	var u [256]RuleID
+	for k := range u {
+		u[k] = rule
+	}
+	tb.blocks = append(tb.blocks, u)
+	i := uint32(len(tb.blocks) - 1)
+	tb.uniform[rule] = i
+	return i
 }
 
 // atMost: every key of blk is allowed by rule or by a lower one.

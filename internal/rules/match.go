@@ -8,20 +8,17 @@ import "net/netip"
 type RuleID uint32
 
 // portMap maps a 16-bit key (a port, or ICMP type<<8|code) to the first rule allowing it,
-// in two array loads: a nil second level means no rule for those 256 keys. Second levels
-// that one rule covers entirely are shared between maps (immutable after Compile).
+// in two array loads: hi names, for each run of 256 keys, a block of the policy's blocks
+// (block 0 allows nothing). Blocks are shared between maps and immutable after Compile.
 type portMap struct {
-	hi [256]*[256]RuleID
+	hi [256]uint32
 }
 
-func (m *portMap) get(k uint16) RuleID {
+func (m *portMap) get(blocks [][256]RuleID, k uint16) RuleID {
 	if m == nil {
 		return 0
 	}
-	if b := m.hi[k>>8]; b != nil {
-		return b[k&0xff]
-	}
-	return 0
+	return blocks[m.hi[k>>8]][k&0xff]
 }
 
 // entry is what one prefix of the trie maps to: every rule whose peer covers the prefix,
@@ -37,20 +34,20 @@ type entry struct {
 }
 
 // match returns the first rule in e allowing the packet, 0 when none does.
-func (e *entry) match(proto uint8, port uint16, icmpType, icmpCode uint8) RuleID {
+func (e *entry) match(blocks [][256]RuleID, proto uint8, port uint16, icmpType, icmpCode uint8) RuleID {
 	if e == nil {
 		return 0
 	}
 	var r RuleID
 	switch proto {
 	case ProtoTCP:
-		r = e.tcp.get(port)
+		r = e.tcp.get(blocks, port)
 	case ProtoUDP:
-		r = e.udp.get(port)
+		r = e.udp.get(blocks, port)
 	case ProtoICMP:
-		r = e.icmp.get(uint16(icmpType)<<8 | uint16(icmpCode))
+		r = e.icmp.get(blocks, uint16(icmpType)<<8|uint16(icmpCode))
 	case ProtoICMPv6:
-		r = e.icmp6.get(uint16(icmpType)<<8 | uint16(icmpCode))
+		r = e.icmp6.get(blocks, uint16(icmpType)<<8|uint16(icmpCode))
 	default:
 		if e.other != nil {
 			r = e.other[proto]
@@ -72,7 +69,7 @@ func (e *entry) match(proto uint8, port uint16, icmpType, icmpCode uint8) RuleID
 func (i *Iface) Decide(d Direction, proto uint8, remote netip.Addr, port uint16, icmpType, icmpCode uint8) (RuleID, bool) {
 	dp := i.dir[d&1]
 	e, _ := dp.trie.Lookup(remote)
-	r := e.match(proto, port, icmpType, icmpCode)
+	r := e.match(dp.blocks, proto, port, icmpType, icmpCode)
 	if r == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
 		return r, false
 	}
@@ -87,5 +84,5 @@ func (i *Iface) Decide(d Direction, proto uint8, remote netip.Addr, port uint16,
 	if !i.dir[(d^1)&1].openAll[fam][pi] {
 		return r, false
 	}
-	return r, dp.wild[fam].match(proto, port, icmpType, icmpCode) != 0
+	return r, dp.wild[fam].match(dp.blocks, proto, port, icmpType, icmpCode) != 0
 }
