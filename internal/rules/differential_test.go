@@ -496,3 +496,52 @@ func TestLastAddr(t *testing.T) {
 		}
 	}
 }
+
+// A Policy is read by every packet goroutine at once without locks (compile.go): judging
+// from several goroutines must give the single-threaded answers. Run with -race.
+func TestDecideConcurrent(t *testing.T) {
+	r := rand.New(rand.NewPCG(diffSeed(t), 99))
+	g := &cfgGen{r: r, maxRules: 40}
+	c, localAddrs := g.config()
+	m := g.validate(t, c, "struct", 0, 99)
+	if m == nil {
+		t.FailNow()
+	}
+	env := Env{LocalAddrs: func(name string) []netip.Addr { return localAddrs[name] }}
+	p, err := Compile(m, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := g.packetSource(m, localAddrs)
+	type judged struct {
+		iface string
+		k     pkt
+		id    RuleID
+		u     bool
+	}
+	var js []judged
+	for range 500 {
+		j := judged{iface: m.Interfaces[r.IntN(len(m.Interfaces))].Name, k: pk.next()}
+		j.id, j.u = p.Interface(j.iface).Decide(j.k.dir, j.k.proto, j.k.remote, j.k.port, j.k.typ, j.k.code)
+		js = append(js, j)
+	}
+	done := make(chan string, 4)
+	for w := range 4 {
+		go func() {
+			for i := range 20 * len(js) {
+				j := js[(i*7+w)%len(js)]
+				id, u := p.Interface(j.iface).Decide(j.k.dir, j.k.proto, j.k.remote, j.k.port, j.k.typ, j.k.code)
+				if id != j.id || u != j.u {
+					done <- fmt.Sprintf("Decide(%v on %s) = %d, %v; want %d, %v", j.k, j.iface, id, u, j.id, j.u)
+					return
+				}
+			}
+			done <- ""
+		}()
+	}
+	for range 4 {
+		if msg := <-done; msg != "" {
+			t.Error(msg)
+		}
+	}
+}
