@@ -75,8 +75,8 @@ func deadlineOf(t *Table, tp Tuple) int64 {
 	s := t.shardFor(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.m[k]; ok {
-		return s.flows[i].deadline
+	if f, ok := s.m[k]; ok {
+		return f.deadline
 	}
 	return 0
 }

@@ -104,9 +104,10 @@ type Table struct {
 	tos      timeouts
 }
 
-// shard is one lock's worth of flows: a map from key to an index into a slab of flows.
-// Entries are pointer-free, so neither the map nor the slab is scanned by the garbage
-// collector, and a hit updates the flow in place with a single map lookup.
+// shard is one lock's worth of flows. Keys and flows are pointer-free, so the map is never
+// scanned by the garbage collector. Key and flow share one 64-byte map slot: a hit
+// costs one cold cache line at a million flows, and the write-back of the updated flow
+// finds the slot already in cache.
 type shard struct {
 	shardData
 	_ [128 - unsafe.Sizeof(shardData{})%128]byte // keep shards on separate cache lines
@@ -114,20 +115,16 @@ type shard struct {
 
 type shardData struct {
 	mu    sync.Mutex
-	m     map[key]uint32 // → index into flows
-	flows []flow
-	free  uint32   // first free slot in flows (noFree if none); free slots chain through flow.next
+	m     map[key]flow
+	peak  int      // most flows in m since it was made (to give memory back after a burst)
 	count [4]int32 // flows by protoClass
 }
 
-const noFree = ^uint32(0)
-
-// flow is one tracked flow (64 bytes). A slot with state StateNone is free.
+// flow is what the table knows about a tracked flow, apart from its key (24 bytes).
 type flow struct {
 	deadline int64 // idle deadline: the flow is live while now < deadline
 	group    uint32
-	rule     uint32 // or, in a free slot, the next free slot
-	k        key
+	rule     uint32
 	iface    uint16
 	tidx     uint16 // index into the table's interned timeouts
 	state    State
@@ -171,8 +168,7 @@ func New(cfg Config) *Table {
 		capacity: int64(capacity),
 	}
 	for i := range t.shards {
-		t.shards[i].m = make(map[key]uint32)
-		t.shards[i].free = noFree
+		t.shards[i].m = make(map[key]flow)
 	}
 	t.tos.init()
 	return t
@@ -197,22 +193,23 @@ func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, now int64) (Match, FlowInfo) {
 	k, srcIsA := makeKey(tp)
 	s := t.shardFor(&k)
 	s.mu.Lock()
-	i, ok := s.m[k]
+	f, ok := s.m[k]
 	if !ok {
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	}
-	f := &s.flows[i]
 	if now >= f.deadline {
-		t.remove(s, i)
+		t.remove(s, &k)
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	}
 	set := t.tos.set.Load() // after Lock: f.tidx was published before f was stored
 	orig := srcIsA == (f.flags&flagOrigA != 0)
-	switch step(f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+	switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+	case stepHit:
+		s.m[k] = f
 	case stepRestart:
-		t.remove(s, i)
+		t.remove(s, &k)
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	case stepForeign:
@@ -233,8 +230,8 @@ func (t *Table) Peek(tp *Tuple, now int64) bool {
 	k, _ := makeKey(tp)
 	s := t.shardFor(&k)
 	s.mu.Lock()
-	i, ok := s.m[k]
-	live := ok && now < s.flows[i].deadline
+	f, ok := s.m[k]
+	live := ok && now < f.deadline
 	s.mu.Unlock()
 	return live
 }
@@ -253,22 +250,23 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set := t.tos.set.Load()
-	i, ok := s.m[k]
-	if ok {
-		f := &s.flows[i]
+	if f, ok := s.m[k]; ok {
 		if now < f.deadline {
 			orig := srcIsA == (f.flags&flagOrigA != 0)
-			switch step(f, orig, tcpFlags, now, &set.byState[f.tidx]) {
-			case stepHit, stepStale:
+			switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+			case stepHit:
+				s.m[k] = f
+				return Exists
+			case stepStale:
 				return Exists
 			}
 		}
 		if !starts {
-			t.remove(s, i)
+			t.remove(s, &k)
 			return NoFlow
 		}
-		// Replace in place: the count does not change.
-		*f = newFlow(k, srcIsA, tidx, meta, now, set)
+		// Replace: the count does not change.
+		s.m[k] = newFlow(k.proto, srcIsA, tidx, meta, now, set)
 		return Inserted
 	}
 	if !starts {
@@ -277,16 +275,8 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 	if !t.reserve() {
 		return Full
 	}
-	f := newFlow(k, srcIsA, tidx, meta, now, set)
-	if s.free != noFree {
-		i = s.free
-		s.free = s.flows[i].rule
-		s.flows[i] = f
-	} else {
-		i = uint32(len(s.flows))
-		s.flows = append(s.flows, f)
-	}
-	s.m[k] = i
+	s.m[k] = newFlow(k.proto, srcIsA, tidx, meta, now, set)
+	s.peak = max(s.peak, len(s.m))
 	s.count[protoClass(k.proto)]++
 	return Inserted
 }
@@ -305,15 +295,15 @@ func (t *Table) reserve() bool {
 	}
 }
 
-func newFlow(k key, srcIsA bool, tidx uint16, meta Meta, now int64, set *timeoutSet) flow {
-	f := flow{k: k, group: meta.Group, rule: meta.Rule, iface: meta.Iface, tidx: tidx}
+func newFlow(proto uint8, srcIsA bool, tidx uint16, meta Meta, now int64, set *timeoutSet) flow {
+	f := flow{group: meta.Group, rule: meta.Rule, iface: meta.Iface, tidx: tidx}
 	if srcIsA {
 		f.flags |= flagOrigA
 	}
 	if meta.Ingress {
 		f.flags |= flagIngress
 	}
-	switch k.proto {
+	switch proto {
 	case protoTCP:
 		f.state = StateSynSent
 	case protoUDP:
@@ -340,48 +330,50 @@ func (f *flow) info(set *timeoutSet) FlowInfo {
 	}
 }
 
-func (f *flow) tuple() Tuple { return f.k.tuple(f.flags&flagOrigA != 0) }
+func (f *flow) tuple(k *key) Tuple { return k.tuple(f.flags&flagOrigA != 0) }
 
-// remove frees slot i of s; s.mu must be held.
-func (t *Table) remove(s *shard, i uint32) {
-	f := &s.flows[i]
-	delete(s.m, f.k)
-	s.count[protoClass(f.k.proto)]--
-	*f = flow{rule: s.free}
-	s.free = i
+// remove deletes the flow of k from s; s.mu must be held.
+func (t *Table) remove(s *shard, k *key) {
+	delete(s.m, *k)
+	s.count[protoClass(k.proto)]--
 	t.n.Add(-1)
 }
 
 // Sweep removes the flows idle past their timeout at now and returns how many it
 // removed. It locks one shard at a time, so packets of other shards never wait for it.
 func (t *Table) Sweep(now int64) int {
-	return t.deleteIf(func(f *flow, _ *timeoutSet) bool { return now >= f.deadline })
+	return t.deleteIf(func(_ *key, f *flow, _ *timeoutSet) bool { return now >= f.deadline })
 }
 
 // DeleteIf removes the flows for which del returns true and returns how many it removed
 // (used on reload). It locks one shard at a time and calls del with that shard locked:
 // del must be quick and must not call the table.
 func (t *Table) DeleteIf(del func(Tuple, FlowInfo) bool) int {
-	return t.deleteIf(func(f *flow, set *timeoutSet) bool { return del(f.tuple(), f.info(set)) })
+	return t.deleteIf(func(k *key, f *flow, set *timeoutSet) bool { return del(f.tuple(k), f.info(set)) })
 }
 
-func (t *Table) deleteIf(del func(*flow, *timeoutSet) bool) int {
+// shrinkBelow is the fraction of its peak a shard's map must fall under to be rebuilt.
+const shrinkBelow = 8
+
+func (t *Table) deleteIf(del func(*key, *flow, *timeoutSet) bool) int {
 	removed := 0
 	for j := range t.shards {
 		s := &t.shards[j]
 		s.mu.Lock()
 		set := t.tos.set.Load()
-		for i := range s.flows {
-			if f := &s.flows[i]; f.state != StateNone && del(f, set) {
-				t.remove(s, uint32(i))
+		for k, f := range s.m {
+			if del(&k, &f, set) {
+				t.remove(s, &k)
 				removed++
 			}
 		}
-		if len(s.m) == 0 && len(s.flows) > 1024 {
-			// Give back the memory of a burst that is over (maps never shrink).
-			s.m = make(map[key]uint32)
-			s.flows = nil
-			s.free = noFree
+		if s.peak > 1024 && len(s.m) < s.peak/shrinkBelow {
+			// Give back the memory of a burst that is over: Go maps never shrink.
+			m := make(map[key]flow, len(s.m))
+			for k, f := range s.m {
+				m[k] = f
+			}
+			s.m, s.peak = m, len(m)
 		}
 		s.mu.Unlock()
 	}
@@ -432,9 +424,8 @@ func (t *Table) Flush() {
 		s := &t.shards[j]
 		s.mu.Lock()
 		t.n.Add(-int64(len(s.m)))
-		s.m = make(map[key]uint32)
-		s.flows = nil
-		s.free = noFree
+		s.m = make(map[key]flow)
+		s.peak = 0
 		s.count = [4]int32{}
 		s.mu.Unlock()
 	}
@@ -444,20 +435,22 @@ func (t *Table) Flush() {
 // false. It copies one shard's flows at a time and calls fn with no lock held, so fn may
 // call the table; flows that change meanwhile may be seen in either state.
 func (t *Table) Range(fn func(Tuple, FlowInfo) bool) {
-	var buf []flow
+	type kf struct {
+		k key
+		f flow
+	}
+	var buf []kf
 	for j := range t.shards {
 		s := &t.shards[j]
 		s.mu.Lock()
 		buf = buf[:0]
-		for i := range s.flows {
-			if s.flows[i].state != StateNone {
-				buf = append(buf, s.flows[i])
-			}
+		for k, f := range s.m {
+			buf = append(buf, kf{k, f})
 		}
 		set := t.tos.set.Load()
 		s.mu.Unlock()
 		for i := range buf {
-			if !fn(buf[i].tuple(), buf[i].info(set)) {
+			if !fn(buf[i].f.tuple(&buf[i].k), buf[i].f.info(set)) {
 				return
 			}
 		}

@@ -628,3 +628,23 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("after the storm: Range saw %d, Len() = %d, CountByProto() sums to %d; want all equal", n, tb.Len(), tcp+udp+icmp+other)
 	}
 }
+
+// After a burst is swept away, a shard's map is rebuilt small (Go maps never shrink).
+func TestShrinkAfterBurst(t *testing.T) {
+	tb := New(Config{Shards: 1, Capacity: 10000})
+	for i := range 5000 {
+		tp := nthFlow(i)
+		tp.Proto = protoUDP
+		tb.Insert(&tp, 0, Meta{}, 0)
+	}
+	tb.Insert(&tcpFlow, syn, Meta{}, 10*sec)
+	if got := tb.Sweep(30 * sec); got != 5000 {
+		t.Fatalf("Sweep(30s) = %d; want 5000", got)
+	}
+	if s := &tb.shards[0]; s.peak != 1 || len(s.m) != 1 {
+		t.Errorf("after the sweep: peak %d, %d flows; want 1, 1", s.peak, len(s.m))
+	}
+	if m, _ := tb.Lookup(ptr(rev(tcpFlow)), syn|ack, 31*sec); m != MatchReply || tb.Len() != 1 {
+		t.Errorf("Lookup(%v) after the shrink = %v, Len() = %d; want %v, 1", rev(tcpFlow), m, tb.Len(), MatchReply)
+	}
+}
