@@ -326,6 +326,9 @@ func (g *cfgGen) config() (Config, map[string][]netip.Addr) {
 		for _, gi := range perm[:1+r.IntN(min(2, nGroups))] {
 			mb.SecurityGroups = append(mb.SecurityGroups, g.groups[gi])
 		}
+		if !namedDefault && r.IntN(6) == 0 {
+			mb.SecurityGroups = append(mb.SecurityGroups, "default") // AWS's default group
+		}
 		c.Members = append(c.Members, mb)
 	}
 	return c, localAddrs

@@ -366,6 +366,7 @@ interfaces:
   - {name: eth1, security_groups: [sg-default]}
 members:
   - {address: 198.51.100.7, security_groups: [sg-default]}
+  - {address: 203.0.113.77, security_groups: [Default]}
 `
 		env := locals("eth0=192.0.2.10", "eth0=2001:db8::10", "eth1=192.0.2.20")
 		p := policy(t, src, env)
@@ -378,8 +379,9 @@ members:
 		check(t, p, env, "eth0", []row{
 			{tcp("192.0.2.10", 22), allow(id + "/ingress/0")}, // from itself: eth0 carries it
 			{udp("2001:db8::10", 53), allow(id + "/ingress/0")},
-			{tcp("192.0.2.20", 22), deny},   // eth1 carries the config's sg-default
-			{tcp("198.51.100.7", 22), deny}, // a member of the config's sg-default
+			{tcp("192.0.2.20", 22), deny},                       // eth1 carries the config's sg-default
+			{tcp("198.51.100.7", 22), deny},                     // a member of the config's sg-default
+			{tcp("203.0.113.77", 22), allow(id + "/ingress/0")}, // a member carrying AWS's default group
 			{tcp("203.0.113.1", 22), deny},
 			{out(tcp("203.0.113.1", 22)), allow(id + "/egress/0")},
 			{out(tcp("2001:db8::1", 22)), allow(id + "/egress/1")},
