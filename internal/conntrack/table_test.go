@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var (
@@ -646,5 +647,18 @@ func TestShrinkAfterBurst(t *testing.T) {
 	}
 	if m, _ := tb.Lookup(ptr(rev(tcpFlow)), syn|ack, 31*sec); m != MatchReply || tb.Len() != 1 {
 		t.Errorf("Lookup(%v) after the shrink = %v, Len() = %d; want %v, 1", rev(tcpFlow), m, tb.Len(), MatchReply)
+	}
+}
+
+// The memory bar (SPEC 3.1) rests on these sizes: a 64-byte map slot per flow.
+func TestSizes(t *testing.T) {
+	if got := unsafe.Sizeof(key{}); got != 38 {
+		t.Errorf("unsafe.Sizeof(key{}) = %d; want 38", got)
+	}
+	if got := unsafe.Sizeof(flow{}); got != 24 {
+		t.Errorf("unsafe.Sizeof(flow{}) = %d; want 24", got)
+	}
+	if got := unsafe.Sizeof(shard{}) % 128; got != 0 {
+		t.Errorf("unsafe.Sizeof(shard{}) %% 128 = %d; want 0", got)
 	}
 }
