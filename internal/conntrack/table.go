@@ -347,28 +347,32 @@ func (t *Table) remove(s *shard, k *key) {
 // Sweep removes the flows idle past their timeout at now and returns how many it
 // removed. It locks one shard at a time, so packets of other shards never wait for it.
 func (t *Table) Sweep(now int64) int {
-	return t.deleteIf(func(_ *key, f *flow, _ *timeoutSet) bool { return now >= f.deadline })
+	return t.deleteIf(func(_ key, f flow, _ *timeoutSet) bool { return now >= f.deadline })
 }
 
 // DeleteIf removes the flows for which del returns true and returns how many it removed
 // (used on reload). It locks one shard at a time and calls del with that shard locked:
 // del must be quick and must not call the table.
 func (t *Table) DeleteIf(del func(Tuple, FlowInfo) bool) int {
-	return t.deleteIf(func(k *key, f *flow, set *timeoutSet) bool { return del(f.tuple(k), f.info(set)) })
+	return t.deleteIf(func(k key, f flow, set *timeoutSet) bool { return del(f.tuple(&k), f.info(set)) })
 }
 
 // shrinkBelow is the fraction of its peak a shard's map must fall under to be rebuilt.
 const shrinkBelow = 8
 
-func (t *Table) deleteIf(del func(*key, *flow, *timeoutSet) bool) int {
+// deleteIf takes key and flow by value: pointers to the loop variables would make them
+// escape, costing two allocations per flow visited.
+func (t *Table) deleteIf(del func(key, flow, *timeoutSet) bool) int {
 	removed := 0
 	for j := range t.shards {
 		s := &t.shards[j]
 		s.mu.Lock()
 		set := t.tos.set.Load()
 		for k, f := range s.m {
-			if del(&k, &f, set) {
-				t.remove(s, &k)
+			if del(k, f, set) {
+				delete(s.m, k)
+				s.count[protoClass(k.proto)]--
+				t.n.Add(-1)
 				removed++
 			}
 		}

@@ -400,6 +400,9 @@ func TestNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { now++; tb.Insert(&udpFlow, 0, meta, now) }); n != 0 {
 		t.Errorf("Insert(existing) allocates %v per call; want 0", n)
 	}
+	if n := testing.AllocsPerRun(10, func() { tb.Sweep(now) }); n != 0 {
+		t.Errorf("Sweep allocates %v per call; want 0", n)
+	}
 }
 
 func randTuple(rng *rand.Rand, space int) Tuple {
