@@ -231,15 +231,16 @@ func (b *bencher) session(ctx context.Context, r int, p Path) (err error) {
 	}
 	for _, f := range b.o.Figures {
 		b.step++
-		cpu0, drops0 := b.sgdUsage()
+		user0, sys0, drops0 := b.sgdUsage()
 		s, err := b.measure(ctx, f)
 		if err != nil {
 			return fmt.Errorf("%s over %s: %w", f, p, err)
 		}
 		s.Path, s.Figure, s.Repeat = p, f, r
 		if b.sgd != nil {
-			cpu1, drops1 := b.sgdUsage()
-			s.SGDCPUSeconds = cpu1 - cpu0
+			user1, sys1, drops1 := b.sgdUsage()
+			s.SGDCPUSeconds = user1 + sys1 - user0 - sys0
+			s.SGDSysSeconds = sys1 - sys0
 			s.QueueDrops = drops1 - drops0
 		}
 		b.rep.Samples = append(b.rep.Samples, s)
@@ -248,7 +249,7 @@ func (b *bencher) session(ctx context.Context, r int, p Path) (err error) {
 			line += fmt.Sprintf("  (%d failed)", s.Errors)
 		}
 		if b.sgd != nil {
-			line += fmt.Sprintf("  sgd CPU %.0f%%, queue drops %d", 100*s.SGDCPUSeconds/s.Seconds, s.QueueDrops)
+			line += fmt.Sprintf("  sgd CPU %.0f%% (kernel %.0f%%), queue drops %d", 100*s.SGDCPUSeconds/s.Seconds, 100*s.SGDSysSeconds/s.Seconds, s.QueueDrops)
 		}
 		b.progress("%s", line)
 	}

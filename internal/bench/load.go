@@ -145,6 +145,9 @@ type Sample struct {
 	Sent float64 `json:"sent,omitempty"`
 	// SGDCPUSeconds is the CPU time the sgd process used during the measurement.
 	SGDCPUSeconds float64 `json:"sgd_cpu_seconds,omitempty"`
+	// SGDSysSeconds is the part of SGDCPUSeconds spent in the kernel (system calls, and
+	// the packets' way on after a verdict, which runs in the verdict's sendmsg).
+	SGDSysSeconds float64 `json:"sgd_sys_seconds,omitempty"`
 	// QueueDrops is what the kernel dropped on sgd's queues during the measurement.
 	QueueDrops uint64 `json:"queue_drops,omitempty"`
 }

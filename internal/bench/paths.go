@@ -112,6 +112,9 @@ func (b *bencher) teardown(p Path) error {
 			return nil
 		}
 		b.readMetrics(ctx)
+		if user, sys, err := procCPU(b.sgd.PID()); err == nil {
+			b.counters.CPUSeconds += user + sys
+		}
 		proc := b.sgd
 		b.sgd, b.counters = nil, nil
 		if err := proc.Stop(10 * time.Second); err != nil {
@@ -159,40 +162,40 @@ func (b *bencher) checkPolicy(ctx context.Context, p Path) error {
 	return nil
 }
 
-// sgdUsage returns the running sgd's CPU seconds and the kernel's drops on its queues so
-// far (zero when no sgd runs).
-func (b *bencher) sgdUsage() (cpu float64, drops uint64) {
+// sgdUsage returns the running sgd's CPU seconds (in user space and in the kernel) and
+// the kernel's drops on its queues so far (zero when no sgd runs).
+func (b *bencher) sgdUsage() (user, sys float64, drops uint64) {
 	if b.sgd == nil {
-		return 0, 0
+		return 0, 0, 0
 	}
-	cpu, _ = procCPUSeconds(b.sgd.PID())
+	user, sys, _ = procCPU(b.sgd.PID())
 	drops, _ = queueDrops(b.sgd.PID())
-	return cpu, drops
+	return user, sys, drops
 }
 
-// procCPUSeconds reads utime+stime of a process from /proc/PID/stat (USER_HZ = 100 on
-// every Linux architecture).
-func procCPUSeconds(pid int) (float64, error) {
+// procCPU reads the user and system CPU seconds (utime, stime) of a process from
+// /proc/PID/stat (USER_HZ = 100 on every Linux architecture).
+func procCPU(pid int) (user, sys float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	// After the comm: state(3) ... utime(14) stime(15): indexes 11 and 12 here.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: short", pid)
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return float64(ut+st) / 100, nil
+	return float64(ut) / 100, float64(st) / 100, nil
 }
 
 // queueDrops sums the kernel's drops (queue full, and failed deliveries to the reader) on

@@ -37,6 +37,8 @@ type Report struct {
 // SGDCounters are sgd's own figures on one of the sgd paths, over all its runs.
 type SGDCounters struct {
 	Runs int `json:"runs"`
+	// CPUSeconds is the CPU time of the sgd processes from start to stop, summed over runs.
+	CPUSeconds float64 `json:"cpu_seconds"`
 	// Packets judged and dropped by reason, from sgd's metrics endpoint (summed over runs;
 	// the policy check's probe accounts for a few no_rule drops per run).
 	Packets      uint64            `json:"packets"`
@@ -48,6 +50,7 @@ type SGDCounters struct {
 	// CPU is the median share of one CPU sgd used while each figure was measured (1 = one
 	// core busy); QueueDrops the kernel's drops on its queues, summed over the repeats.
 	CPU        map[Figure]float64 `json:"cpu"`
+	SysCPU     map[Figure]float64 `json:"sys_cpu"` // the kernel's part of CPU
 	QueueDrops map[Figure]uint64  `json:"queue_drops"`
 }
 
@@ -74,7 +77,7 @@ func (r *Report) sgdCounters(p Path) *SGDCounters {
 	}
 	c := r.SGD[p]
 	if c == nil {
-		c = &SGDCounters{CPU: map[Figure]float64{}, QueueDrops: map[Figure]uint64{}}
+		c = &SGDCounters{CPU: map[Figure]float64{}, SysCPU: map[Figure]float64{}, QueueDrops: map[Figure]uint64{}}
 		r.SGD[p] = c
 	}
 	return c
@@ -85,7 +88,7 @@ func (r *Report) finish() {
 	r.Medians = map[Figure]map[Path]float64{}
 	r.Ratios = map[Figure]map[string]float64{}
 	r.Bars = nil
-	cpu := map[Path]map[Figure][]float64{}
+	cpu, sys := map[Path]map[Figure][]float64{}, map[Path]map[Figure][]float64{}
 	for _, f := range r.Figures {
 		for _, p := range r.Paths {
 			var vs []float64
@@ -94,9 +97,10 @@ func (r *Report) finish() {
 					vs = append(vs, s.Value)
 					if c := r.SGD[p]; c != nil && s.Seconds > 0 {
 						if cpu[p] == nil {
-							cpu[p] = map[Figure][]float64{}
+							cpu[p], sys[p] = map[Figure][]float64{}, map[Figure][]float64{}
 						}
 						cpu[p][f] = append(cpu[p][f], s.SGDCPUSeconds/s.Seconds)
+						sys[p][f] = append(sys[p][f], s.SGDSysSeconds/s.Seconds)
 						c.QueueDrops[f] += s.QueueDrops
 					}
 				}
@@ -128,6 +132,7 @@ func (r *Report) finish() {
 	for p, byFig := range cpu {
 		for f, vs := range byFig {
 			r.SGD[p].CPU[f] = median(vs)
+			r.SGD[p].SysCPU[f] = median(sys[p][f])
 		}
 	}
 }
@@ -269,7 +274,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 
 	if len(r.SGD) > 0 {
-		fmt.Fprintf(w, "\nsgd's own counters (CPU: median share of one core while measuring; queue drops: kernel, summed):\n")
+		fmt.Fprintf(w, "\nsgd's own counters (CPU: median share of one core while measuring, and the part spent in the\nkernel; drops: packets the kernel dropped because sgd's queue was full, summed):\n")
 		var ps []Path
 		for p := range r.SGD {
 			ps = append(ps, p)
@@ -280,11 +285,11 @@ func (r *Report) WriteTable(w io.Writer) {
 			var parts []string
 			for _, f := range r.Figures {
 				if cpu, ok := c.CPU[f]; ok {
-					parts = append(parts, fmt.Sprintf("%s CPU %.0f%% drops %d", f, 100*cpu, c.QueueDrops[f]))
+					parts = append(parts, fmt.Sprintf("%s CPU %.0f%% (kernel %.0f%%), drops %d", f, 100*cpu, 100*c.SysCPU[f], c.QueueDrops[f]))
 				}
 			}
 			fmt.Fprintf(w, "  %-13s %s\n", p, strings.Join(parts, " · "))
-			line := fmt.Sprintf("  %-13s judged %d packets in %d runs", "", c.Packets, c.Runs)
+			line := fmt.Sprintf("  %-13s judged %d packets in %d runs, %.1f CPU seconds", "", c.Packets, c.Runs, c.CPUSeconds)
 			if len(c.Dropped) > 0 {
 				var ds []string
 				for reason, n := range c.Dropped {

@@ -105,12 +105,12 @@ func TestBarRoundingIsNotMisleading(t *testing.T) {
 }
 
 func TestProcCPUSeconds(t *testing.T) {
-	got, err := procCPUSeconds(os.Getpid())
-	if err != nil || got < 0 {
-		t.Errorf("procCPUSeconds(self) = %v, %v; want a non-negative number", got, err)
+	user, sys, err := procCPU(os.Getpid())
+	if err != nil || user < 0 || sys < 0 {
+		t.Errorf("procCPU(self) = %v, %v, %v; want non-negative numbers", user, sys, err)
 	}
-	if _, err := procCPUSeconds(-1); err == nil {
-		t.Errorf("procCPUSeconds(-1) = nil error; want an error")
+	if _, _, err := procCPU(-1); err == nil {
+		t.Errorf("procCPU(-1) = nil error; want an error")
 	}
 }
 
