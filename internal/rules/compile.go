@@ -20,14 +20,13 @@ type Env struct {
 
 // RuleInfo describes a compiled rule for reports, metrics and `sgd explain`.
 type RuleInfo struct {
-	ID          RuleID
-	Group       int // index into Policy.Groups
-	GroupID     string
-	GroupName   string
-	Label       string // "sg-web/ingress/2": a bounded metric label
-	Rule        NRule
-	Prefixes    []netip.Prefix // what the peer expanded to at compile time
-	HasIPv4Peer bool
+	ID        RuleID
+	Group     int // index into Policy.Groups
+	GroupID   string
+	GroupName string
+	Label     string // "sg-web/ingress/2": a bounded metric label
+	Rule      NRule
+	Prefixes  []netip.Prefix // what the peer expanded to at compile time
 }
 
 // GroupInfo is a compiled group.

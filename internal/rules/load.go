@@ -224,3 +224,32 @@ func (d *Document) line(path ...any) int {
 	}
 	return n.Line
 }
+
+// value returns the node at path (mapping keys and sequence indexes from the root), or
+// nil when the document has no such node or its positions are unknown.
+func (d *Document) value(path ...any) *yaml.Node {
+	n := d.root
+	for _, p := range path {
+		if n == nil {
+			return nil
+		}
+		var next *yaml.Node
+		switch k := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == k {
+						next = n.Content[i+1]
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && k < len(n.Content) {
+				next = n.Content[k]
+			}
+		}
+		n = next
+	}
+	return n
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Quotas and limits (SPEC 1.5; AWS VPC quotas page).
@@ -250,6 +252,13 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 		gm := m.Groups[i]
 		gm.Ingress = v.ruleList(m, g, i, Ingress, g.Ingress, rulesQuota)
 		if g.Egress == nil {
+			// A bare `egress:` reads as "omitted" to the parser, which means allow-all;
+			// whoever wrote it may have meant "none" (or lost the list). Refuse to guess.
+			// An explicit null (YAML null or ~, JSON null) is the omitted field.
+			if n := doc.value("security_groups", i, "egress"); n != nil && n.Kind == yaml.ScalarNode && n.Value == "" {
+				v.add(n.Line, groupWhere(g, i), "egress", CodeParameterValue,
+					"egress has no value: omit the key for AWS's default (all traffic out) or write egress: [] for none")
+			}
 			gm.Egress = defaultEgress(g.GroupID)
 		} else {
 			gm.Egress = v.ruleList(m, g, i, Egress, *g.Egress, rulesQuota)
