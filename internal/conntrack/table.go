@@ -111,7 +111,8 @@ type Table struct {
 // scanned by the garbage collector. Key and flow share one 64-byte map slot: at a million
 // flows a hit fetches one map group from memory (its control word and the slot), and the
 // write-back of the updated flow finds both in cache. (A map of indexes into a slab of
-// flows, tried first, needed two cold fetches per hit and 180 B/flow instead of 151.)
+// flows, tried first, needed two cold fetches per hit and 180 B/flow instead of 151:
+// measured 2026-11-22, Go 1.26, amd64, TestMemory1M.)
 type shard struct {
 	shardData
 	_ [128 - unsafe.Sizeof(shardData{})%128]byte // keep shards on separate cache lines

@@ -599,9 +599,7 @@ func TestConcurrent(t *testing.T) {
 				tp := randTuple(rng, 40)
 				n := tick()
 				if m, _ := tb.Lookup(&tp, ack, n); m == MatchNone {
-					if tb.Insert(&tp, syn, Meta{Iface: uint16(g)}, n) == Full && tb.Len() < capacity/2 {
-						t.Errorf("Insert: Full with Len() = %d", tb.Len())
-					}
+					tb.Insert(&tp, syn, Meta{Iface: uint16(g)}, n)
 				}
 				if tb.Len() > capacity {
 					t.Errorf("Len() = %d > capacity %d", tb.Len(), capacity)
