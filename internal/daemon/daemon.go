@@ -213,10 +213,11 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 			zap.Strings("interfaces", d.spec.Interfaces), zap.Int("groups", len(d.model.Groups)))
 	}
 	if d.metrics != nil {
-		d.metrics.ReloadResult(err == nil, now)
+		// The hash first: a scrape that sees the reload counted also sees its config.
 		if err == nil {
 			d.metrics.SetConfigInfo(d.model.Hash)
 		}
+		d.metrics.ReloadResult(err == nil, now)
 	}
 	return err
 }
