@@ -213,7 +213,8 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 			zap.Strings("interfaces", d.spec.Interfaces), zap.Int("groups", len(d.model.Groups)))
 	}
 	if d.metrics != nil {
-		// The hash first: a scrape that sees the reload counted also sees its config.
+		// The hash first, so that any scrape begun after one that saw this reload counted
+		// also sees its hash (one scrape gathers its collectors concurrently: no promise).
 		if err == nil {
 			d.metrics.SetConfigInfo(d.model.Hash)
 		}
