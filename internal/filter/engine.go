@@ -272,8 +272,15 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			}
 		}
 	}
-	if p.Proto != rules.ProtoICMP && p.Proto != rules.ProtoICMPv6 || isEcho(p.Proto, p.ICMPType) {
+	if p.Proto != rules.ProtoICMP && p.Proto != rules.ProtoICMPv6 {
 		if m, _ := e.table.Lookup(&t, p.TCPFlags, now); m != conntrack.MatchNone {
+			res.Reason = ReasonTracked
+			return res
+		}
+	} else if isEcho(p.Proto, p.ICMPType) {
+		// The flow is keyed by identifier only: a request rides it only from the side that
+		// sent the first request, a reply only from the other side (as Linux does).
+		if m, _ := e.table.Lookup(&t, 0, now); (m == conntrack.MatchOriginal && startsFlow) || (m == conntrack.MatchReply && !startsFlow) {
 			res.Reason = ReasonTracked
 			return res
 		}

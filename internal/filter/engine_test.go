@@ -79,6 +79,8 @@ func TestJudgeStateful(t *testing.T) {
 			{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 8, 0, 77), ReasonRule},
 			{out, pkt("icmp", "192.0.2.10", "203.0.113.9", 0, 0, 77), ReasonTracked},
 			{out, pkt("icmp", "192.0.2.10", "203.0.113.9", 0, 0, 78), ReasonNoRule}, // other identifier
+			{out, pkt("icmp", "192.0.2.10", "203.0.113.9", 8, 0, 77), ReasonNoRule}, // a request the other way is not a reply
+			{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 8, 0, 77), ReasonTracked}, // the originator pings again
 			{in, pkt("gre", "203.0.113.5", "192.0.2.10"), ReasonRule},
 			{out, pkt("gre", "192.0.2.10", "203.0.113.5"), ReasonTracked},
 		})
