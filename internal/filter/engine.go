@@ -307,11 +307,14 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		return res
 	}
 	meta := conntrack.Meta{Timeouts: is.timeouts, Iface: is.id, Ingress: dir == DirIngress, Rule: uint32(rid)}
-	if e.table.Insert(&t, p.TCPFlags, meta, now) == conntrack.Full {
+	switch e.table.Insert(&t, p.TCPFlags, meta, now) {
+	case conntrack.Full:
 		res.Reason = ReasonTableFull
-		return res
+	case conntrack.NoFlow:
+		res.Reason = ReasonRuleNoFlow // e.g. SYN+FIN: allowed by the rules, starts nothing
+	default:
+		res.Reason = ReasonRule
 	}
-	res.Reason = ReasonRule
 	return res
 }
 
