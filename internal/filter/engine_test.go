@@ -44,7 +44,7 @@ func TestJudgeStateless(t *testing.T) {
 		{in, pkt("tcp", "198.51.100.8:40000", "192.0.2.10:22", syn), ReasonNoRule},
 		{in, pkt("tcp", "192.0.2.99:40000", "192.0.2.10:80", syn), ReasonRule},
 		{in, pkt("tcp", "192.0.2.99:40000", "192.0.2.10:81", syn), ReasonNoRule},
-		{in, pkt("tcp", "192.0.2.99:40001", "192.0.2.10:80", ack), ReasonRuleNoFlow}, // bare ACK: rules alone, no flow
+		{in, pkt("tcp", "192.0.2.99:40001", "192.0.2.10:80", ack), ReasonRuleNoFlow},      // bare ACK: rules alone, no flow
 		{in, pkt("tcp", "192.0.2.99:40002", "192.0.2.10:80", syn|0x01), ReasonRuleNoFlow}, // SYN+FIN starts nothing
 		{in, pkt("udp", "203.0.113.9:5353", "192.0.2.10:53"), ReasonRule},
 		{in, pkt("udp", "203.0.112.9:5353", "192.0.2.10:53"), ReasonNoRule},

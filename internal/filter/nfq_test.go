@@ -52,6 +52,13 @@ func TestParsePacket(t *testing.T) {
 			t.Errorf("parsePacket(truncated %d bytes) accepted the whole packet", len(bad))
 		}
 	}
+	// A corrupt attribute after the id: the packet is still reported, without payload, so
+	// that it is judged malformed and dropped rather than swept into a batch accept.
+	corrupt := append([]byte(nil), good...)
+	binary.NativeEndian.PutUint16(corrupt[nlmsgHdrLen+nfgenHdrLen+12:], 0xfff0) // second attribute's nla_len
+	if !parsePacket(corrupt, &m) || m.id != 9 || m.payload != nil {
+		t.Errorf("parsePacket(corrupt attributes) = %+v; want id 9 and no payload", m)
+	}
 	notPacket := append([]byte(nil), good...)
 	binary.NativeEndian.PutUint16(notPacket[4:], unix.NLMSG_ERROR)
 	if parsePacket(notPacket, &m) {

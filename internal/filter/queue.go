@@ -116,7 +116,7 @@ func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, 
 		batch := false
 		for i := range n {
 			if !parsePacket(q.slots[i][:lens[i]], &m) {
-				continue
+				continue // not a packet (no id): nothing to give a verdict to
 			}
 			r := w.Judge(m.payload, m.in, m.out)
 			switch {
