@@ -101,6 +101,7 @@ func Run(ctx context.Context, opt Options) error {
 	if set.MetricsListen != "" {
 		d.metrics = metrics.New(metrics.Options{Snapshot: d.snapshot, Queues: d.queueNumbers(), Version: opt.Version, GoVersion: runtime.Version()})
 		d.metrics.SetConfigInfo(m.Hash)
+		d.metrics.ConfigLoaded(d.start)
 		if err := metrics.Serve(ctx, set.MetricsListen, d.metrics.Handler(), func(err error) {
 			log.Error("metrics server stopped", zap.Error(err))
 		}); err != nil {

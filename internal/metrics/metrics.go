@@ -110,7 +110,7 @@ func New(opt Options) *Metrics {
 	m.reloads.WithLabelValues("failure")
 	m.lastReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sgd_config_last_reload_success_timestamp_seconds",
-		Help: "Unix time of the last successful configuration reload; 0 until the first one.",
+		Help: "Unix time the running configuration came into force: the start, or the last successful reload.",
 	})
 	m.reg.MustRegister(
 		m.reloads,
@@ -148,6 +148,12 @@ func (m *Metrics) ReloadResult(ok bool, at time.Time) {
 		return
 	}
 	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// ConfigLoaded records the time a good config came into force without counting a reload
+// (the config the daemon started with).
+func (m *Metrics) ConfigLoaded(at time.Time) {
 	m.lastReloadOK.Set(float64(at.UnixNano()) / 1e9)
 }
 

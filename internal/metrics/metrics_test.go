@@ -227,3 +227,26 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestConfigLoadedSetsTimeWithoutCounting(t *testing.T) {
+	m := New(Options{})
+	m.ConfigLoaded(time.Unix(1800000000, 0))
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "sgd_config_last_reload_success_timestamp_seconds":
+			if v := mf.GetMetric()[0].GetGauge().GetValue(); v != 1800000000 {
+				t.Errorf("last reload time = %v; want 1800000000", v)
+			}
+		case "sgd_config_reloads_total":
+			for _, s := range mf.GetMetric() {
+				if v := s.GetCounter().GetValue(); v != 0 {
+					t.Errorf("ConfigLoaded counted a reload: %v", s)
+				}
+			}
+		}
+	}
+}
