@@ -138,7 +138,7 @@ type demoCase struct {
 func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables): %v\n", tool, err)
+			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", tool, err)
 			return 1
 		}
 	}
