@@ -33,6 +33,12 @@ give. Exit 0 when valid, 1 when not, 2 on a usage error. Never touches the firew
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// What `sgd run` checks before it touches netfilter (interface names it can put in a
+	// rule), so that a config check passes exactly when run would accept it.
+	if err := daemon.CheckNetfilter(m); err != nil {
+		fmt.Fprintf(stderr, "%s: %s: %v\n", *config, rules.CodeParameterValue, err)
+		return 1
+	}
 	for _, w := range m.Warnings() {
 		fmt.Fprintln(stderr, "warning:", w)
 	}

@@ -121,7 +121,7 @@ func Run(ctx context.Context, opt Options) error {
 	for i := range limiters {
 		limiters[i].rate = int64(set.DeniedLogPerSec)
 	}
-	qc := filter.QueueConfig{Num: set.QueueNum, Count: set.QueueCount, FailOpen: set.FailOpen,
+	qc := filter.QueueConfig{Num: set.QueueNum, Count: set.QueueCount,
 		OnResult: func(w *filter.Worker, r filter.Result) {
 			if d.flows != nil {
 				d.flows.record(w, r)
@@ -184,6 +184,13 @@ func (d *Daemon) queueNumbers() []uint16 {
 	return q
 }
 
+// CheckNetfilter reports whether the model's interfaces can be filtered: the check
+// `sgd run` makes before it installs rules.
+func CheckNetfilter(m *rules.Model) error {
+	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{})}
+	return d.netfilterSpec(m).Validate()
+}
+
 func (d *Daemon) netfilterSpec(m *rules.Model) netfilter.Spec {
 	s := netfilter.Spec{QueueNum: d.set.QueueNum, QueueCount: d.set.QueueCount, FailOpen: d.set.FailOpen, ExemptDHCP: d.set.ExemptDHCP}
 	for _, itf := range m.Interfaces {
@@ -241,12 +248,18 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	// Hooks first when interfaces are added (their packets need the new policy, which
-	// treats unknown interfaces as not ours only until it is published below); the
-	// policy is published before hooks of removed interfaces go away.
+	// The policy is published before the hooks change: an added interface's first packets
+	// find its groups, and a removed one's last packets are simply no longer filtered. If
+	// the hooks cannot be changed, the previous policy and hooks are put back, so that a
+	// rejected reload really leaves everything as it was.
+	prev := d.engine.Policy()
 	d.engine.SetPolicy(pol, filter.IndexOf(pol.InterfaceNames()))
 	if !sameStrings(spec.Interfaces, d.spec.Interfaces) {
 		if err := d.nf.Apply(ctx, spec); err != nil {
+			d.engine.SetPolicy(prev, filter.IndexOf(prev.InterfaceNames()))
+			if rerr := d.nf.Apply(ctx, d.spec); rerr != nil {
+				d.log.Error("restore the previous netfilter rules", zap.Error(rerr))
+			}
 			return fmt.Errorf("install netfilter rules for the new interfaces: %w", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,18 +134,24 @@ func (e *Engine) RuleHits() map[string]uint64 {
 	return out
 }
 
-// learn adds an interface index seen on a packet to the published state (copy on write).
-func (e *Engine) learn(index uint32) *ifaceState {
+// learn adds an interface index seen on a packet to the published state (copy on write)
+// and returns that state with the interface: the caller must use this state, not the one
+// it loaded before, since a reload may have published a newer one meanwhile. known is false
+// when the index does not resolve to a name at all.
+func (e *Engine) learn(index uint32) (st *state, is *ifaceState, known bool) {
+	if index == 0 {
+		return nil, nil, false
+	}
 	name, ok := e.opt.IfName(index)
 	if !ok {
-		return nil
+		return nil, nil, false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := e.state.Load()
-	is := st.byName[name]
+	st = e.state.Load()
+	is = st.byName[name]
 	if is == nil {
-		return nil
+		return st, nil, true
 	}
 	n := *st
 	n.byIndex = make(map[uint32]*ifaceState, len(st.byIndex)+1)
@@ -153,7 +160,7 @@ func (e *Engine) learn(index uint32) *ifaceState {
 	}
 	n.byIndex[index] = is
 	e.state.Store(&n)
-	return is
+	return &n, is, true
 }
 
 // Counters are one worker's packet and byte counts by direction and reason. Each worker
@@ -241,8 +248,15 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 	}
 	is := st.byIndex[dev]
 	if is == nil {
-		if is = e.learn(dev); is == nil {
-			// Not an interface of the config: sgd's rules do not queue such packets.
+		var known bool
+		if st, is, known = e.learn(dev); !known {
+			// sgd's rules queue only configured interfaces, by name: an index that does not
+			// resolve (the link went away with its packets in flight) is not let through.
+			return Result{Reason: ReasonUnknownIface}
+		}
+		if is == nil {
+			// A name the config does not list: an interface a reload has just removed,
+			// whose hooks go away next. sgd no longer filters it.
 			return Result{Reason: ReasonExempt}
 		}
 	}
@@ -295,7 +309,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		return res
 	}
 	res.Rule = rid
-	if h := st.hits; w.id < len(h) {
+	if h := st.hits; w.id < len(h) && int(rid) < len(h[w.id]) {
 		h[w.id][rid].Add(1)
 	}
 	switch {
@@ -304,6 +318,12 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		return res
 	case !startsFlow:
 		res.Reason = ReasonRuleNoFlow
+		return res
+	case (p.Proto == rules.ProtoTCP || p.Proto == rules.ProtoUDP) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
+		// The packet answers a flow the other direction allows untracked (AWS's DNS
+		// server: udp/53 in from 0.0.0.0/0, all out). It must not start a tracked flow of
+		// its own, or the untracked flow would live on through it after its rule is gone.
+		res.Reason = ReasonUntracked
 		return res
 	}
 	meta := conntrack.Meta{Timeouts: is.timeouts, Iface: is.id, Ingress: dir == DirIngress, Rule: uint32(rid)}
@@ -316,6 +336,14 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		res.Reason = ReasonRule
 	}
 	return res
+}
+
+// replyOfUntracked reports whether a packet (direction dir, to or from remote, with source
+// port sport) is the reply of a flow the opposite direction allows untracked: the packet
+// the other way, remote → our sport, would be allowed by an untracked rule.
+func replyOfUntracked(itf *rules.Iface, dir Dir, proto uint8, remote netip.Addr, sport uint16) bool {
+	r, untracked := itf.Decide(rules.Direction(dir^1), proto, remote, sport, 0, 0)
+	return r != 0 && untracked
 }
 
 // related reports whether the ICMP error in p quotes a packet of a tracked flow.

@@ -3,6 +3,9 @@ package filter
 import (
 	"testing"
 	"time"
+
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
 const webYAML = `
@@ -59,6 +62,7 @@ func TestJudgeStateless(t *testing.T) {
 		{in, pkt("icmpv6", "2001:db8::30", "2001:db8::10", 128, 0, 5), ReasonNoRule},
 		{out, pkt("tcp", "192.0.2.10:40000", "203.0.113.9:443", syn), ReasonNoRule}, // egress: []
 		{hook{in: ifOther}, pkt("tcp", "198.51.100.8:1", "192.0.2.10:22", syn), ReasonExempt},
+		{hook{in: ifGone}, pkt("tcp", "198.51.100.7:1", "192.0.2.10:22", syn), ReasonUnknownIface},
 		{in, []byte{0x45, 0, 0}, ReasonMalformed},
 		{in, pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)[:30], ReasonMalformed},
 	})
@@ -131,6 +135,55 @@ interfaces:
   - {name: eth0, security_groups: [sg-open]}
 `, rulesOpts())
 	runSteps(t, w, []step{{in, pkt("tcp", "192.0.2.99:40000", "192.0.2.10:80", ack), ReasonNoRule}})
+}
+
+// The reply of an untracked flow must not become a tracked flow of its own: AWS's DNS
+// server example (udp/53 in from everywhere, default egress) stops at once when its rule
+// goes, although the answers went out through a tracked-looking egress rule.
+func TestUntrackedReplyStartsNoFlow(t *testing.T) {
+	const dns = `
+security_groups:
+  - group_id: sg-dns
+    ingress:
+      - {ip_protocol: udp, from_port: 53, to_port: 53, cidr_ipv4: 0.0.0.0/0}
+interfaces:
+  - {name: eth0, security_groups: [sg-dns]}
+`
+	e, w, _ := newTestEngine(t, dns, 0)
+	runSteps(t, w, []step{
+		{in, pkt("udp", "203.0.113.9:5000", "192.0.2.10:53"), ReasonUntracked},
+		{out, pkt("udp", "192.0.2.10:53", "203.0.113.9:5000"), ReasonUntracked},
+		{out, pkt("tcp", "192.0.2.10:40000", "203.0.113.9:443", syn), ReasonRule}, // ordinary outbound flows are tracked
+	})
+	if n := e.Table().Len(); n != 1 {
+		t.Errorf("table holds %d flows; want 1 (only the outbound TCP flow)", n)
+	}
+	setPolicy(t, e, "security_groups:\n  - group_id: sg-dns\ninterfaces:\n  - {name: eth0, security_groups: [sg-dns]}\n", rulesOpts())
+	runSteps(t, w, []step{{in, pkt("udp", "203.0.113.9:5000", "192.0.2.10:53"), ReasonNoRule}})
+}
+
+// A reload that lands while a packet's interface index is being learned must not make the
+// packet path index the old policy's counters with the new policy's rule ids.
+func TestLearnDuringReload(t *testing.T) {
+	clk := &fakeClock{t: 1}
+	var e *Engine
+	big := benchYAML(50)
+	e = New(Options{Table: conntrack.New(conntrack.Config{}), Now: clk.now, IfName: func(i uint32) (string, bool) {
+		setPolicy(t, e, big, rules.Options{Unlimited: true}) // a reload, right now
+		return "eth0", true
+	}})
+	w := e.NewWorker()
+	doc, _ := rules.Parse("t.yaml", []byte("security_groups:\n  - group_id: sg-bench\ninterfaces:\n  - {name: eth0, security_groups: [sg-bench]}\n"))
+	m, err := rules.Validate(doc, rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := rules.Compile(m, rules.Env{})
+	e.SetPolicy(p, nil) // eth0's index unknown: the first packet learns it
+	r := w.Judge(pkt("udp", "172.16.0.49:5000", "192.0.2.10:49"), ifEth0, 0)
+	if r.Verdict != Accept {
+		t.Errorf("Judge during a reload = %v/%v; want accept by the new policy", r.Verdict, r.Reason)
+	}
 }
 
 func TestTrackedSurvivesRuleRemoval(t *testing.T) {

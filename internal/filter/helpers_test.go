@@ -9,10 +9,11 @@ import (
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
-// Interface indexes the tests use: 2 is "eth0" (configured), 9 is not configured.
+// Interface indexes the tests use.
 const (
 	ifEth0  = 2
-	ifOther = 9
+	ifOther = 9  // "eth9": exists, not in the config
+	ifGone  = 77 // resolves to no interface
 )
 
 // fakeClock is the engine's clock in tests: nanoseconds that only move when told.
@@ -26,10 +27,13 @@ func newTestEngine(t testing.TB, yaml string, capacity int) (*Engine, *Worker, *
 	clk := &fakeClock{t: 1}
 	e := New(Options{Table: conntrack.New(conntrack.Config{Capacity: capacity}), Now: clk.now,
 		IfName: func(i uint32) (string, bool) {
-			if i == ifEth0 {
+			switch i {
+			case ifEth0:
 				return "eth0", true
+			case ifOther:
+				return "eth9", true
 			}
-			return "", false
+			return "", false // ifGone and anything else
 		}})
 	w := e.NewWorker()
 	setPolicy(t, e, yaml, rules.Options{})

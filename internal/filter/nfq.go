@@ -40,8 +40,7 @@ const (
 
 	copyPacket = 2
 
-	cfgFlagFailOpen = 1 << 0
-	cfgFlagGSO      = 1 << 2
+	cfgFlagGSO = 1 << 2
 
 	nfDrop   = 0
 	nfAccept = 1
@@ -96,10 +95,10 @@ func openNFQ(num uint16, qc QueueConfig) (*nfq, error) {
 	params := make([]byte, 5)
 	binary.BigEndian.PutUint32(params, qc.CopyRange)
 	params[4] = copyPacket
+	// GSO only. Not NFQA_CFG_F_FAIL_OPEN: it accepts unjudged packets whenever the queue
+	// overflows, which a flood of denied packets could force. fail_open is the iptables
+	// rule's --queue-bypass: packets pass only while no reader is bound.
 	flags := uint32(cfgFlagGSO)
-	if qc.FailOpen {
-		flags |= cfgFlagFailOpen
-	}
 	for _, step := range []struct {
 		name  string
 		attrs []netlink.Attribute
@@ -155,6 +154,7 @@ func (q *nfq) close() {
 type packetMsg struct {
 	id      uint32
 	in, out uint32
+	mark    uint32 // the packet's mark (NFQA_MARK; absent = 0)
 	payload []byte
 }
 
@@ -194,6 +194,10 @@ func parsePacket(b []byte, m *packetMsg) (ok bool) {
 		case nfqaIfOutDev:
 			if len(v) >= 4 {
 				m.out = binary.BigEndian.Uint32(v)
+			}
+		case nfqaMark:
+			if len(v) >= 4 {
+				m.mark = binary.BigEndian.Uint32(v)
 			}
 		case nfqaPayload:
 			m.payload = v
@@ -280,7 +284,18 @@ func (q *nfq) recvBurst(lens []int) (int, error) {
 }
 
 // send writes the burst's verdicts in one datagram (netlink processes every message in it).
+// It tries a few times: a lost datagram would leave its drops to the next batch accept.
 func (q *nfq) send(b []byte) error {
+	var err error
+	for range 3 {
+		if err = q.sendOnce(b); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func (q *nfq) sendOnce(b []byte) error {
 	var serr error
 	err := q.raw.Write(func(fd uintptr) bool {
 		for {

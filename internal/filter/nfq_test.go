@@ -24,6 +24,7 @@ func packetMessage(id, in, out uint32, payload []byte) []byte {
 	var body []byte
 	body = append(body, unix.AF_INET, 0, 0, 100) // nfgenmsg: family, version, queue 100
 	body = append(body, attr(nfqaPacketHdr, hdr)...)
+	body = append(body, attr(nfqaMark, binary.BigEndian.AppendUint32(nil, 0xca6c))...) // an application's fwmark
 	if in != 0 {
 		body = append(body, attr(nfqaIfInDev, binary.BigEndian.AppendUint32(nil, in))...)
 	}
@@ -40,7 +41,7 @@ func packetMessage(id, in, out uint32, payload []byte) []byte {
 func TestParsePacket(t *testing.T) {
 	payload := pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)
 	var m packetMsg
-	if !parsePacket(packetMessage(7, 2, 0, payload), &m) || m.id != 7 || m.in != 2 || m.out != 0 || string(m.payload) != string(payload) {
+	if !parsePacket(packetMessage(7, 2, 0, payload), &m) || m.id != 7 || m.in != 2 || m.out != 0 || m.mark != 0xca6c || string(m.payload) != string(payload) {
 		t.Fatalf("parsePacket = %+v; want id 7 in 2 and the payload", m)
 	}
 	if !parsePacket(packetMessage(8, 0, 3, payload[:21]), &m) || m.id != 8 || m.in != 0 || m.out != 3 || len(m.payload) != 21 {
@@ -55,7 +56,7 @@ func TestParsePacket(t *testing.T) {
 	// A corrupt attribute after the id: the packet is still reported, without payload, so
 	// that it is judged malformed and dropped rather than swept into a batch accept.
 	corrupt := append([]byte(nil), good...)
-	binary.NativeEndian.PutUint16(corrupt[nlmsgHdrLen+nfgenHdrLen+12:], 0xfff0) // second attribute's nla_len
+	binary.NativeEndian.PutUint16(corrupt[nlmsgHdrLen+nfgenHdrLen+12+8:], 0xfff0) // third attribute's nla_len
 	if !parsePacket(corrupt, &m) || m.id != 9 || m.payload != nil {
 		t.Errorf("parsePacket(corrupt attributes) = %+v; want id 9 and no payload", m)
 	}

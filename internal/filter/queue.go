@@ -17,8 +17,6 @@ type QueueConfig struct {
 	// CopyRange is how many bytes of each packet the kernel copies to sgd (0: 256):
 	// headers only, the payload stays in the kernel.
 	CopyRange uint32
-	// FailOpen makes the kernel accept packets when a queue overflows instead of dropping.
-	FailOpen bool
 	// FastPathMark, when non-zero, is set as the packet mark on accepted packets of tracked
 	// flows, so that netfilter can save it to the kernel's conntrack entry (the optional
 	// kernel fast path).
@@ -123,7 +121,9 @@ func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, 
 			case r.Verdict == Drop:
 				out = q.appendVerdict(out, m.id, nfDrop, 0, false)
 			case qc.FastPathMark != 0 && (r.Reason == ReasonTracked || r.Reason == ReasonRule):
-				out = q.appendVerdict(out, m.id, nfAccept, qc.FastPathMark, false)
+				// The verdict's mark replaces the packet's whole mark: keep its other bits
+				// (fwmark routing, SO_MARK, WireGuard).
+				out = q.appendVerdict(out, m.id, nfAccept, m.mark|qc.FastPathMark, false)
 			default:
 				batchID, batch = m.id, true
 			}

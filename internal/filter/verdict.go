@@ -23,28 +23,30 @@ func (v Verdict) String() string {
 type Reason uint8
 
 const (
-	ReasonNoRule      Reason = iota // drop: no rule of the interface's groups allows it
-	ReasonMalformed                 // drop: truncated or inconsistent headers
-	ReasonTableFull                 // drop: a new flow, and the connection table is full
-	ReasonTracked                   // accept: belongs to a tracked flow (either direction)
-	ReasonRule                      // accept: a rule allows it; a new tracked flow starts
-	ReasonUntracked                 // accept: a rule allows it; the flow is untracked (SPEC 1.4)
-	ReasonRuleNoFlow                // accept: a rule allows it; it starts no flow (TCP without SYN, ICMP non-query)
-	ReasonRelatedICMP               // accept: an ICMP error about a tracked flow (allow_related_icmp)
-	ReasonExempt                    // accept: never filtered (NDP, an interface sgd does not filter)
+	ReasonNoRule       Reason = iota // drop: no rule of the interface's groups allows it
+	ReasonMalformed                  // drop: truncated or inconsistent headers
+	ReasonTableFull                  // drop: a new flow, and the connection table is full
+	ReasonUnknownIface               // drop: the packet's interface index does not resolve
+	ReasonTracked                    // accept: belongs to a tracked flow (either direction)
+	ReasonRule                       // accept: a rule allows it; a new tracked flow starts
+	ReasonUntracked                  // accept: a rule allows it; the flow is untracked (SPEC 1.4)
+	ReasonRuleNoFlow                 // accept: a rule allows it; it starts no flow (TCP without SYN, ICMP non-query)
+	ReasonRelatedICMP                // accept: an ICMP error about a tracked flow (allow_related_icmp)
+	ReasonExempt                     // accept: never filtered (NDP, an interface sgd does not filter)
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
-	ReasonNoRule:      "no_rule",
-	ReasonMalformed:   "malformed",
-	ReasonTableFull:   "conntrack_full",
-	ReasonTracked:     "tracked",
-	ReasonRule:        "rule",
-	ReasonUntracked:   "untracked",
-	ReasonRuleNoFlow:  "rule_no_flow",
-	ReasonRelatedICMP: "related_icmp",
-	ReasonExempt:      "exempt",
+	ReasonNoRule:       "no_rule",
+	ReasonMalformed:    "malformed",
+	ReasonTableFull:    "conntrack_full",
+	ReasonUnknownIface: "unknown_interface",
+	ReasonTracked:      "tracked",
+	ReasonRule:         "rule",
+	ReasonUntracked:    "untracked",
+	ReasonRuleNoFlow:   "rule_no_flow",
+	ReasonRelatedICMP:  "related_icmp",
+	ReasonExempt:       "exempt",
 }
 
 func (r Reason) String() string {
@@ -56,7 +58,7 @@ func (r Reason) String() string {
 
 // Verdict is the verdict a reason implies.
 func (r Reason) Verdict() Verdict {
-	if r <= ReasonTableFull {
+	if r <= ReasonUnknownIface {
 		return Drop
 	}
 	return Accept

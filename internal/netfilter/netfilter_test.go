@@ -20,8 +20,10 @@ func TestRules(t *testing.T) {
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
 COMMIT
 `,
@@ -54,10 +56,12 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
@@ -73,7 +77,7 @@ COMMIT
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 137 -j RETURN
--A SGD-INPUT -p udp -m udp --sport 547 --dport 546 -j RETURN
+-A SGD-INPUT -s fe80::/10 -d fe80::/10 -p udp -m udp --sport 547 --dport 546 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
@@ -83,7 +87,7 @@ COMMIT
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 137 -j RETURN
--A SGD-OUTPUT -p udp -m udp --sport 546 --dport 547 -j RETURN
+-A SGD-OUTPUT -s fe80::/10 -d ff02::1:2/128 -p udp -m udp --sport 546 --dport 547 -j RETURN
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 COMMIT
@@ -96,8 +100,10 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-balance 2:5 --queue-cpu-fanout
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-balance 2:5 --queue-cpu-fanout
 COMMIT
 `,
@@ -109,8 +115,10 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-balance 0:1 --queue-bypass --queue-cpu-fanout
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-balance 0:1 --queue-bypass --queue-cpu-fanout
 COMMIT
 `,
@@ -122,12 +130,14 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
 -A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
 -A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth1 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
 -A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
@@ -149,7 +159,9 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
+-A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o lo -j RETURN
+-A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 COMMIT
 `,
 		},
@@ -269,7 +281,7 @@ func TestApplyReplacesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := f.state["ipv4"]["mangle"][ChainInput]
-	want := []string{"-i lo -j RETURN", "-i eth2 -j NFQUEUE --queue-num 3"}
+	want := []string{"-i lo -j RETURN", "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED", "-i eth2 -j NFQUEUE --queue-num 3"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("SGD-INPUT after second Apply = %q; want %q", got, want)
 	}

@@ -152,13 +152,12 @@ func rules(s Spec, f family) []byte {
 		pre := "-A " + h.chain + " "
 		// Loopback is never filtered (SPEC 1.2).
 		b.WriteString(pre + dev + " lo -j RETURN\n")
+		// Fragments are reassembled before the hooks (nf_defrag_ipv4/ipv6, also for what
+		// this host sends) only when conntrack runs in the namespace, and the kernel turns
+		// it on only for a ruleset that uses conntrack. This match does nothing else (no
+		// target): it makes fragments reach sgd as whole datagrams (SPEC 1.4).
+		fmt.Fprintf(&b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
 		if f == ipv6 {
-			// IPv6 is reassembled before the hooks only when conntrack runs in the
-			// namespace (nf_defrag_ipv6), and the kernel turns it on only for a ruleset
-			// that uses conntrack. This match does nothing else (no target): it makes
-			// fragments reach sgd as whole datagrams (SPEC 1.4). IPv4 is reassembled
-			// before INPUT in any case.
-			fmt.Fprintf(&b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
 			// Neighbour discovery (RFC 4861: router solicitation 133, router
 			// advertisement 134, neighbour solicitation 135, neighbour
 			// advertisement 136, redirect 137) is never filtered (SPEC 1.2).
@@ -178,7 +177,17 @@ func rules(s Spec, f family) []byte {
 			if in {
 				sport, dport = server, client
 			}
-			fmt.Fprintf(&b, "%s-p udp -m udp --sport %d --dport %d -j RETURN\n", pre, sport, dport)
+			// DHCPv6 runs between link-local addresses and to All_DHCP_Relay_Agents_
+			// and_Servers (ff02::1:2): the exemption is no wider than that. DHCPv4 has
+			// no such scope (offers may be unicast to the new address).
+			addrs := ""
+			if f == ipv6 {
+				addrs = "-s fe80::/10 -d fe80::/10 "
+				if !in {
+					addrs = "-s fe80::/10 -d ff02::1:2/128 "
+				}
+			}
+			fmt.Fprintf(&b, "%s%s-p udp -m udp --sport %d --dport %d -j RETURN\n", pre, addrs, sport, dport)
 		}
 		queue := queueTarget(s)
 		for _, name := range s.Interfaces {

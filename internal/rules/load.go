@@ -49,9 +49,13 @@ func Parse(name string, data []byte) (*Document, error) {
 		if _, err := dec.Token(); err != io.EOF {
 			return nil, &Error{File: name, Code: CodeMalformedConfig, Msg: "trailing data after the JSON object"}
 		}
-		if key, off, dup := jsonDuplicateKey(data); dup {
+		switch key, off, problem := jsonKeyProblem(data); problem {
+		case keyDuplicate:
 			return nil, &Error{File: name, Line: lineAt(data, off), Code: CodeMalformedConfig,
 				Msg: fmt.Sprintf("key %q appears twice in one object; sgd would keep only the last", key)}
+		case keyCase:
+			return nil, &Error{File: name, Line: lineAt(data, off), Code: CodeUnknownParameter,
+				Msg: fmt.Sprintf("unknown field %q (field names are lower-case snake_case, like cidr_ipv4)", key)}
 		}
 	} else {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -127,12 +131,20 @@ func jsonError(file string, data []byte, err error) error {
 	return &Error{File: file, Code: CodeMalformedConfig, Msg: err.Error()}
 }
 
-// jsonDuplicateKey finds a key that appears twice in one JSON object, and the offset just
-// past it. encoding/json silently keeps the last value, so a repeated "cidr_ipv4" or
-// "egress" would be ignored — and an ignored field can leave the host more open than the
-// user wrote (SPEC 1.5). YAML input gets the same check from yaml.v3. data is known to be
-// well-formed JSON.
-func jsonDuplicateKey(data []byte) (key string, off int64, dup bool) {
+// Problems jsonKeyProblem finds.
+const (
+	keyOK = iota
+	keyDuplicate
+	keyCase
+)
+
+// jsonKeyProblem finds a key that appears twice in one JSON object, or one that is not
+// lower case, and the offset just past it. encoding/json silently keeps the last value of
+// a repeated key and matches keys case-insensitively, so "cidr_ipv4" followed by
+// "CIDR_IPV4" would quietly replace the first — and an ignored field can leave the host
+// more open than the user wrote (SPEC 1.5). YAML input gets the same checks from yaml.v3
+// (exact keys, no repeats). data is known to be well-formed JSON.
+func jsonKeyProblem(data []byte) (key string, off int64, problem int) {
 	type object struct {
 		keys      map[string]bool
 		expectKey bool
@@ -148,7 +160,7 @@ func jsonDuplicateKey(data []byte) (key string, off int64, dup bool) {
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return "", 0, false
+			return "", 0, keyOK
 		}
 		switch t := tok.(type) {
 		case json.Delim:
@@ -164,8 +176,11 @@ func jsonDuplicateKey(data []byte) (key string, off int64, dup bool) {
 		case string:
 			if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].expectKey {
 				o := stack[n-1]
+				if t != strings.ToLower(t) {
+					return t, dec.InputOffset(), keyCase
+				}
 				if o.keys[t] {
-					return t, dec.InputOffset(), true
+					return t, dec.InputOffset(), keyDuplicate
 				}
 				o.keys[t] = true
 				o.expectKey = false
