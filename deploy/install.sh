@@ -5,8 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${1:-/usr/local}
 dest=${DESTDIR:-}
-go build -trimpath -o "build/sgd" ./cmd/sgd
-install -D -m 0755 build/sgd "$dest$prefix/bin/sgd"
+# A binary you built already (SGD_BIN=./sgd), or build one: sudo's PATH usually lacks Go.
+bin=${SGD_BIN:-}
+if [ -z "$bin" ]; then
+  export PATH=$PATH:/usr/local/go/bin
+  if ! command -v go >/dev/null; then
+    echo "install.sh: no Go toolchain on PATH; build first (go build -o sgd ./cmd/sgd) and run: sudo SGD_BIN=./sgd $0" >&2
+    exit 1
+  fi
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  go build -trimpath -o "$tmp/sgd" ./cmd/sgd
+  bin=$tmp/sgd
+fi
+install -D -m 0755 "$bin" "$dest$prefix/bin/sgd"
 unit=$(sed "s#/usr/local/bin/sgd#$prefix/bin/sgd#g" deploy/systemd/sgd.service)
 install -d "$dest/etc/systemd/system"
 printf '%s\n' "$unit" > "$dest/etc/systemd/system/sgd.service"

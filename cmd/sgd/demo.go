@@ -72,8 +72,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return demoServe(args[1:], stdout, stderr)
 	}
 	fs := newFlags("demo", "[--timeout D] [--keep]",
-		`Show, live, what a Security Group does to traffic. Builds four network namespaces on a
-bridge (192.0.2.0/24, 2001:db8::/64): an "instance" running sgd (this binary, as
+		`Show, live, what a Security Group does to traffic. Builds five network namespaces, four hosts and the
+bridge joining them (192.0.2.0/24, 2001:db8::/64): an "instance" running sgd (this binary, as
 `+"`sgd run`"+`) with the classic web-server group, an admin "client", a "member" of the
 management group and a "stranger". Then it tries connections and pings between them and
 prints, for each, what happened (connected, refused at once, timed out) and the rule

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -58,6 +59,15 @@ DENY, 2 for a usage or config error.`, stderr)
 		return fail("--source and --destination must be of the same address family")
 	}
 	q := rules.Query{Iface: *iface, Direction: dir, Proto: uint8(proto), Src: src, Dst: dst}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	icmp := proto == rules.ProtoICMP || proto == rules.ProtoICMPv6
+	switch {
+	case (set["icmp-type"] || set["icmp-code"]) && !icmp:
+		return fail("--icmp-type and --icmp-code are for icmp and icmpv6, not %s", *protoS)
+	case set["port"] && proto != rules.ProtoTCP && proto != rules.ProtoUDP:
+		return fail("--port is for tcp and udp, not %s", *protoS)
+	}
 	switch proto {
 	case rules.ProtoTCP, rules.ProtoUDP:
 		if *port < 0 || *port > 65535 {

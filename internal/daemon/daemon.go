@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/signal"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +64,11 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // netfilter rule it added and unbinds its queues. A config that does not validate returns
 // a *ConfigError before anything is touched.
 func Run(ctx context.Context, opt Options) error {
+	// Take SIGHUP over first: its default action would kill the daemon with its rules
+	// installed. One that arrives during start-up becomes a reload once running.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	m, err := rules.Load(opt.ConfigPath)
 	if err != nil {
 		return &ConfigError{err}
@@ -151,12 +159,12 @@ func Run(ctx context.Context, opt Options) error {
 
 	if set.StatusSocket != "" {
 		if err := d.serveStatus(ctx, set.StatusSocket); err != nil {
-			log.Warn("status socket unavailable; `sgd status` will fall back to the metrics endpoint", zap.Error(err))
+			log.Warn("status socket unavailable; `sgd status` will not reach this daemon (metrics still serve the counters)", zap.Error(err))
 		}
 	}
 	notifyReady(log)
 	go watchdog(ctx)
-	go d.watchReloads(ctx)
+	go d.watchReloads(ctx, hup)
 
 	<-ctx.Done()
 	log.Info("stopping: removing sgd's netfilter rules")

@@ -136,6 +136,18 @@ interfaces:
 	if want := "2 123456789012 eth0 203.0.113.9 192.0.2.10 40000 22 6 1 40 REJECT OK"; reject != want {
 		t.Errorf("reject record = %q; want %q", reject, want)
 	}
+
+	// Past the cap, new flows are left out and counted in one SKIPDATA record.
+	fl.maxFlows = 1
+	for _, src := range []string{"198.51.100.7", "203.0.113.9", "203.0.113.10"} {
+		fl.record(w, w.Judge(syn(src), 2, 0))
+	}
+	fl.flush(zap.NewNop())
+	data, _ = os.ReadFile(path)
+	lines = strings.Split(strings.TrimSpace(string(data)), "\n")[2:]
+	if len(lines) != 2 || !strings.HasSuffix(lines[1], " - SKIPDATA") || !strings.HasPrefix(lines[1], "2 123456789012 - - - - - - - ") {
+		t.Errorf("records past the cap = %q; want one flow record and one SKIPDATA record", lines)
+	}
 }
 
 // TestUnitFileVerifies runs systemd-analyze verify on the shipped unit, pointed at a

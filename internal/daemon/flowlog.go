@@ -22,6 +22,7 @@ import (
 // Each queue reader records into its own shard (an uncontended lock); the writer swaps
 // the shards out once per interval. Flow logging is off unless a file is configured.
 type flowLog struct {
+	maxFlows int // per shard and interval (maxFlowsPerShard)
 	path     string
 	interval time.Duration
 	account  string
@@ -29,10 +30,17 @@ type flowLog struct {
 }
 
 type flowShard struct {
-	mu    sync.Mutex
-	flows map[flowKey]*flowAgg
-	_     [40]byte
+	mu      sync.Mutex
+	flows   map[flowKey]*flowAgg
+	skipped uint64 // packets of flows left out this interval: the shard was full
+	first   int64  // when the first packet was left out
+	_       [24]byte
 }
+
+// maxFlowsPerShard bounds the records one reader gathers per interval (a flood from random
+// ports must not grow memory without limit). Past it, packets of new flows are counted in
+// a SKIPDATA record, as AWS does when it cannot capture records.
+const maxFlowsPerShard = 100000
 
 type flowKey struct {
 	iface    string
@@ -54,7 +62,7 @@ func newFlowLog(path string, interval time.Duration, account string, shards int)
 		return nil, fmt.Errorf("flow log: %w", err)
 	}
 	f.Close()
-	fl := &flowLog{path: path, interval: interval, account: account, shards: make([]flowShard, shards)}
+	fl := &flowLog{maxFlows: maxFlowsPerShard, path: path, interval: interval, account: account, shards: make([]flowShard, shards)}
 	for i := range fl.shards {
 		fl.shards[i].flows = map[flowKey]*flowAgg{}
 	}
@@ -75,6 +83,14 @@ func (fl *flowLog) record(w *filter.Worker, r filter.Result) {
 	sh.mu.Lock()
 	a := sh.flows[k]
 	if a == nil {
+		if len(sh.flows) >= fl.maxFlows {
+			if sh.skipped == 0 {
+				sh.first = now
+			}
+			sh.skipped++
+			sh.mu.Unlock()
+			return
+		}
 		a = &flowAgg{start: now}
 		sh.flows[k] = a
 	}
@@ -100,6 +116,8 @@ func (fl *flowLog) run(ctx context.Context, log *zap.Logger) {
 // flush writes and forgets the records gathered so far.
 func (fl *flowLog) flush(log *zap.Logger) {
 	var batches []map[flowKey]*flowAgg
+	var skipped uint64
+	var skipStart int64
 	for i := range fl.shards {
 		sh := &fl.shards[i]
 		sh.mu.Lock()
@@ -107,9 +125,16 @@ func (fl *flowLog) flush(log *zap.Logger) {
 			batches = append(batches, sh.flows)
 			sh.flows = map[flowKey]*flowAgg{}
 		}
+		if sh.skipped > 0 {
+			if skipped == 0 || sh.first < skipStart {
+				skipStart = sh.first
+			}
+			skipped += sh.skipped
+			sh.skipped = 0
+		}
 		sh.mu.Unlock()
 	}
-	if len(batches) == 0 {
+	if len(batches) == 0 && skipped == 0 {
 		return
 	}
 	f, err := os.OpenFile(fl.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
@@ -128,6 +153,11 @@ func (fl *flowLog) flush(log *zap.Logger) {
 			fmt.Fprintf(bw, "2 %s %s %s %s %d %d %d %d %d %d %d %s OK\n", fl.account, k.iface, addrString(k.src), addrString(k.dst),
 				k.sport, k.dport, k.proto, a.packets, a.bytes, a.start, a.end, action)
 		}
+	}
+	if skipped > 0 {
+		// AWS's record for data it could not capture: no flow fields, log-status SKIPDATA.
+		fmt.Fprintf(bw, "2 %s - - - - - - - %d %d - SKIPDATA\n", fl.account, skipStart, time.Now().Unix())
+		log.Warn("flow log: too many flows this interval; some were left out (SKIPDATA)", zap.Uint64("packets", skipped))
 	}
 	if err := bw.Flush(); err != nil {
 		log.Error("flow log", zap.Error(err))

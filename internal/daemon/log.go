@@ -24,7 +24,8 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 		cfg = zap.NewProductionConfig()
 		cfg.EncoderConfig.TimeKey = "time"
 		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-		cfg.Sampling = nil // lifecycle events are rare; denied packets have their own limiter
+		cfg.Sampling = nil           // lifecycle events are rare; denied packets have their own limiter
+		cfg.DisableStacktrace = true // an error line says what failed; a Go stack says nothing to an operator
 	default:
 		return nil, fmt.Errorf("log format %q is not json or console", format)
 	}

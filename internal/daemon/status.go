@@ -123,8 +123,8 @@ func FetchStatus(ctx context.Context, socket string) (*Status, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("%w (socket %s: %v)", errNoDaemon, socket, err)
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("permission denied on %s: the status socket is root-only; run sgd status as root", socket)
 		}
 		return nil, fmt.Errorf("%w (socket %s: %v)", errNoDaemon, socket, err)
 	}

@@ -3,9 +3,7 @@ package daemon
 import (
 	"context"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -17,10 +15,7 @@ const reloadDebounce = 250 * time.Millisecond
 
 // watchReloads reloads on SIGHUP and on changes of the config file. It watches the file's
 // directory, so editors that save by renaming a new file over the old one still trigger.
-func (d *Daemon) watchReloads(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func (d *Daemon) watchReloads(ctx context.Context, hup <-chan os.Signal) {
 
 	var events <-chan fsnotify.Event
 	var errs <-chan error

@@ -94,21 +94,37 @@ func (e *Engine) SetPolicy(p *rules.Policy, index map[string]uint32) {
 	}
 	old := e.state.Swap(st)
 	if old.pol != nil {
-		// Workers that loaded the old state may still count into it for an instant.
-		time.AfterFunc(time.Second, func() { e.retire(old) })
+		// Fold the old policy's counts in now, so that the per-rule series never dip (a
+		// dip reads as a counter reset); workers that loaded the old state may still count
+		// into it for an instant, so its stragglers are folded in a second later.
+		folded := e.foldLocked(old, nil)
+		time.AfterFunc(time.Second, func() {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.foldLocked(old, folded)
+		})
 	}
 }
 
-func (e *Engine) retire(old *state) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// foldLocked adds old's per-rule counts, less what was already folded (by rule id), to
+// the retired totals and returns the counts it saw. e.mu is held.
+func (e *Engine) foldLocked(old *state, already []uint64) []uint64 {
+	seen := make([]uint64, len(old.pol.Rules))
 	for _, h := range old.hits {
 		for id := 1; id < len(h); id++ {
-			if n := h[id].Load(); n > 0 {
-				e.retired[old.pol.Rules[id].Label] += n
-			}
+			seen[id] += h[id].Load()
 		}
 	}
+	for id := 1; id < len(seen); id++ {
+		n := seen[id]
+		if already != nil {
+			n -= already[id]
+		}
+		if n > 0 {
+			e.retired[old.pol.Rules[id].Label] += n
+		}
+	}
+	return seen
 }
 
 // RuleHits returns, per rule label, how many new flows (and untracked packets) each rule

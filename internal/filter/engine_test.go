@@ -237,4 +237,9 @@ func TestRuleHits(t *testing.T) {
 	if hits["sg-web/ingress/0"] != 2 || hits["sg-web/ingress/2"] != 1 {
 		t.Errorf("RuleHits() = %v; want sg-web/ingress/0:2 sg-web/ingress/2:1", hits)
 	}
+	// A reload must not make the counters dip (Prometheus would read a reset).
+	setPolicy(t, e, webYAML, rulesOpts())
+	if got := e.RuleHits(); got["sg-web/ingress/0"] != 2 || got["sg-web/ingress/2"] != 1 {
+		t.Errorf("RuleHits() right after a reload = %v; want the same counts", got)
+	}
 }
