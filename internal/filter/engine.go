@@ -277,6 +277,13 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		}
 	}
 	res := Result{Iface: is.name}
+	if p.LaterFragment {
+		// The kernel reassembles what arrives (IPv4 always; IPv6 because sgd's rules load
+		// conntrack) and fragments what leaves after the hooks, so only a datagram cut up
+		// by a raw socket gets here in pieces: its ports cannot be judged (SPEC 1.4).
+		res.Reason = ReasonFragment
+		return res
+	}
 	if p.Proto == rules.ProtoICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
 		res.Reason = ReasonExempt // neighbour discovery is the fabric's, not the SG's (SPEC 1.2)
 		return res

@@ -64,6 +64,7 @@ func TestJudgeStateless(t *testing.T) {
 		{hook{in: ifOther}, pkt("tcp", "198.51.100.8:1", "192.0.2.10:22", syn), ReasonExempt},
 		{hook{in: ifGone}, pkt("tcp", "198.51.100.7:1", "192.0.2.10:22", syn), ReasonUnknownIface},
 		{in, []byte{0x45, 0, 0}, ReasonMalformed},
+		{out, laterFragment(pkt("tcp", "192.0.2.10:40000", "203.0.113.9:8080", ack)), ReasonFragment},
 		{in, pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)[:30], ReasonMalformed},
 	})
 }

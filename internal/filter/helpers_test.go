@@ -142,3 +142,10 @@ var (
 	in  = hook{in: ifEth0}
 	out = hook{out: ifEth0}
 )
+
+// laterFragment turns an IPv4 packet into a fragment other than the first: offset 8 bytes.
+// Its bytes after the IP header are then data, not a transport header.
+func laterFragment(b []byte) []byte {
+	b[6], b[7] = 0, 1 // flags 0, fragment offset 1 (× 8 bytes)
+	return b
+}

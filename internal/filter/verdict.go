@@ -27,6 +27,7 @@ const (
 	ReasonMalformed                  // drop: truncated or inconsistent headers
 	ReasonTableFull                  // drop: a new flow, and the connection table is full
 	ReasonUnknownIface               // drop: the packet's interface index does not resolve
+	ReasonFragment                   // drop: a fragment other than the first (no transport header to judge)
 	ReasonTracked                    // accept: belongs to a tracked flow (either direction)
 	ReasonRule                       // accept: a rule allows it; a new tracked flow starts
 	ReasonUntracked                  // accept: a rule allows it; the flow is untracked (SPEC 1.4)
@@ -41,6 +42,7 @@ var reasonNames = [NumReasons]string{
 	ReasonMalformed:    "malformed",
 	ReasonTableFull:    "conntrack_full",
 	ReasonUnknownIface: "unknown_interface",
+	ReasonFragment:     "fragment",
 	ReasonTracked:      "tracked",
 	ReasonRule:         "rule",
 	ReasonUntracked:    "untracked",
@@ -58,7 +60,7 @@ func (r Reason) String() string {
 
 // Verdict is the verdict a reason implies.
 func (r Reason) Verdict() Verdict {
-	if r <= ReasonUnknownIface {
+	if r <= ReasonFragment {
 		return Drop
 	}
 	return Accept

@@ -20,10 +20,8 @@ func TestRules(t *testing.T) {
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
 COMMIT
 `,
@@ -56,12 +54,10 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
@@ -100,10 +96,8 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-balance 2:5 --queue-cpu-fanout
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-balance 2:5 --queue-cpu-fanout
 COMMIT
 `,
@@ -115,10 +109,8 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-balance 0:1 --queue-bypass --queue-cpu-fanout
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-balance 0:1 --queue-bypass --queue-cpu-fanout
 COMMIT
 `,
@@ -130,14 +122,12 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
 -A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
 -A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-INPUT -i eth1 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
 -A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
@@ -159,9 +149,7 @@ COMMIT
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED
 COMMIT
 `,
 		},
@@ -281,7 +269,7 @@ func TestApplyReplacesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := f.state["ipv4"]["mangle"][ChainInput]
-	want := []string{"-i lo -j RETURN", "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED", "-i eth2 -j NFQUEUE --queue-num 3"}
+	want := []string{"-i lo -j RETURN", "-i eth2 -j NFQUEUE --queue-num 3"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("SGD-INPUT after second Apply = %q; want %q", got, want)
 	}

@@ -198,7 +198,7 @@ func (d *Decoder) decode(b []byte, p *Parsed) bool {
 			lastIP = t
 		}
 	}
-	p.Proto, _, _ = d.outer.last(lastIP)
+	p.Proto, p.LaterFragment, _ = d.outer.last(lastIP)
 	return true
 }
 

@@ -111,6 +111,11 @@ func decodeCases() []decodeCase {
 		}
 		return Parsed{Family: 6, Proto: proto, Src: addr(v6a), Dst: addr(v6b)}
 	}
+	laterFrag := func(family, proto uint8) Parsed {
+		p := ip(family, proto)
+		p.LaterFragment = true
+		return p
+	}
 	icmpErr := func(family, typ, code uint8, in InnerHeader) Parsed {
 		p := Parsed{Family: family, Proto: protoICMP, Src: addr(v4r), Dst: addr(v4a), ICMPType: typ, ICMPCode: code, Inner: in}
 		if family == 6 {
@@ -154,8 +159,8 @@ func decodeCases() []decodeCase {
 		{"v4/tcp/all-flags", ipv4(protoTCP, v4a, v4b, tcpSeg(1234, 80, 0xff, nil, nil)), true, v4tcp(1234, 80, 0xff)},
 		{"v4/tcp/ip-options", ipv4Opts(protoTCP, v4a, v4b, append(raOpt, 1, 1, 0), tcpSeg(1234, 80, syn, nil, nil)), true, v4tcp(1234, 80, syn)},
 		{"v4/tcp/first-fragment", ipv4Frag(protoTCP, v4a, v4b, 0, true, tcpSeg(1234, 80, ack, nil, zeros(100))), true, v4tcp(1234, 80, ack)},
-		{"v4/tcp/later-fragment", ipv4Frag(protoTCP, v4a, v4b, 185, false, zeros(100)), true, ip(4, protoTCP)},
-		{"v4/tcp/later-fragment-empty", ipv4Frag(protoTCP, v4a, v4b, 185, false, nil), true, ip(4, protoTCP)},
+		{"v4/tcp/later-fragment", ipv4Frag(protoTCP, v4a, v4b, 185, false, zeros(100)), true, laterFrag(4, protoTCP)},
+		{"v4/tcp/later-fragment-empty", ipv4Frag(protoTCP, v4a, v4b, 185, false, nil), true, laterFrag(4, protoTCP)},
 		{"v4/tcp/truncated-copy", cut(ipv4(protoTCP, v4a, v4b, tcpSeg(1234, 80, ack, tsOpt, zeros(1448))), 256), true,
 			with(v4tcp(1234, 80, ack), func(p *Parsed) { p.Length = 1500 })},
 		{"v4/tcp/gso-length-0", set(ipv4(protoTCP, v4a, v4b, tcpSeg(1234, 80, ack, nil, zeros(216))), 2, 0, 0), true, v4tcp(1234, 80, ack)},
@@ -210,7 +215,7 @@ func decodeCases() []decodeCase {
 		{"v6/tcp/hop-by-hop-fragment", v6HopFragSYN, true, v6tcp(1234, 443, syn)},
 		{"v6/tcp/hop-dest-routing-dest", ipv6(protoHopByHop, v6a, v6b, extHdr(protoDestOpts, 1, extHdr(protoRouting, 2,
 			routingHdr(protoDestOpts, extHdr(protoTCP, 1, tcpSeg(1234, 443, ack, nil, nil)))))), true, v6tcp(1234, 443, ack)},
-		{"v6/tcp/later-fragment", ipv6(protoFragment, v6a, v6b, fragHdr(protoTCP, 100, true, zeros(64))), true, ip(6, protoTCP)},
+		{"v6/tcp/later-fragment", ipv6(protoFragment, v6a, v6b, fragHdr(protoTCP, 100, true, zeros(64))), true, laterFrag(6, protoTCP)},
 		{"v6/tcp/8-ext-headers", nExt(8), true, v6tcp(1234, 443, syn)},
 		{"v6/tcp/truncated-copy", cut(ipv6(protoTCP, v6a, v6b, tcpSeg(1234, 443, ack, tsOpt, zeros(1428))), 256), true,
 			with(v6tcp(1234, 443, ack), func(p *Parsed) { p.Length = 1500 })},

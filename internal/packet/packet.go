@@ -52,6 +52,9 @@ type Parsed struct {
 	// TCP) a zero length field, as RFC 2675 jumbograms have. With a truncated copy of a
 	// GSO packet the real size is only known to the queue (its payload length).
 	Length int
+	// LaterFragment is set for an IP fragment other than the first: it carries no
+	// transport header, so it cannot be judged by ports or ICMP type.
+	LaterFragment bool
 	// Inner is the header embedded in an ICMP/ICMPv6 error (v4 types 3,4,5,11,12; v6
 	// types 1,2,3,4), decoded from the quoted IP header plus first 8 bytes of its
 	// payload. Inner.Valid reports whether it was decodable.
