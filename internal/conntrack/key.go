@@ -9,6 +9,10 @@ import (
 
 // Tuple is a packet's flow identity in the packet's own direction.
 //
+// Zone is the attachment point (a host interface; later a port) the packet was judged
+// at: flows are tracked per network interface, as AWS tracks them per ENI (SPEC 4.2), so a
+// packet with the tuple of a flow tracked in one zone never matches it in another.
+//
 // For TCP and UDP, SrcPort and DstPort are the ports. For ICMP echo (IPv4 types 8/0,
 // ICMPv6 128/129) the caller puts the echo identifier in BOTH ports, so a request and its
 // reply share a flow and a different identifier is a different flow. For every other
@@ -18,10 +22,11 @@ type Tuple struct {
 	Src, Dst netip.Addr
 	SrcPort  uint16
 	DstPort  uint16
+	Zone     uint16
 }
 
 func (tp Tuple) String() string {
-	return fmt.Sprintf("%d %v:%d->%v:%d", tp.Proto, tp.Src, tp.SrcPort, tp.Dst, tp.DstPort)
+	return fmt.Sprintf("%d %v:%d->%v:%d zone %d", tp.Proto, tp.Src, tp.SrcPort, tp.Dst, tp.DstPort, tp.Zone)
 }
 
 // key is a flow's map key: both endpoints in a canonical order (a ≤ b, comparing address
@@ -32,13 +37,15 @@ type key struct {
 	a, b   [16]byte // addresses as netip.Addr.As16 (IPv4 as ::ffff:a.b.c.d)
 	ap, bp uint16   // ports (or echo identifier) of a and b
 	proto  uint8
-	fam    uint8 // 4 or 6: keeps IPv4 apart from IPv4-mapped IPv6
+	fam    uint8  // 4 or 6: keeps IPv4 apart from IPv4-mapped IPv6
+	zone   uint16 // Tuple.Zone: the same tuple in two zones is two flows
 }
 
 // makeKey returns tp's canonical key and whether tp's source is endpoint a.
 func makeKey(tp *Tuple) (k key, srcIsA bool) {
 	src, dst := tp.Src.As16(), tp.Dst.As16()
 	k.proto = tp.Proto
+	k.zone = tp.Zone
 	k.fam = 6
 	if tp.Src.Is4() {
 		k.fam = 4
@@ -71,9 +78,9 @@ func (k *key) tuple(origIsA bool) Tuple {
 		a, b = a.Unmap(), b.Unmap()
 	}
 	if origIsA {
-		return Tuple{Proto: k.proto, Src: a, Dst: b, SrcPort: k.ap, DstPort: k.bp}
+		return Tuple{Proto: k.proto, Src: a, Dst: b, SrcPort: k.ap, DstPort: k.bp, Zone: k.zone}
 	}
-	return Tuple{Proto: k.proto, Src: b, Dst: a, SrcPort: k.bp, DstPort: k.ap}
+	return Tuple{Proto: k.proto, Src: b, Dst: a, SrcPort: k.bp, DstPort: k.ap, Zone: k.zone}
 }
 
 const (
@@ -90,7 +97,7 @@ func (k *key) hash(seed uint64) uint64 {
 	h = bits.RotateLeft64((h^binary.LittleEndian.Uint64(k.a[8:]))*mix1, 31)
 	h = bits.RotateLeft64((h^binary.LittleEndian.Uint64(k.b[:8]))*mix1, 31)
 	h = bits.RotateLeft64((h^binary.LittleEndian.Uint64(k.b[8:]))*mix1, 31)
-	h = (h ^ (uint64(k.ap) | uint64(k.bp)<<16 | uint64(k.proto)<<32 | uint64(k.fam)<<40)) * mix1
+	h = (h ^ (uint64(k.ap) | uint64(k.bp)<<16 | uint64(k.proto)<<32 | uint64(k.fam)<<40 | uint64(k.zone)<<48)) * mix1
 	h ^= h >> 31
 	h *= mix2
 	h ^= h >> 29

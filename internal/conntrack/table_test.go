@@ -653,13 +653,48 @@ func TestShrinkAfterBurst(t *testing.T) {
 
 // The memory bar (SPEC 3.1) rests on these sizes: a 64-byte map slot per flow.
 func TestSizes(t *testing.T) {
-	if got := unsafe.Sizeof(key{}); got != 38 {
-		t.Errorf("unsafe.Sizeof(key{}) = %d; want 38", got)
+	if got := unsafe.Sizeof(key{}); got != 40 {
+		t.Errorf("unsafe.Sizeof(key{}) = %d; want 40", got)
 	}
 	if got := unsafe.Sizeof(flow{}); got != 24 {
 		t.Errorf("unsafe.Sizeof(flow{}) = %d; want 24", got)
 	}
 	if got := unsafe.Sizeof(shard{}) % 128; got != 0 {
 		t.Errorf("unsafe.Sizeof(shard{}) %% 128 = %d; want 0", got)
+	}
+}
+
+// A flow is tracked per zone (SPEC 4.2): the same tuple in another zone — a packet on
+// another interface carrying a tracked flow's addresses and ports — is another flow, and
+// finds nothing; ICMP errors quoting it (Peek) neither.
+func TestZones(t *testing.T) {
+	tb := New(Config{})
+	udp := pkt(protoUDP, "192.0.2.2:4000", "192.0.2.1:53")
+	udp.Zone = 1
+	if r := tb.Insert(&udp, 0, Meta{Iface: 1}, 0); r != Inserted {
+		t.Fatalf("Insert(%v) = %v; want %v", udp, r, Inserted)
+	}
+	for _, tc := range []struct {
+		zone uint16
+		want Match
+	}{{1, MatchReply}, {2, MatchNone}, {0, MatchNone}} {
+		reply := rev(udp)
+		reply.Zone = tc.zone
+		if m, _ := tb.Lookup(&reply, 0, sec); m != tc.want {
+			t.Errorf("Lookup(%v) = %v; want %v", reply, m, tc.want)
+		}
+		if got := tb.Peek(&reply, sec); got != (tc.want != MatchNone) {
+			t.Errorf("Peek(%v) = %v; want %v", reply, got, tc.want != MatchNone)
+		}
+	}
+	other := udp
+	other.Zone = 2
+	if r := tb.Insert(&other, 0, Meta{Iface: 2}, sec); r != Inserted || tb.Len() != 2 {
+		t.Errorf("Insert(%v) = %v, Len() = %d; want %v, 2", other, r, tb.Len(), Inserted)
+	}
+	var zones []uint16
+	tb.Range(func(tp Tuple, _ FlowInfo) bool { zones = append(zones, tp.Zone); return true })
+	if len(zones) != 2 || zones[0]+zones[1] != 3 {
+		t.Errorf("Range zones = %v; want [1 2] in any order", zones)
 	}
 }

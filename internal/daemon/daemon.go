@@ -42,6 +42,7 @@ type Daemon struct {
 	engine  *filter.Engine
 	workers []*filter.Worker
 	nf      *netfilter.Manager
+	zones   *filter.Zones // interface zones, shared by the engine and the fast path's marks
 	metrics *metrics.Metrics
 	flows   *flowLog
 
@@ -83,7 +84,7 @@ func Run(ctx context.Context, opt Options) error {
 	if err != nil {
 		return &ConfigError{err}
 	}
-	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), model: m}
+	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), model: m, zones: filter.NewZones()}
 	d.epoch = d.start
 	nfo := netfilter.DefaultOptions()
 	if opt.Netfilter != nil {
@@ -100,11 +101,12 @@ func Run(ctx context.Context, opt Options) error {
 
 	d.table = conntrack.New(conntrack.Config{Capacity: set.MaxTracked})
 	go d.table.Run(ctx, time.Second, d.now)
-	d.engine = filter.New(filter.Options{Table: d.table, Now: d.now, AllowRelatedICMP: set.AllowRelatedICMP})
+	d.engine = filter.New(filter.Options{Table: d.table, Now: d.now, AllowRelatedICMP: set.AllowRelatedICMP,
+		ExemptDHCP: set.ExemptDHCP, Zones: d.zones})
 	for range set.QueueCount {
 		d.workers = append(d.workers, d.engine.NewWorker())
 	}
-	d.engine.SetPolicy(pol, filter.IndexOf(pol.InterfaceNames()))
+	d.engine.SetPolicy(pol, filter.ReadHost(pol.InterfaceNames()))
 
 	if set.MetricsListen != "" {
 		d.metrics = metrics.New(metrics.Options{Snapshot: d.snapshot, Queues: d.queueNumbers(), Version: opt.Version, GoVersion: runtime.Version()})
@@ -139,7 +141,7 @@ func Run(ctx context.Context, opt Options) error {
 			}
 		}}
 	if set.FastPath {
-		qc.FastPathMark = FastPathMark
+		qc.FastPathMask = FastPathMask
 	}
 	queues, err := d.engine.Open(qc, d.workers, func(err error) { log.Error("queue", zap.Error(err)) })
 	if err != nil {
@@ -195,17 +197,21 @@ func (d *Daemon) queueNumbers() []uint16 {
 // CheckNetfilter reports whether the model's interfaces can be filtered: the check
 // `sgd run` makes before it installs rules.
 func CheckNetfilter(m *rules.Model) error {
-	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{})}
+	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{}), zones: filter.NewZones()}
 	return d.netfilterSpec(m).Validate()
 }
 
 func (d *Daemon) netfilterSpec(m *rules.Model) netfilter.Spec {
-	s := netfilter.Spec{QueueNum: d.set.QueueNum, QueueCount: d.set.QueueCount, FailOpen: d.set.FailOpen, ExemptDHCP: d.set.ExemptDHCP}
+	s := netfilter.Spec{QueueNum: d.set.QueueNum, QueueCount: d.set.QueueCount, FailOpen: d.set.FailOpen}
 	for _, itf := range m.Interfaces {
 		s.Interfaces = append(s.Interfaces, itf.Name)
 	}
 	if d.set.FastPath {
-		s.FastPathMark = FastPathMark
+		s.FastPathMask = FastPathMask
+		s.Zones = make(map[string]uint16, len(s.Interfaces))
+		for _, name := range s.Interfaces {
+			s.Zones[name] = d.zones.Of(name)
+		}
 	}
 	return s
 }
@@ -261,10 +267,10 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	// the hooks cannot be changed, the previous policy and hooks are put back, so that a
 	// rejected reload really leaves everything as it was.
 	prev := d.engine.Policy()
-	d.engine.SetPolicy(pol, filter.IndexOf(pol.InterfaceNames()))
+	d.engine.SetPolicy(pol, filter.ReadHost(pol.InterfaceNames()))
 	if !sameStrings(spec.Interfaces, d.spec.Interfaces) {
 		if err := d.nf.Apply(ctx, spec); err != nil {
-			d.engine.SetPolicy(prev, filter.IndexOf(prev.InterfaceNames()))
+			d.engine.SetPolicy(prev, filter.ReadHost(prev.InterfaceNames()))
 			if rerr := d.nf.Apply(ctx, d.spec); rerr != nil {
 				d.log.Error("restore the previous netfilter rules", zap.Error(rerr))
 			}

@@ -79,7 +79,7 @@ interfaces:
 	e := filter.New(filter.Options{Table: conntrack.New(conntrack.Config{}), Now: func() int64 { return 1 },
 		IfName: func(uint32) (string, bool) { return "eth0", true }})
 	w := e.NewWorker()
-	e.SetPolicy(p, map[string]uint32{"eth0": 2})
+	e.SetPolicy(p, filter.Host{Index: map[string]uint32{"eth0": 2}})
 
 	path := filepath.Join(t.TempDir(), "flows.log")
 	fl, err := newFlowLog(path, time.Minute, "123456789012", 1)

@@ -14,8 +14,10 @@ const (
 	DefaultStatusSocket    = "/run/sgd/sgd.sock"
 	DefaultDeniedLogPerSec = 10
 	DefaultFlowLogInterval = 60
-	// FastPathMark is the packet/connection mark bit of the optional kernel fast path.
-	FastPathMark = 0x00400000
+	// FastPathMask is the field of packet/connection mark bits of the optional kernel fast
+	// path: it holds the zone of the interface a flow was accepted on (netfilter.Spec), so
+	// up to 255 interfaces are offloaded; flows of later ones stay on the queue.
+	FastPathMask = 0x00ff0000
 )
 
 // Settings are the resolved daemon settings: the config's daemon section with command-line

@@ -21,6 +21,12 @@ type Options struct {
 	AllowRelatedICMP bool
 	// IfName resolves an interface index the engine has not seen (nil: net.InterfaceByIndex).
 	IfName func(index uint32) (string, bool)
+	// ExemptDHCP lets DHCP client traffic through unjudged, scoped to the link (see
+	// dhcpExempt; SPEC 1.2).
+	ExemptDHCP bool
+	// Zones numbers the interfaces for per-interface tracking (nil: a new numbering).
+	// Share it with whatever else needs the numbers (the fast path's marks).
+	Zones *Zones
 }
 
 // Engine judges packets against the current policy and the connection table. It is safe
@@ -41,21 +47,26 @@ type state struct {
 	pol     *rules.Policy
 	byName  map[string]*ifaceState
 	byIndex map[uint32]*ifaceState
+	local   map[netip.Addr]struct{} // Host.Local
 	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
 	hits [][]atomic.Uint64
 }
 
 type ifaceState struct {
-	id       uint16
+	id       uint16 // the interface's zone (Zones.Of)
 	name     string
 	itf      *rules.Iface
 	timeouts *conntrack.Timeouts
+	nets     []netip.Prefix // Host.Nets: the link, for the DHCPv4 exemption
 }
 
 // New returns an engine with no policy: until SetPolicy, every packet is dropped.
 func New(opt Options) *Engine {
 	if opt.IfName == nil {
 		opt.IfName = ifNameByIndex
+	}
+	if opt.Zones == nil {
+		opt.Zones = NewZones()
 	}
 	e := &Engine{opt: opt, table: opt.Table, retired: map[string]uint64{}}
 	e.state.Store(&state{byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}})
@@ -68,23 +79,27 @@ func (e *Engine) Table() *conntrack.Table { return e.table }
 // Policy returns the policy in force (nil before the first SetPolicy).
 func (e *Engine) Policy() *rules.Policy { return e.state.Load().pol }
 
-// SetPolicy publishes a new compiled policy; the very next packet sees it. Tracked flows
-// are kept (SPEC 1.4: they pass until they idle out); untracked flows have no entry, so
-// the new rules judge their next packet. index maps the configured interface names to
-// their current indexes (missing names are resolved when their packets arrive).
-func (e *Engine) SetPolicy(p *rules.Policy, index map[string]uint32) {
+// SetPolicy publishes a new compiled policy with what is known of the host (ReadHost);
+// the very next packet sees both. Tracked flows are kept (SPEC 1.4: they pass until they
+// idle out), each in its interface's zone, which a name keeps across reloads; untracked
+// flows have no entry, so the new rules judge their next packet.
+func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}}
-	for i, name := range p.InterfaceNames() {
+	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{},
+		local: make(map[netip.Addr]struct{}, len(h.Local))}
+	for _, a := range h.Local {
+		st.local[a] = struct{}{}
+	}
+	for _, name := range p.InterfaceNames() {
 		itf := p.Interface(name)
 		to := conntrack.DefaultTimeouts()
 		to.TCPEstablished = itf.Timeouts.TCPEstablished
 		to.UDP = itf.Timeouts.UDP
 		to.UDPStream = itf.Timeouts.UDPStream
-		is := &ifaceState{id: uint16(i + 1), name: name, itf: itf, timeouts: &to}
+		is := &ifaceState{id: e.opt.Zones.Of(name), name: name, itf: itf, timeouts: &to, nets: h.Nets[name]}
 		st.byName[name] = is
-		if idx, ok := index[name]; ok {
+		if idx, ok := h.Index[name]; ok {
 			st.byIndex[idx] = is
 		}
 	}
@@ -229,6 +244,7 @@ type Result struct {
 	Reason  Reason
 	Dir     Dir
 	Iface   string
+	Zone    uint16 // the interface's zone (0 when the packet was not resolved to one)
 	Rule    rules.RuleID
 }
 
@@ -276,7 +292,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			return Result{Reason: ReasonExempt}
 		}
 	}
-	res := Result{Iface: is.name}
+	res := Result{Iface: is.name, Zone: is.id}
 	if p.LaterFragment {
 		// The kernel reassembles what arrives (IPv4 always; IPv6 because sgd's rules load
 		// conntrack) and fragments what leaves after the hooks, so only a datagram cut up
@@ -288,8 +304,21 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		res.Reason = ReasonExempt // neighbour discovery is the fabric's, not the SG's (SPEC 1.2)
 		return res
 	}
+	if dir == DirIngress {
+		if _, spoofed := st.local[p.Src]; spoofed {
+			// Only a forged packet arrives from the host's own address (the host's
+			// own traffic to itself runs on loopback): a VPC never delivers one, and it
+			// would match rules that reference the host's own groups (SPEC 1.1).
+			res.Reason = ReasonSpoofedLocal
+			return res
+		}
+	}
+	if e.opt.ExemptDHCP && p.Proto == rules.ProtoUDP && dhcpExempt(p, dir, is.nets, st.local) {
+		res.Reason = ReasonExempt
+		return res
+	}
 	now := e.opt.Now()
-	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: is.id}
 	startsFlow := true
 	switch p.Proto {
 	case rules.ProtoTCP:
@@ -303,7 +332,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			startsFlow = isEchoRequest(p.Proto, p.ICMPType)
 		} else {
 			startsFlow = false
-			if e.opt.AllowRelatedICMP && p.Inner.Valid && w.related(p, now) {
+			if e.opt.AllowRelatedICMP && p.Inner.Valid && relatedError(p.Proto, p.ICMPType) && w.related(p, is.id, now) {
 				res.Reason = ReasonRelatedICMP
 				return res
 			}
@@ -369,10 +398,22 @@ func replyOfUntracked(itf *rules.Iface, dir Dir, proto uint8, remote netip.Addr,
 	return r != 0 && untracked
 }
 
-// related reports whether the ICMP error in p quotes a packet of a tracked flow.
-func (w *Worker) related(p *packet.Parsed, now int64) bool {
+// relatedError reports whether an ICMP message of this type may pass as related to a
+// tracked flow: destination unreachable and time exceeded (RFC 792 types 3 and 11;
+// RFC 4443 types 1 and 3) and ICMPv6 packet too big (type 2), the errors SPEC 1.4 names.
+// Redirects, source quench and parameter problems quote a packet too, but change routes
+// or rates or report a header fault: they are judged by the rules.
+func relatedError(proto, typ uint8) bool {
+	if proto == rules.ProtoICMP {
+		return typ == 3 || typ == 11
+	}
+	return typ >= 1 && typ <= 3
+}
+
+// related reports whether the ICMP error in p quotes a packet of a flow tracked in zone.
+func (w *Worker) related(p *packet.Parsed, zone uint16, now int64) bool {
 	in := &p.Inner
-	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst}
+	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst, Zone: zone}
 	switch in.Proto {
 	case rules.ProtoTCP, rules.ProtoUDP:
 		t.SrcPort, t.DstPort = in.SrcPort, in.DstPort

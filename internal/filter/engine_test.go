@@ -180,7 +180,7 @@ func TestLearnDuringReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, _ := rules.Compile(m, rules.Env{})
-	e.SetPolicy(p, nil) // eth0's index unknown: the first packet learns it
+	e.SetPolicy(p, Host{}) // eth0's index unknown: the first packet learns it
 	r := w.Judge(pkt("udp", "172.16.0.49:5000", "192.0.2.10:49"), ifEth0, 0)
 	if r.Verdict != Accept {
 		t.Errorf("Judge during a reload = %v/%v; want accept by the new policy", r.Verdict, r.Reason)

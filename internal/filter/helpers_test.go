@@ -12,6 +12,7 @@ import (
 // Interface indexes the tests use.
 const (
 	ifEth0  = 2
+	ifEth1  = 3  // "eth1": in the configs that list it
 	ifOther = 9  // "eth9": exists, not in the config
 	ifGone  = 77 // resolves to no interface
 )
@@ -30,6 +31,8 @@ func newTestEngine(t testing.TB, yaml string, capacity int) (*Engine, *Worker, *
 			switch i {
 			case ifEth0:
 				return "eth0", true
+			case ifEth1:
+				return "eth1", true
 			case ifOther:
 				return "eth9", true
 			}
@@ -56,7 +59,19 @@ func setPolicy(t testing.TB, e *Engine, yaml string, opt rules.Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.SetPolicy(p, map[string]uint32{"eth0": ifEth0})
+	e.SetPolicy(p, testHost())
+}
+
+// testHost is the host the tests' packets reach: eth0 is 192.0.2.10/24 and 2001:db8::10
+// (plus a link-local address), eth9 is 198.51.100.1/24 (not configured), and loopback.
+func testHost() Host {
+	return Host{
+		Index: map[string]uint32{"eth0": ifEth0},
+		Local: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10"),
+			netip.MustParseAddr("fe80::10"), netip.MustParseAddr("198.51.100.1"),
+			netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
+		Nets: map[string][]netip.Prefix{"eth0": {netip.MustParsePrefix("192.0.2.0/24")}},
+	}
 }
 
 // pkt builds an IP packet: proto is "tcp", "udp", "icmp", "icmpv6" or "gre"; src and dst
@@ -124,6 +139,19 @@ func pkt(proto, src, dst string, extra ...int) []byte {
 	copy(ip[8:], s16[:])
 	copy(ip[24:], d16[:])
 	return append(ip, l4...)
+}
+
+// icmpError builds an ICMP ("icmp" or "icmpv6") error of type typ from src to dst that
+// quotes the packet quoted (RFC 792, RFC 4443 section 3: 8 bytes of header, then the quote).
+func icmpError(proto string, typ int, src, dst string, quoted []byte) []byte {
+	b := pkt(proto, src, dst, typ, 0)
+	b = append(b, quoted...)
+	if b[0]>>4 == 4 {
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	} else {
+		binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
+	}
+	return b
 }
 
 // TCP flag bytes.

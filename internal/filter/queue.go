@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sgd-firewall/sgd/internal/netfilter"
 )
 
 // QueueConfig says which NFQUEUE queues to read and how.
@@ -17,10 +19,10 @@ type QueueConfig struct {
 	// CopyRange is how many bytes of each packet the kernel copies to sgd (0: 256):
 	// headers only, the payload stays in the kernel.
 	CopyRange uint32
-	// FastPathMark, when non-zero, is set as the packet mark on accepted packets of tracked
-	// flows, so that netfilter can save it to the kernel's conntrack entry (the optional
-	// kernel fast path).
-	FastPathMark uint32
+	// FastPathMask, when non-zero, is the field of packet-mark bits where accepted packets
+	// of tracked flows get their interface's zone, so that netfilter can save it to the
+	// kernel's conntrack entry (the optional kernel fast path, netfilter.Spec).
+	FastPathMask uint32
 	// OnResult, if set, is called on the reader goroutine after each verdict, with the
 	// worker (whose Packet() is the packet). It must be quick and must not retain w.
 	OnResult func(w *Worker, r Result)
@@ -120,10 +122,15 @@ func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, 
 			switch {
 			case r.Verdict == Drop:
 				out = q.appendVerdict(out, m.id, nfDrop, 0, false)
-			case qc.FastPathMark != 0 && (r.Reason == ReasonTracked || r.Reason == ReasonRule):
+			case qc.FastPathMask != 0 && (r.Reason == ReasonTracked || r.Reason == ReasonRule):
 				// The verdict's mark replaces the packet's whole mark: keep its other bits
-				// (fwmark routing, SO_MARK, WireGuard).
-				out = q.appendVerdict(out, m.id, nfAccept, m.mark|qc.FastPathMark, false)
+				// (fwmark routing, SO_MARK, WireGuard). A zone the field cannot hold
+				// stays on the queue.
+				if mark, ok := netfilter.ZoneMark(qc.FastPathMask, r.Zone); ok {
+					out = q.appendVerdict(out, m.id, nfAccept, m.mark&^qc.FastPathMask|mark, false)
+				} else {
+					batchID, batch = m.id, true
+				}
 			default:
 				batchID, batch = m.id, true
 			}

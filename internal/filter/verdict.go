@@ -19,7 +19,7 @@ func (v Verdict) String() string {
 }
 
 // Reason says why a packet got its verdict. It is a bounded metric label and a log field;
-// each reason belongs to exactly one verdict (Reason.Verdict).
+// each reason belongs to exactly one verdict (Reason.Verdict, from one table).
 type Reason uint8
 
 const (
@@ -33,37 +33,44 @@ const (
 	ReasonUntracked                  // accept: a rule allows it; the flow is untracked (SPEC 1.4)
 	ReasonRuleNoFlow                 // accept: a rule allows it; it starts no flow (TCP without SYN, ICMP non-query)
 	ReasonRelatedICMP                // accept: an ICMP error about a tracked flow (allow_related_icmp)
-	ReasonExempt                     // accept: never filtered (NDP, an interface sgd does not filter)
+	ReasonExempt                     // accept: never filtered (NDP, DHCP on the link, an interface sgd does not filter)
+	ReasonSpoofedLocal               // drop: arrived with a source address of this host
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{
-	ReasonNoRule:       "no_rule",
-	ReasonMalformed:    "malformed",
-	ReasonTableFull:    "conntrack_full",
-	ReasonUnknownIface: "unknown_interface",
-	ReasonFragment:     "fragment",
-	ReasonTracked:      "tracked",
-	ReasonRule:         "rule",
-	ReasonUntracked:    "untracked",
-	ReasonRuleNoFlow:   "rule_no_flow",
-	ReasonRelatedICMP:  "related_icmp",
-	ReasonExempt:       "exempt",
+// reasons holds each reason's name and verdict: a reason added without an entry here
+// has the zero Verdict, Drop, and an empty name that TestReasonTable catches.
+var reasons = [NumReasons]struct {
+	name    string
+	verdict Verdict
+}{
+	ReasonNoRule:       {"no_rule", Drop},
+	ReasonMalformed:    {"malformed", Drop},
+	ReasonTableFull:    {"conntrack_full", Drop},
+	ReasonUnknownIface: {"unknown_interface", Drop},
+	ReasonFragment:     {"fragment", Drop},
+	ReasonTracked:      {"tracked", Accept},
+	ReasonRule:         {"rule", Accept},
+	ReasonUntracked:    {"untracked", Accept},
+	ReasonRuleNoFlow:   {"rule_no_flow", Accept},
+	ReasonRelatedICMP:  {"related_icmp", Accept},
+	ReasonExempt:       {"exempt", Accept},
+	ReasonSpoofedLocal: {"spoofed_local", Drop},
 }
 
 func (r Reason) String() string {
 	if r < NumReasons {
-		return reasonNames[r]
+		return reasons[r].name
 	}
 	return "unknown"
 }
 
-// Verdict is the verdict a reason implies.
+// Verdict is the verdict a reason implies (Drop for an unknown reason).
 func (r Reason) Verdict() Verdict {
-	if r <= ReasonFragment {
-		return Drop
+	if r < NumReasons {
+		return reasons[r].verdict
 	}
-	return Accept
+	return Drop
 }
 
 // Dir is the direction of a packet as sgd sees it: ingress (INPUT hook) or egress (OUTPUT).

@@ -4,9 +4,10 @@
 // Layout (SPEC 2.3). In table mangle, chains SGD-INPUT and SGD-OUTPUT, each reached by one
 // rule "-m comment --comment sgd -j SGD-…" at the top of INPUT and OUTPUT, in iptables and
 // ip6tables. mangle runs after conntrack and defragmentation and before filter, so the
-// host's own filter rules still judge what sgd accepts. Each chain RETURNs loopback,
-// IPv6 neighbour discovery and (optionally) DHCP client traffic, then queues the packets
-// of each configured interface; packets of other interfaces fall off the end and RETURN.
+// host's own filter rules still judge what sgd accepts. Each chain RETURNs loopback and
+// IPv6 neighbour discovery, then queues the packets of each configured interface (DHCP
+// client traffic too: its exemption is scoped to the link, which only sgd can judge);
+// packets of other interfaces fall off the end and RETURN.
 //
 // The nftables "queue" expression is missing from the kernels sgd targets, so the rules go
 // through the iptables commands (iptables-nft 1.8.9 translates -j NFQUEUE to its own
@@ -101,7 +102,7 @@ func (m *Manager) Rules(s Spec) (v4, v6 []byte) {
 // Apply validates s, then for each family replaces the contents of sgd's chains in one
 // iptables-restore transaction per table and inserts each jump at the top of its built-in
 // chain unless iptables -C finds it already there, so applying again, or after a crash,
-// leaves exactly one copy. With s.FastPathMark == 0 the filter-table chains and jumps of a
+// leaves exactly one copy. With s.FastPathMask == 0 the filter-table chains and jumps of a
 // previous run are removed. Packets start being queued when the jumps first appear: open
 // the queues before. On error, a family may be left with its old or new rules (each
 // table's chain contents change atomically); Apply again or Remove.
@@ -127,7 +128,7 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 		return fmt.Errorf("netfilter: %v: replace chains: %w", f, err)
 	}
 	hooks := queueHooks[:]
-	if s.FastPathMark != 0 {
+	if s.FastPathMask != 0 {
 		hooks = append(hooks, saveHooks[:]...)
 	}
 	for _, h := range hooks {
@@ -135,7 +136,7 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 			return err
 		}
 	}
-	if s.FastPathMark == 0 {
+	if s.FastPathMask == 0 {
 		if err := m.remove(ctx, f, "filter", saveHooks[:]); err != nil {
 			return err
 		}

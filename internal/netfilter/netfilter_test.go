@@ -49,16 +49,14 @@ COMMIT
 		},
 		{
 			name: "two interfaces, fail-open, DHCP exempt",
-			spec: Spec{Interfaces: []string{"eth0", "ens5.100"}, QueueNum: 7, QueueCount: 1, FailOpen: true, ExemptDHCP: true},
+			spec: Spec{Interfaces: []string{"eth0", "ens5.100"}, QueueNum: 7, QueueCount: 1, FailOpen: true},
 			v4: `*mangle
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 COMMIT
@@ -73,7 +71,6 @@ COMMIT
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN
 -A SGD-INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 137 -j RETURN
--A SGD-INPUT -s fe80::/10 -d fe80::/10 -p udp -m udp --sport 547 --dport 546 -j RETURN
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-INPUT -i ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o lo -j RETURN
@@ -83,7 +80,6 @@ COMMIT
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN
 -A SGD-OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 137 -j RETURN
--A SGD-OUTPUT -s fe80::/10 -d ff02::1:2/128 -p udp -m udp --sport 546 --dport 547 -j RETURN
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 7 --queue-bypass
 -A SGD-OUTPUT -o ens5.100 -j NFQUEUE --queue-num 7 --queue-bypass
 COMMIT
@@ -117,28 +113,26 @@ COMMIT
 		},
 		{
 			name: "fast path on, two interfaces",
-			spec: Spec{Interfaces: []string{"eth0", "eth1"}, QueueNum: 0, QueueCount: 1, ExemptDHCP: true, FastPathMark: 0x400},
+			spec: Spec{Interfaces: []string{"eth0", "eth1"}, QueueNum: 0, QueueCount: 1, FastPathMask: 0xff00, Zones: map[string]uint16{"eth0": 1, "eth1": 7}},
 			v4: `*mangle
 :SGD-INPUT - [0:0]
 :SGD-OUTPUT - [0:0]
 -A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -p udp -m udp --sport 67 --dport 68 -j RETURN
--A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x100/0xff00 -j ACCEPT
 -A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
--A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x700/0xff00 -j ACCEPT
 -A SGD-INPUT -i eth1 -j NFQUEUE --queue-num 0
 -A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -p udp -m udp --sport 68 --dport 67 -j RETURN
--A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x100/0xff00 -j ACCEPT
 -A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
--A SGD-OUTPUT -o eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x400/0x400 -j ACCEPT
+-A SGD-OUTPUT -o eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x700/0xff00 -j ACCEPT
 -A SGD-OUTPUT -o eth1 -j NFQUEUE --queue-num 0
 COMMIT
 *filter
 :SGD-SAVE-IN - [0:0]
 :SGD-SAVE-OUT - [0:0]
--A SGD-SAVE-IN -m mark --mark 0x400/0x400 -j CONNMARK --save-mark --nfmask 0x400 --ctmask 0x400
--A SGD-SAVE-OUT -m mark --mark 0x400/0x400 -j CONNMARK --save-mark --nfmask 0x400 --ctmask 0x400
+-A SGD-SAVE-IN -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00
+-A SGD-SAVE-OUT -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00
 COMMIT
 `,
 		},
@@ -282,14 +276,14 @@ func TestFastPathOnOff(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Runner = f
 	m := New(opts)
-	on := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMark: 0x10}
+	on := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 0xf0, Zones: map[string]uint16{"eth0": 1}}
 	if err := m.Apply(ctx, on); err != nil {
 		t.Fatalf("Apply(%+v) = %v", on, err)
 	}
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		for _, c := range []struct{ builtin, chain string }{{"INPUT", ChainSaveIn}, {"OUTPUT", ChainSaveOut}} {
 			fl := f.state[fam]["filter"]
-			want := "-m mark --mark 0x10/0x10 -j CONNMARK --save-mark --nfmask 0x10 --ctmask 0x10"
+			want := "-m mark ! --mark 0x0/0xf0 -j CONNMARK --save-mark --nfmask 0xf0 --ctmask 0xf0"
 			if got := fl[c.chain]; len(got) != 1 || got[0] != want {
 				t.Errorf("%s filter %s = %q; want [%q]", fam, c.chain, got, want)
 			}
@@ -303,16 +297,16 @@ func TestFastPathOnOff(t *testing.T) {
 	}
 
 	off := on
-	off.FastPathMark = 0
+	off.FastPathMask = 0
 	if err := m.Apply(ctx, off); err != nil {
 		t.Fatalf("Apply(%+v) = %v", off, err)
 	}
 	dump := f.dump()
 	if strings.Contains(dump, "SGD-SAVE") {
-		t.Errorf("after Apply with FastPathMark 0, ruleset still has SGD-SAVE:\n%s", dump)
+		t.Errorf("after Apply with FastPathMask 0, ruleset still has SGD-SAVE:\n%s", dump)
 	}
 	if !strings.Contains(dump, "ipv4 filter -A INPUT -s 192.0.2.9/32 -j DROP\n") {
-		t.Errorf("after Apply with FastPathMark 0, foreign filter rule is gone:\n%s", dump)
+		t.Errorf("after Apply with FastPathMask 0, foreign filter rule is gone:\n%s", dump)
 	}
 
 	// Off again: nothing in filter to remove, so no restore touches it.
@@ -345,7 +339,7 @@ func TestRemove(t *testing.T) {
 		t.Errorf("Installed() before Apply = %v, %v; want false, nil", ok, err)
 	}
 
-	if err := m.Apply(ctx, Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMark: 1}); err != nil {
+	if err := m.Apply(ctx, Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 1, Zones: map[string]uint16{"eth0": 1}}); err != nil {
 		t.Fatal(err)
 	}
 	// A duplicate jump (two sgd instances racing) is removed too.
@@ -450,7 +444,7 @@ func TestConcurrentUse(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Runner = f
 	m := New(opts)
-	s := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMark: 2}
+	s := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 2, Zones: map[string]uint16{"eth0": 1}}
 	done := make(chan error)
 	for i := range 3 {
 		go func() {

@@ -132,7 +132,7 @@ func wantOwned(m *Manager, s Spec) []string {
 			}
 		}
 		for _, j := range jumpLines {
-			if strings.HasPrefix(j, "mangle") || s.FastPathMark != 0 {
+			if strings.HasPrefix(j, "mangle") || s.FastPathMask != 0 {
 				want = append(want, x.fam+" "+j)
 			}
 		}
@@ -186,7 +186,7 @@ func TestNetnsApplyRemove(t *testing.T) {
 	if ok, err := m.Installed(ctx); ok || err != nil {
 		t.Fatalf("Installed() before Apply = %v, %v; want false, nil", ok, err)
 	}
-	s := Spec{Interfaces: []string{"sgd-a", "sgd-b"}, QueueNum: 3, QueueCount: 2, FailOpen: true, ExemptDHCP: true, FastPathMark: 0x100}
+	s := Spec{Interfaces: []string{"sgd-a", "sgd-b"}, QueueNum: 3, QueueCount: 2, FailOpen: true, FastPathMask: 0xf00, Zones: map[string]uint16{"sgd-a": 1, "sgd-b": 2}}
 
 	check := func(step string, s Spec) []string {
 		t.Helper()
@@ -462,7 +462,7 @@ func TestNetnsQueueing(t *testing.T) {
 	opts.Netns = b
 	m := New(opts)
 	t.Cleanup(func() { _ = m.Remove(context.Background()) })
-	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 5, QueueCount: 1, ExemptDHCP: true}
+	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 5, QueueCount: 1}
 
 	// Fail-closed with nobody reading queue 5: everything on veth1 is dropped, but
 	// neighbour discovery still resolves (b answers a's solicitation).
@@ -517,7 +517,7 @@ func TestNetnsFastPath(t *testing.T) {
 	m := New(opts)
 	t.Cleanup(func() { _ = m.Remove(context.Background()) })
 	const mark = 0x100
-	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 1, QueueCount: 1, FastPathMark: mark}
+	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 1, QueueCount: 1, FastPathMask: 0xff00, Zones: map[string]uint16{"veth1": 1}}
 	if err := m.Apply(ctx, spec); err != nil {
 		t.Fatalf("Apply(%+v) = %v", spec, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 )
 
@@ -52,14 +53,28 @@ type Spec struct {
 	// FailOpen adds --queue-bypass: while no program listens on a queue, the kernel
 	// accepts its packets instead of dropping them (SPEC 2.3 fail mode).
 	FailOpen bool
-	// ExemptDHCP lets DHCP client traffic (DHCPv4 client/server ports 68/67, DHCPv6
-	// 546/547) bypass sgd, as in a VPC (SPEC 1.2).
-	ExemptDHCP bool
-	// FastPathMark, when non-zero, turns on the kernel fast path: packets whose conntrack
-	// entry carries all bits of the mark are accepted in the mangle table without being
-	// queued, and packets sgd accepted with this packet mark have it saved to their
-	// conntrack entry in the filter table. 0 turns it off.
-	FastPathMark uint32
+	// FastPathMask, when non-zero, turns on the kernel fast path. It is a field of
+	// contiguous mark bits that holds an interface's zone (Zones): sgd accepts packets of
+	// tracked flows with their interface's zone in the field of the packet mark; the
+	// filter table saves the field to the packet's conntrack entry; and a packet whose
+	// conntrack entry carries the zone of the interface it crosses is accepted in the
+	// mangle table without being queued. The zone ties the offload to the interface: the
+	// kernel's conntrack does not key flows by interface, sgd does (SPEC 4.2). 0 turns it
+	// off.
+	FastPathMask uint32
+	// Zones gives each interface's zone, for the fast path. An interface whose zone the
+	// mask cannot hold (or that has none) is not offloaded: all its packets are queued.
+	Zones map[string]uint16
+}
+
+// ZoneMark is zone placed in the mark field mask (contiguous bits), and whether it fits.
+func ZoneMark(mask uint32, zone uint16) (uint32, bool) {
+	if mask == 0 || zone == 0 {
+		return 0, false
+	}
+	shift := bits.TrailingZeros32(mask)
+	v := uint32(zone) << shift
+	return v, v&^mask == 0 && uint32(zone) <= mask>>shift
 }
 
 // Validate reports the first problem with s: an interface name that Linux would refuse
@@ -81,6 +96,9 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("netfilter: interface %q listed twice", name)
 		}
 		seen[name] = true
+	}
+	if m := s.FastPathMask; m != 0 && (m>>bits.TrailingZeros32(m))&((m>>bits.TrailingZeros32(m))+1) != 0 {
+		return fmt.Errorf("netfilter: fast path mark bits %s are not contiguous", hex(m))
 	}
 	return nil
 }
@@ -168,44 +186,19 @@ func rules(s Spec, f family) []byte {
 				fmt.Fprintf(&b, "%s-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN\n", pre, t)
 			}
 		}
-		if s.ExemptDHCP {
-			// The client receives from the server port and sends to it: DHCPv4
-			// (RFC 2131) server 67, client 68; DHCPv6 (RFC 8415) server 547,
-			// client 546.
-			server, client := 67, 68
-			if f == ipv6 {
-				server, client = 547, 546
-			}
-			sport, dport := client, server
-			if in {
-				sport, dport = server, client
-			}
-			// DHCPv6 runs between link-local addresses and to All_DHCP_Relay_Agents_
-			// and_Servers (ff02::1:2): the exemption is no wider than that. DHCPv4 has
-			// no such scope (offers may be unicast to the new address).
-			addrs := ""
-			if f == ipv6 {
-				addrs = "-s fe80::/10 -d fe80::/10 "
-				if !in {
-					addrs = "-s fe80::/10 -d ff02::1:2/128 "
-				}
-			}
-			fmt.Fprintf(&b, "%s%s-p udp -m udp --sport %d --dport %d -j RETURN\n", pre, addrs, sport, dport)
-		}
 		queue := queueTarget(s)
 		for _, name := range s.Interfaces {
-			if s.FastPathMark != 0 {
+			if z, ok := ZoneMark(s.FastPathMask, s.Zones[name]); ok {
 				// Not RELATED: an ICMP error related to a marked connection carries
 				// its mark too, and must still be judged by sgd (allow_related_icmp).
-				m := hex(s.FastPathMark)
-				fmt.Fprintf(&b, "%s%s %s -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, m, m)
+				fmt.Fprintf(&b, "%s%s %s -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, hex(z), hex(s.FastPathMask))
 			}
 			fmt.Fprintf(&b, "%s%s %s %s\n", pre, dev, name, queue)
 		}
 	}
 	b.WriteString("COMMIT\n")
-	if s.FastPathMark != 0 {
-		m := hex(s.FastPathMark)
+	if s.FastPathMask != 0 {
+		m := hex(s.FastPathMask)
 		b.WriteString("*filter\n")
 		for _, h := range saveHooks {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain)
@@ -213,8 +206,8 @@ func rules(s Spec, f family) []byte {
 		for _, h := range saveHooks {
 			// CONNMARK does not end the traversal: the host's own filter rules
 			// still judge the packet.
-			fmt.Fprintf(&b, "-A %s -m mark --mark %s/%s -j CONNMARK --save-mark --nfmask %s --ctmask %s\n",
-				h.chain, m, m, m, m)
+			fmt.Fprintf(&b, "-A %s -m mark ! --mark 0x0/%s -j CONNMARK --save-mark --nfmask %s --ctmask %s\n",
+				h.chain, m, m, m)
 		}
 		b.WriteString("COMMIT\n")
 	}

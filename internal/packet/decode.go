@@ -177,6 +177,9 @@ func (d *Decoder) decode(b []byte, p *Parsed) bool {
 			}
 			p.SrcPort, p.DstPort, p.TCPFlags = d.tcp.srcPort, d.tcp.dstPort, d.tcp.flags
 		case layers.LayerTypeUDP:
+			if !udpLengthFits(b, d.udp.Contents, p.Length, p.Family) {
+				return false
+			}
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
 		case layers.LayerTypeICMPv4:
 			p.ICMPType, p.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
@@ -200,6 +203,22 @@ func (d *Decoder) decode(b []byte, p *Parsed) bool {
 	}
 	p.Proto, p.LaterFragment, _ = d.outer.last(lastIP)
 	return true
+}
+
+// udpLengthFits reports whether the length field of the UDP header hdr, which starts
+// inside b, fits the IP packet of ipLength bytes (its declared length, which the copy in
+// b may cut short). A UDP length past the end of the IP payload is malformed (RFC 768: it
+// counts the header and the data); Linux drops such a datagram, so sgd must not judge it
+// as allowed. Length 0 is valid for IPv6 only (RFC 2675 jumbograms; Linux then takes the
+// IP payload's length); IPv4 has no such case. Lengths below 8 were refused by udpLayer.
+func udpLengthFits(b, hdr []byte, ipLength int, family uint8) bool {
+	n := int(binary.BigEndian.Uint16(hdr[4:6]))
+	if n == 0 {
+		return family == 6
+	}
+	// hdr is a slice of b's array: their capacities differ by the header's offset.
+	off := cap(b) - cap(hdr)
+	return off >= 0 && n <= ipLength-off
 }
 
 // stoppedShort reports whether a walk that ended without error stopped because the bytes

@@ -173,6 +173,14 @@ func decodeCases() []decodeCase {
 		{"v4/udp/ip-options", ipv4Opts(protoUDP, v4a, v4b, raOpt, udpDgram(5353, 53, zeros(30))), true, v4udp},
 		{"v4/udp/truncated-copy", cut(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(1472))), 256), true,
 			with(v4udp, func(p *Parsed) { p.Length = 1500 })},
+		// A UDP length past the IP payload is malformed (Linux drops it); shorter is padding.
+		{"v4/udp/length-past-end", set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(30))), 20+4, 0, 39), false, Parsed{}},
+		{"v4/udp/length-past-end-max", set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(30))), 20+4, 0xff, 0xff), false, Parsed{}},
+		{"v4/udp/length-past-end-options", set(ipv4Opts(protoUDP, v4a, v4b, raOpt, udpDgram(5353, 53, zeros(30))), 24+4, 0, 39), false, Parsed{}},
+		{"v4/udp/length-0", set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(30))), 20+4, 0, 0), false, Parsed{}},
+		{"v4/udp/length-7", set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(30))), 20+4, 0, 7), false, Parsed{}},
+		{"v4/udp/padding", set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(30))), 20+4, 0, 18), true, v4udp},
+		{"v4/udp/truncated-copy-length-past-end", cut(set(ipv4(protoUDP, v4a, v4b, udpDgram(5353, 53, zeros(1472))), 20+4, 0x05, 0xc9), 256), false, Parsed{}},
 
 		// ICMP.
 		{"v4/icmp/echo-request", ipv4(protoICMP, v4a, v4b, icmpMsg(8, 0, echo(0x1234, 1), zeros(56))), true,
@@ -229,6 +237,9 @@ func decodeCases() []decodeCase {
 		{"v6/udp", ipv6(protoUDP, v6a, v6b, udpDgram(5353, 53, zeros(30))), true, v6udp},
 		{"v6/udp/atomic-fragment", ipv6(protoFragment, v6a, v6b, fragHdr(protoUDP, 0, false, udpDgram(5353, 53, zeros(30)))), true, v6udp},
 		{"v6/udp/length-0", set(ipv6(protoUDP, v6a, v6b, udpDgram(5353, 53, zeros(30))), 40+4, 0, 0), true, v6udp},
+		{"v6/udp/length-past-end", set(ipv6(protoUDP, v6a, v6b, udpDgram(5353, 53, zeros(30))), 40+4, 0, 39), false, Parsed{}},
+		{"v6/udp/length-past-end-ext", ipv6(protoHopByHop, v6a, v6b, extHdr(protoUDP, 1, set(udpDgram(5353, 53, zeros(30)), 4, 0, 39))), false, Parsed{}},
+		{"v6/udp/padding", set(ipv6(protoUDP, v6a, v6b, udpDgram(5353, 53, zeros(30))), 40+4, 0, 8), true, v6udp},
 		{"v6/udp/v4-mapped-source", ipv6(protoUDP, "::ffff:192.0.2.1", v6b, udpDgram(5353, 53, nil)), true,
 			with(v6udp, func(p *Parsed) { p.Src = addr("::ffff:192.0.2.1") })},
 
