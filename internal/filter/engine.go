@@ -332,7 +332,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			startsFlow = isEchoRequest(p.Proto, p.ICMPType)
 		} else {
 			startsFlow = false
-			if e.opt.AllowRelatedICMP && p.Inner.Valid && relatedError(p.Proto, p.ICMPType) && w.related(p, is.id, now) {
+			if e.opt.AllowRelatedICMP && p.Inner.Valid && relatedError(p.Proto, p.ICMPType) && w.related(p, dir, is.id, now) {
 				res.Reason = ReasonRelatedICMP
 				return res
 			}
@@ -410,9 +410,14 @@ func relatedError(proto, typ uint8) bool {
 	return typ >= 1 && typ <= 3
 }
 
-// related reports whether the ICMP error in p quotes a packet of a flow tracked in zone.
-func (w *Worker) related(p *packet.Parsed, zone uint16, now int64) bool {
+// related reports whether the ICMP error in p, seen in direction dir, quotes a packet of
+// a flow tracked in zone that went the other way: an error arriving quotes a packet this
+// host sent (from the error's destination), one leaving quotes a packet it received.
+func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool {
 	in := &p.Inner
+	if (dir == DirIngress && in.Src != p.Dst) || (dir == DirEgress && in.Dst != p.Src) {
+		return false
+	}
 	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst, Zone: zone}
 	switch in.Proto {
 	case rules.ProtoTCP, rules.ProtoUDP:

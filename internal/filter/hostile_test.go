@@ -45,6 +45,9 @@ func TestFlowsArePerInterface(t *testing.T) {
 		{in1, pkt("udp", "[2001:db8:9::9]:4000", "[2001:db8::10]:5000"), ReasonNoRule},
 		{hook{out: ifEth1}, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonNoRule},
 		{in1, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000")), ReasonNoRule},
+		// An error whose quote the host did not send (another destination) is not related.
+		{in, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "192.0.2.11:5000", "203.0.113.9:4000")), ReasonNoRule},
+		{in, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "203.0.113.9:4000", "192.0.2.10:5000")), ReasonNoRule},
 		// On eth0 they still belong to their flows.
 		{in, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000")), ReasonRelatedICMP},
 		{in, pkt("tcp", "203.0.113.9:4001", "192.0.2.10:5000", ack), ReasonTracked},
