@@ -163,7 +163,7 @@ func Run(ctx context.Context, opt Options) error {
 		}
 	}
 	notifyReady(log)
-	go watchdog(ctx)
+	go watchdog(ctx, log, d.queueNumbers(), queues.Beats)
 	go d.watchReloads(ctx, hup)
 
 	<-ctx.Done()
