@@ -91,7 +91,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d.nf = netfilter.New(nfo)
 	d.spec = d.netfilterSpec(m)
-	if err := d.spec.Validate(); err != nil {
+	if err := validateSpec(d.spec); err != nil {
 		return &ConfigError{err}
 	}
 
@@ -193,10 +193,19 @@ func (d *Daemon) queueNumbers() []uint16 {
 }
 
 // CheckNetfilter reports whether the model's interfaces can be filtered: the check
-// `sgd run` makes before it installs rules.
+// `sgd run` makes before it installs rules (names it can put in a rule, and no bridge
+// port or bond member among the devices of this host; see checkDevices).
 func CheckNetfilter(m *rules.Model) error {
 	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{})}
-	return d.netfilterSpec(m).Validate()
+	return validateSpec(d.netfilterSpec(m))
+}
+
+// validateSpec is what must hold before s is installed, at start and at each reload.
+func validateSpec(s netfilter.Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	return checkDevices(s.Interfaces)
 }
 
 func (d *Daemon) netfilterSpec(m *rules.Model) netfilter.Spec {
@@ -253,7 +262,7 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 		return err
 	}
 	spec := d.netfilterSpec(m)
-	if err := spec.Validate(); err != nil {
+	if err := validateSpec(spec); err != nil {
 		return err
 	}
 	// The policy is published before the hooks change: an added interface's first packets
