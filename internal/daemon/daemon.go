@@ -92,7 +92,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d.nf = netfilter.New(nfo)
 	d.spec = d.netfilterSpec(m)
-	if err := d.spec.Validate(); err != nil {
+	if err := validateSpec(d.spec); err != nil {
 		return &ConfigError{err}
 	}
 
@@ -165,7 +165,7 @@ func Run(ctx context.Context, opt Options) error {
 		}
 	}
 	notifyReady(log)
-	go watchdog(ctx)
+	go watchdog(ctx, log, d.queueNumbers(), queues.Beats)
 	go d.watchReloads(ctx, hup)
 
 	<-ctx.Done()
@@ -195,10 +195,19 @@ func (d *Daemon) queueNumbers() []uint16 {
 }
 
 // CheckNetfilter reports whether the model's interfaces can be filtered: the check
-// `sgd run` makes before it installs rules.
+// `sgd run` makes before it installs rules (names it can put in a rule, and no bridge
+// port or bond member among the devices of this host; see checkDevices).
 func CheckNetfilter(m *rules.Model) error {
 	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{}), zones: filter.NewZones()}
-	return d.netfilterSpec(m).Validate()
+	return validateSpec(d.netfilterSpec(m))
+}
+
+// validateSpec is what must hold before s is installed, at start and at each reload.
+func validateSpec(s netfilter.Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	return checkDevices(s.Interfaces)
 }
 
 func (d *Daemon) netfilterSpec(m *rules.Model) netfilter.Spec {
@@ -259,7 +268,7 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 		return err
 	}
 	spec := d.netfilterSpec(m)
-	if err := spec.Validate(); err != nil {
+	if err := validateSpec(spec); err != nil {
 		return err
 	}
 	// The policy is published before the hooks change: an added interface's first packets

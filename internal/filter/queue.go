@@ -33,8 +33,20 @@ type QueueConfig struct {
 // Queues are open NFQUEUE readers; Close unbinds them.
 type Queues struct {
 	qs      []*nfq
+	beats   []atomic.Uint64 // one per reader: see Beats
 	wg      sync.WaitGroup
 	closing atomic.Bool
+}
+
+// Beats appends each reader's heartbeat to dst: a count the reader advances as it enters
+// its receive (the count turns odd: idle, waiting for packets) and as the receive returns
+// (even: judging the burst). A count that is even and has not moved between two looks is
+// a reader stuck on one burst, or stopped. Safe to call from any goroutine.
+func (qs *Queues) Beats(dst []uint64) []uint64 {
+	for i := range qs.beats {
+		dst = append(dst, qs.beats[i].Load())
+	}
+	return dst
 }
 
 // Close stops the readers and unbinds the queues.
@@ -79,11 +91,12 @@ func (e *Engine) Open(qc QueueConfig, workers []*Worker, logErr func(error)) (*Q
 		}
 		qs.qs = append(qs.qs, q)
 	}
+	qs.beats = make([]atomic.Uint64, len(qs.qs))
 	for i, q := range qs.qs {
 		qs.wg.Add(1)
 		go func() {
 			defer qs.wg.Done()
-			e.serve(q, qc, workers[i], &qs.closing, logErr)
+			e.serve(q, qc, workers[i], &qs.closing, &qs.beats[i], logErr)
 		}()
 	}
 	return qs, nil
@@ -93,7 +106,7 @@ func (e *Engine) Open(qc QueueConfig, workers []*Worker, logErr func(error)) (*Q
 // all their verdicts in one datagram — individual drops and marked accepts first, then
 // one batch accept for every other packet (NFQNL_MSG_VERDICT_BATCH accepts all queued ids
 // up to the one given, and the individual verdicts have already dequeued theirs).
-func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, logErr func(error)) {
+func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, beat *atomic.Uint64, logErr func(error)) {
 	lens := make([]int, burstMax)
 	var m packetMsg
 	var lastErr time.Time
@@ -104,7 +117,9 @@ func (e *Engine) serve(q *nfq, qc QueueConfig, w *Worker, closing *atomic.Bool, 
 		}
 	}
 	for {
+		beat.Add(1) // odd: waiting for packets
 		n, err := q.recvBurst(lens)
+		beat.Add(1) // even: judging them
 		if closing.Load() {
 			return
 		}
