@@ -346,9 +346,11 @@ func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
 	default:
 		v.add(doc.line("daemon", "log_format"), where, "log_format", CodeParameterValue, "%q is not json or console", d.LogFormat)
 	}
-	if d.MetricsListen != "" {
+	// "off" disables the server, as the flag does (README settings table; the daemon's
+	// Resolve turns it into no server). status_socket takes any path or "off" unchecked.
+	if d.MetricsListen != "" && d.MetricsListen != "off" {
 		if _, err := netip.ParseAddrPort(d.MetricsListen); err != nil {
-			v.add(doc.line("daemon", "metrics_listen"), where, "metrics_listen", CodeParameterValue, "%q is not ADDRESS:PORT", d.MetricsListen)
+			v.add(doc.line("daemon", "metrics_listen"), where, "metrics_listen", CodeParameterValue, "%q is not ADDRESS:PORT or off", d.MetricsListen)
 		}
 	}
 	return rulesQuota, groupsQuota

@@ -675,3 +675,27 @@ func TestValidatePrefixListEntries(t *testing.T) {
 		t.Errorf("PrefixLists[pl-a] = %v; want %v", got, want)
 	}
 }
+
+// The README's settings table offers `off` for metrics_listen and status_socket; the
+// file takes it as the flags do.
+func TestValidateDaemonOff(t *testing.T) {
+	for _, tt := range []struct {
+		src string
+		ok  bool
+	}{
+		{"daemon: {metrics_listen: \"off\"}", true},
+		{"daemon: {metrics_listen: off}", true},
+		{"daemon: {status_socket: off}", true},
+		{"daemon: {metrics_listen: off, status_socket: off}", true},
+		{"daemon: {metrics_listen: OFF}", false}, // the daemon turns only "off" into no server
+		{"daemon: {metrics_listen: \"127.0.0.1:9640\"}", true},
+	} {
+		doc, err := Parse("c.yaml", []byte(tt.src))
+		if err == nil {
+			_, err = Validate(doc, Options{})
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("Load(%q) = %v; want ok=%v", tt.src, err, tt.ok)
+		}
+	}
+}
