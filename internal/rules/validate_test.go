@@ -476,7 +476,7 @@ func TestParseMalformed(t *testing.T) {
 		{"json syntax", "c.json", lines(`{"security_groups": [`, `  {"group_id": "sg-a",}`, `]}`), 2},
 		{"json trailing data", "c.json", `{"security_groups": []} {}`, 0},
 		{"json port as text", "c.json", lines(`{"security_groups": [{"group_id": "sg-a",`, `  "ingress": [{"ip_protocol": "tcp", "from_port": "80"}]}]}`), 2},
-		{"json protocol as object", "c.json", `{"security_groups": [{"group_id": "sg-a", "ingress": [{"ip_protocol": {}}]}]}`, 0},
+		{"json protocol as object", "c.json", `{"security_groups": [{"group_id": "sg-a", "ingress": [{"ip_protocol": {}}]}]}`, 1},
 		{"json key twice", "c.json", lines(`{"security_groups": [{"group_id": "sg-a",`, `  "ingress": [{"ip_protocol": "-1", "cidr_ipv4": "10.0.0.1/32",`, `    "cidr_ipv4": "0.0.0.0/0"}]}]}`), 3},
 		{"json key twice, top level", "c.json", lines(`{"interfaces": [],`, ` "security_groups": [{"group_id": "sg-a", "egress": []}],`, ` "security_groups": [{"group_id": "sg-a"}]}`), 3},
 	} {
