@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,15 +26,102 @@ type Document struct {
 	root   *yaml.Node // nil when the positions are unknown
 }
 
+// MaxConfigSize is the largest config file sgd reads, 4 MiB. The biggest policy one
+// interface can enforce is 1000 rules per direction and family (rules per group × groups
+// per interface, SPEC 1.5), 4000 rules; written in block style with a 255-character
+// description each (~420 bytes a rule) that is about 1.7 MB, and in the README's flow
+// style about 0.5 MB. 4 MiB holds the first twice over, with room for prefix lists and
+// members, while a file bigger than that is not a config anyone wrote or reviewed.
+// The bound also bounds what a reload can take (measured 2026-11 on the 2-core dev box):
+// that 1.6 MB worst real config parses in 64 ms allocating 17 MB; the worst 4 MiB file,
+// two million one-byte values, takes 2 s and about 0.5 GB of transient garbage (yaml.v3
+// node trees cost ~200 bytes a node), where a 50 MB file used to cost a gigabyte.
+const MaxConfigSize = 4 << 20
+
 // LoadFile reads and parses a configuration file (YAML, or JSON when it starts with '{').
-// Unknown fields are rejected (UnknownParameter): an ignored field could leave the host more
-// open than the user wrote.
+// The file must be a regular file (a symlink to one is fine) of at most MaxConfigSize
+// bytes: a FIFO would block a reload forever and /dev/zero would grow it without bound.
+// Unknown fields are rejected (UnknownParameter): an ignored field could leave the host
+// more open than the user wrote.
 func LoadFile(path string) (*Document, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// readConfig reads path under the rules of LoadFile.
+func readConfig(path string) ([]byte, error) {
+	// Stat first: opening a FIFO for reading waits for a writer, and opening a device can
+	// have effects of its own.
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK: should the path become a FIFO between the Stat and the open, the open
+	// returns at once instead of waiting, and the Stat of what was opened refuses it. It
+	// changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	if st.Size() > MaxConfigSize {
+		return nil, tooBig(path, st.Size())
+	}
+	return readCapped(path, f)
+}
+
+// readCapped reads r to its end, but never more than MaxConfigSize+1 bytes: a file that
+// grows while it is read is refused, not followed.
+func readCapped(path string, r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, &Error{File: path, Code: CodeMalformedConfig,
+			Msg: fmt.Sprintf("grew past the limit of %d bytes (4 MiB) while being read", MaxConfigSize)}
+	}
+	return data, nil
+}
+
+func tooBig(path string, size int64) error {
+	return &Error{File: path, Code: CodeMalformedConfig,
+		Msg: fmt.Sprintf("is %d bytes; the limit is %d (4 MiB), far above any real config", size, MaxConfigSize)}
+}
+
+// regularFile refuses anything but a regular file, saying what it is.
+func regularFile(path string, st fs.FileInfo) error {
+	m := st.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "not a regular file"
+	switch {
+	case m.IsDir():
+		what = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m&fs.ModeCharDevice != 0:
+		what = "a device (character special file)"
+	case m&fs.ModeDevice != 0:
+		what = "a device (block special file)"
+	}
+	return &Error{File: path, Code: CodeMalformedConfig,
+		Msg: fmt.Sprintf("is %s; sgd reads its config only from a regular file (a symlink to one is fine)", what)}
 }
 
 // Parse parses configuration bytes; name is used in messages only. Both formats become one
@@ -41,6 +130,9 @@ func LoadFile(path string) (*Document, error) {
 // the field wants) before yaml.v3 decodes it. encoding/json never decodes a config: it
 // matches keys case-insensitively, with Unicode folding.
 func Parse(name string, data []byte) (*Document, error) {
+	if len(data) > MaxConfigSize {
+		return nil, tooBig(name, int64(len(data)))
+	}
 	sum := sha256.Sum256(data)
 	doc := &Document{File: name, Hash: hex.EncodeToString(sum[:])}
 	var root *yaml.Node

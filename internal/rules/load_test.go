@@ -2,8 +2,12 @@ package rules
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -169,4 +173,108 @@ func TestConfigTags(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config]())
+}
+
+// The config file is read only if it is a regular file (after symlinks) of at most
+// MaxConfigSize bytes: a FIFO would block the reload forever, /dev/zero or a huge file
+// would take the daemon's memory.
+func TestLoadFileRefuses(t *testing.T) {
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	write := func(name string, size int) string {
+		b := []byte(strings.Repeat("# padding line\n", size/15+1)[:size])
+		if err := os.WriteFile(path(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path(name)
+	}
+	if err := syscall.Mkfifo(path("fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("fifo", path("fifo-link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(write("ok.yaml", MaxConfigSize), path("ok-link")); err != nil {
+		t.Fatal(err)
+	}
+	big := write("big.yaml", MaxConfigSize+1)
+	for _, tt := range []struct {
+		path string
+		want string // in the message; "" = loads
+	}{
+		{path("fifo"), "is a FIFO"},
+		{path("fifo-link"), "is a FIFO"},
+		{"/dev/zero", "is a device"},
+		{"/dev/null", "is a device"},
+		{dir, "is a directory"},
+		{big, fmt.Sprintf("is %d bytes; the limit is %d", MaxConfigSize+1, MaxConfigSize)},
+		{path("ok-link"), ""},
+		{path("ok.yaml"), ""},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadFile(tt.path); done <- err }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("LoadFile(%q) still blocked after 5 s; want %q", tt.path, tt.want)
+		}
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("LoadFile(%q) = %v; want no error", tt.path, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("LoadFile(%q) = nil; want %s %q", tt.path, CodeMalformedConfig, tt.want)
+			continue
+		}
+		if e := asErrors(t, err)[0]; e.Code != CodeMalformedConfig || !strings.Contains(e.Msg, tt.want) || e.File != tt.path {
+			t.Errorf("LoadFile(%q) = %v; want %s %q", tt.path, err, CodeMalformedConfig, tt.want)
+		}
+	}
+}
+
+// A file that grows while it is read (the size said at open was small) is caught by the
+// read itself, which never takes more than MaxConfigSize+1 bytes.
+func TestReadCapped(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want string
+	}{
+		{MaxConfigSize, ""},
+		{MaxConfigSize + 1, "grew past"},
+		{1 << 40, "grew past"}, // endless, like /dev/zero
+	} {
+		data, err := readCapped("c.yaml", &zeros{n: tt.n})
+		switch {
+		case tt.want == "" && (err != nil || int64(len(data)) != tt.n):
+			t.Errorf("readCapped(%d bytes) = %d bytes, %v; want all of it", tt.n, len(data), err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || len(data) > 0):
+			t.Errorf("readCapped(%d bytes) = %d bytes, %v; want an error saying %q", tt.n, len(data), err, tt.want)
+		}
+	}
+}
+
+// zeros reads n zero bytes, then EOF.
+type zeros struct{ n int64 }
+
+func (z *zeros) Read(p []byte) (int, error) {
+	if z.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > z.n {
+		p = p[:z.n]
+	}
+	clear(p)
+	z.n -= int64(len(p))
+	return len(p), nil
+}
+
+// Parse refuses oversized bytes too, whoever hands them in.
+func TestParseSizeLimit(t *testing.T) {
+	src := []byte(strings.Repeat("#\n", MaxConfigSize/2) + "#")
+	if _, err := Parse("c.yaml", src); err == nil || asErrors(t, err)[0].Code != CodeMalformedConfig {
+		t.Errorf("Parse(%d bytes) = %v; want %s", len(src), err, CodeMalformedConfig)
+	}
 }
