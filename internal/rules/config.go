@@ -7,7 +7,6 @@
 package rules
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,6 +17,10 @@ import (
 // Config is one sgd configuration file (SPEC 2.1). Field names follow the AWS
 // SecurityGroupRule shape in snake_case. The zero value is a valid, empty config: every
 // interface it would list gets AWS's default group.
+//
+// Parse is the only way in, for YAML and JSON alike; it matches keys exactly against the
+// yaml tags. The json tags (the same names) are for printing a config as JSON: decoding one
+// with encoding/json would match keys case-insensitively, with Unicode folding.
 type Config struct {
 	SecurityGroups []Group      `yaml:"security_groups" json:"security_groups"`
 	PrefixLists    []PrefixList `yaml:"prefix_lists" json:"prefix_lists"`
@@ -100,7 +103,7 @@ type Daemon struct {
 }
 
 // Protocol is ip_protocol as written: a name (tcp, udp, icmp, icmpv6, all), -1, or a
-// number 0–255, in YAML or JSON either as a string or a bare number.
+// number 0–255, either as a string or a bare number (JSON reaches it as YAML nodes too).
 type Protocol string
 
 // UnmarshalYAML accepts a scalar of any tag (ip_protocol: 6 and ip_protocol: "6" alike).
@@ -109,21 +112,6 @@ func (p *Protocol) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: ip_protocol must be a name or a number", n.Line)
 	}
 	*p = Protocol(n.Value)
-	return nil
-}
-
-// UnmarshalJSON accepts a JSON string or number.
-func (p *Protocol) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		*p = Protocol(s)
-		return nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("ip_protocol must be a name or a number, not %s", b)
-	}
-	*p = Protocol(n.String())
 	return nil
 }
 

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -29,12 +30,14 @@ func TestBareEgressRefused(t *testing.T) {
 }
 
 // encoding/json matches keys case-insensitively: a second key differing only in case
-// would silently replace the first. sgd's keys are lower case; others are unknown fields.
+// would silently replace the first. sgd's keys match exactly; others are unknown fields.
 func TestJSONKeyCase(t *testing.T) {
 	_, err := Parse("t.json", []byte(`{"security_groups": [{"group_id": "sg-a", "ingress": [
 		{"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ipv4": "10.0.0.0/8", "CIDR_IPV4": "0.0.0.0/0"}]}]}`))
-	var e *Error
-	if !errors.As(err, &e) || e.Code != CodeUnknownParameter || e.Line != 2 {
-		t.Fatalf("Parse(JSON with CIDR_IPV4) = %v; want UnknownParameter on line 2", err)
+	if err == nil {
+		t.Fatalf("Parse(JSON with CIDR_IPV4) = nil; want UnknownParameter on line 2")
+	}
+	if es := asErrors(t, err); len(es) != 1 || es[0].Code != CodeUnknownParameter || es[0].Line != 2 || !strings.Contains(es[0].Msg, `"CIDR_IPV4"`) {
+		t.Fatalf("Parse(JSON with CIDR_IPV4) = %v; want one UnknownParameter on line 2 naming it", err)
 	}
 }

@@ -1,16 +1,25 @@
 package rules
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/netip"
+	"reflect"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // FuzzLoad feeds arbitrary bytes through the whole config path — Parse, Validate,
 // Compile — and judges a few packets on every interface of what compiles. Nothing may
 // panic; errors must be sgd's coded errors; and every verdict must agree with the
-// reference evaluator. Seeds live in testdata/fuzz/FuzzLoad (the SPEC example, JSON,
-// broken files). Run it by hand:
+// reference evaluator. What Parse accepts is also checked against oracles that share no
+// code with it: for JSON (input starting with '{'), every object key encoding/json's
+// tokenizer sees is exactly one of Config's field names; for YAML, yaml.v3's own strict
+// decoder (KnownFields) reads the same Config. Seeds live in testdata/fuzz/FuzzLoad (the
+// SPEC example, JSON, key-folding and duplicate-key attacks, broken files). Run it by hand:
 //
 //	go test -run '^$' -fuzz FuzzLoad -fuzztime 20s -fuzzminimizetime 2s ./internal/rules/
 //
@@ -21,6 +30,11 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			checkCoded(t, err)
 			return
+		}
+		if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+			checkJSONKeys(t, data)
+		} else {
+			checkYAMLStrict(t, data, &doc.Config)
 		}
 		m, err := Validate(doc, Options{})
 		if err != nil {
@@ -105,4 +119,79 @@ func fuzzPackets(m *Model) []pkt {
 		}
 	}
 	return out
+}
+
+// checkJSONKeys: accepted JSON is valid JSON whose every object key is, byte for byte, the
+// name of some Config field (a folded key like "egreſſ" is in no struct).
+func checkJSONKeys(t *testing.T, data []byte) {
+	t.Helper()
+	if !json.Valid(data) {
+		t.Fatalf("Parse accepted invalid JSON %q", data)
+	}
+	names := fieldNames(reflect.TypeFor[Config](), map[string]bool{})
+	type frame struct{ object, wantKey bool }
+	var stack []frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{':
+				stack = append(stack, frame{object: true, wantKey: true})
+			case '[':
+				stack = append(stack, frame{})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantKey {
+			if key := tok.(string); !names[key] {
+				t.Fatalf("Parse accepted JSON key %q, which is no field of Config:\n%s", key, data)
+			}
+			stack[n-1].wantKey = false
+			continue
+		}
+		valueDone()
+	}
+}
+
+// fieldNames collects the yaml names of every field of t and the types it holds.
+func fieldNames(t reflect.Type, names map[string]bool) map[string]bool {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return names
+	}
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("yaml"); !names[name] {
+			names[name] = true
+			fieldNames(t.Field(i).Type, names)
+		}
+	}
+	return names
+}
+
+// checkYAMLStrict: yaml.v3's own strict decoder reads accepted YAML as the same Config.
+func checkYAMLStrict(t *testing.T, data []byte, got *Config) {
+	t.Helper()
+	var want Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&want); err != nil && err != io.EOF {
+		t.Fatalf("Parse accepted YAML that yaml.v3 KnownFields refuses (%v):\n%s", err, data)
+	}
+	if !reflect.DeepEqual(&want, got) {
+		t.Fatalf("Parse read %+v; yaml.v3 KnownFields reads %+v:\n%s", *got, want, data)
+	}
 }

@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,173 +26,185 @@ type Document struct {
 	root   *yaml.Node // nil when the positions are unknown
 }
 
+// MaxConfigSize is the largest config file sgd reads, 4 MiB. The biggest policy one
+// interface can enforce is 1000 rules per direction and family (rules per group × groups
+// per interface, SPEC 1.5), 4000 rules; written in block style with a 255-character
+// description each (~420 bytes a rule) that is about 1.7 MB, and in the README's flow
+// style about 0.5 MB. 4 MiB holds the first twice over, with room for prefix lists and
+// members, while a file bigger than that is not a config anyone wrote or reviewed.
+// The bound also bounds what a reload can take (measured 2026-11 on the 2-core dev box):
+// that 1.6 MB worst real config parses in 64 ms allocating 17 MB; the worst 4 MiB file,
+// two million one-byte values, takes 2 s and about 0.5 GB of transient garbage (yaml.v3
+// node trees cost ~200 bytes a node), where a 50 MB file used to cost a gigabyte.
+const MaxConfigSize = 4 << 20
+
 // LoadFile reads and parses a configuration file (YAML, or JSON when it starts with '{').
-// Unknown fields are rejected (UnknownParameter): an ignored field could leave the host more
-// open than the user wrote.
+// The file must be a regular file (a symlink to one is fine) of at most MaxConfigSize
+// bytes: a FIFO would block a reload forever and /dev/zero would grow it without bound.
+// Unknown fields are rejected (UnknownParameter): an ignored field could leave the host
+// more open than the user wrote.
 func LoadFile(path string) (*Document, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	return Parse(path, data)
 }
 
-// Parse parses configuration bytes; name is used in messages only.
+// readConfig reads path under the rules of LoadFile.
+func readConfig(path string) ([]byte, error) {
+	// Stat first: opening a FIFO for reading waits for a writer, and opening a device can
+	// have effects of its own.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK: should the path become a FIFO between the Stat and the open, the open
+	// returns at once instead of waiting, and the Stat of what was opened refuses it. It
+	// changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := regularFile(path, st); err != nil {
+		return nil, err
+	}
+	if st.Size() > MaxConfigSize {
+		return nil, tooBig(path, st.Size())
+	}
+	return readCapped(path, f)
+}
+
+// readCapped reads r to its end, but never more than MaxConfigSize+1 bytes: a file that
+// grows while it is read is refused, not followed.
+func readCapped(path string, r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, &Error{File: path, Code: CodeMalformedConfig,
+			Msg: fmt.Sprintf("grew past the limit of %d bytes (4 MiB) while being read", MaxConfigSize)}
+	}
+	return data, nil
+}
+
+func tooBig(path string, size int64) error {
+	return &Error{File: path, Code: CodeMalformedConfig,
+		Msg: fmt.Sprintf("is %d bytes; the limit is %d (4 MiB), far above any real config", size, MaxConfigSize)}
+}
+
+// regularFile refuses anything but a regular file, saying what it is.
+func regularFile(path string, st fs.FileInfo) error {
+	m := st.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "not a regular file"
+	switch {
+	case m.IsDir():
+		what = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m&fs.ModeCharDevice != 0:
+		what = "a device (character special file)"
+	case m&fs.ModeDevice != 0:
+		what = "a device (block special file)"
+	}
+	return &Error{File: path, Code: CodeMalformedConfig,
+		Msg: fmt.Sprintf("is %s; sgd reads its config only from a regular file (a symlink to one is fine)", what)}
+}
+
+// Parse parses configuration bytes; name is used in messages only. Both formats become one
+// node tree — yaml.v3's parser for YAML, jsonTree for JSON — which checkSchema holds
+// against Config (keys exactly as the yaml tags spell them, once each; values of the kind
+// the field wants) before yaml.v3 decodes it. encoding/json never decodes a config: it
+// matches keys case-insensitively, with Unicode folding.
 func Parse(name string, data []byte) (*Document, error) {
+	if len(data) > MaxConfigSize {
+		return nil, tooBig(name, int64(len(data)))
+	}
 	sum := sha256.Sum256(data)
 	doc := &Document{File: name, Hash: hex.EncodeToString(sum[:])}
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) > 0 && trimmed[0] == '{' {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&doc.Config); err != nil {
-			return nil, jsonError(name, data, err)
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return nil, &Error{File: name, Code: CodeMalformedConfig, Msg: "trailing data after the JSON object"}
-		}
-		switch key, off, problem := jsonKeyProblem(data); problem {
-		case keyDuplicate:
-			return nil, &Error{File: name, Line: lineAt(data, off), Code: CodeMalformedConfig,
-				Msg: fmt.Sprintf("key %q appears twice in one object; sgd would keep only the last", key)}
-		case keyCase:
-			return nil, &Error{File: name, Line: lineAt(data, off), Code: CodeUnknownParameter,
-				Msg: fmt.Sprintf("unknown field %q (field names are lower-case snake_case, like cidr_ipv4)", key)}
-		}
+	var root *yaml.Node
+	var err error
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		root, err = jsonTree(name, data)
 	} else {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&doc.Config); err != nil && err != io.EOF {
-			return nil, yamlError(name, err)
-		}
-		var extra yaml.Node
-		if err := dec.Decode(&extra); err != io.EOF {
-			return nil, &Error{File: name, Code: CodeMalformedConfig, Msg: "more than one YAML document; sgd reads exactly one"}
-		}
+		root, err = yamlTree(name, data)
 	}
-	// Positions for validation messages; JSON is YAML for this purpose when it parses.
-	var root yaml.Node
-	if yaml.Unmarshal(data, &root) == nil && len(root.Content) == 1 {
-		doc.root = root.Content[0]
+	if err != nil {
+		return nil, err
 	}
+	if root == nil {
+		return doc, nil // an empty document: the empty config
+	}
+	if errs := checkSchema(name, root, reflect.TypeFor[Config]()); len(errs) > 0 {
+		return nil, errs
+	}
+	if err := root.Decode(&doc.Config); err != nil {
+		return nil, yamlError(name, err)
+	}
+	doc.root = root
 	return doc, nil
 }
 
+// yamlTree parses exactly one YAML document; nil for an empty file.
+func yamlTree(name string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if err == io.EOF {
+			return nil, nil
+		}
+		return nil, yamlError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, &Error{File: name, Code: CodeMalformedConfig, Msg: "more than one YAML document; sgd reads exactly one"}
+	}
+	if root.Kind != yaml.DocumentNode || len(root.Content) != 1 {
+		return nil, nil
+	}
+	return root.Content[0], nil
+}
+
 // yamlError turns a yaml.v3 error into sgd's coded error, one per line the parser
-// reported. Unknown fields are UnknownParameter; anything else is a malformed config.
+// reported. Unknown fields never get this far (checkSchema reports them), so everything
+// here is a malformed config.
 func yamlError(file string, err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		line := 0
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		if rest, ok := strings.CutPrefix(msg, "line "); ok {
-			if n, after, ok := strings.Cut(rest, ": "); ok {
-				line, _ = strconv.Atoi(n)
-				msg = after
-			}
-		}
+		line, msg := yamlLine(strings.TrimPrefix(err.Error(), "yaml: "))
 		return &Error{File: file, Line: line, Code: CodeMalformedConfig, Msg: msg}
 	}
 	var errs Errors
 	for _, e := range te.Errors {
-		code := CodeMalformedConfig
-		if strings.Contains(e, "not found in type") {
-			code = CodeUnknownParameter
-		}
-		line := 0
-		if rest, ok := strings.CutPrefix(e, "line "); ok {
-			if n, after, ok := strings.Cut(rest, ": "); ok {
-				line, _ = strconv.Atoi(n)
-				e = after
-			}
-		}
-		if code == CodeUnknownParameter {
-			// "field foo not found in type rules.Rule" → name the field, not Go's type.
-			if f, _, ok := strings.Cut(strings.TrimPrefix(e, "field "), " not found"); ok {
-				e = fmt.Sprintf("unknown field %q", f)
-			}
-		}
-		errs = append(errs, &Error{File: file, Line: line, Code: code, Msg: e})
+		line, msg := yamlLine(e)
+		errs = append(errs, &Error{File: file, Line: line, Code: CodeMalformedConfig, Msg: msg})
 	}
 	return errs
 }
 
-func jsonError(file string, data []byte, err error) error {
-	var se *json.SyntaxError
-	var ue *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return &Error{File: file, Line: lineAt(data, se.Offset), Code: CodeMalformedConfig, Msg: se.Error()}
-	case errors.As(err, &ue):
-		return &Error{File: file, Line: lineAt(data, ue.Offset), Code: CodeMalformedConfig,
-			Msg: fmt.Sprintf("field %s: cannot use JSON %s as %s", ue.Field, ue.Value, ue.Type)}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return &Error{File: file, Code: CodeUnknownParameter, Msg: "unknown field " + f}
-	}
-	return &Error{File: file, Code: CodeMalformedConfig, Msg: err.Error()}
-}
-
-// Problems jsonKeyProblem finds.
-const (
-	keyOK = iota
-	keyDuplicate
-	keyCase
-)
-
-// jsonKeyProblem finds a key that appears twice in one JSON object, or one that is not
-// lower case, and the offset just past it. encoding/json silently keeps the last value of
-// a repeated key and matches keys case-insensitively, so "cidr_ipv4" followed by
-// "CIDR_IPV4" would quietly replace the first — and an ignored field can leave the host
-// more open than the user wrote (SPEC 1.5). YAML input gets the same checks from yaml.v3
-// (exact keys, no repeats). data is known to be well-formed JSON.
-func jsonKeyProblem(data []byte) (key string, off int64, problem int) {
-	type object struct {
-		keys      map[string]bool
-		expectKey bool
-	}
-	var stack []*object // nil entries are arrays
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	value := func() { // a value ended: the enclosing object expects a key next
-		if n := len(stack); n > 0 && stack[n-1] != nil {
-			stack[n-1].expectKey = true
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", 0, keyOK
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				stack = append(stack, &object{keys: map[string]bool{}, expectKey: true})
-			case '[':
-				stack = append(stack, nil)
-			default:
-				stack = stack[:len(stack)-1]
-				value()
+// yamlLine splits yaml.v3's "line N: message".
+func yamlLine(msg string) (int, string) {
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if line, err := strconv.Atoi(n); err == nil {
+				return line, after
 			}
-		case string:
-			if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].expectKey {
-				o := stack[n-1]
-				if t != strings.ToLower(t) {
-					return t, dec.InputOffset(), keyCase
-				}
-				if o.keys[t] {
-					return t, dec.InputOffset(), keyDuplicate
-				}
-				o.keys[t] = true
-				o.expectKey = false
-				continue
-			}
-			value()
-		default:
-			value()
 		}
 	}
+	return 0, msg
 }
 
 func lineAt(data []byte, off int64) int {

@@ -213,7 +213,7 @@ interfaces:
 members:
   - {address: 198.51.100.7, security_groups: [sg-a]}
   - {address: "2001:db8::7", security_groups: [sg-b, sg-a]}
-  - {address: "::ffff:203.0.113.9", security_groups: [sg-b]}
+  - {address: 203.0.113.9, security_groups: [sg-b]}
 `
 	env := locals("eth0=192.0.2.10", "eth0=2001:db8::10", "eth1=192.0.2.20", "eth1=fe80::1%eth1")
 	p := policy(t, src, env)
@@ -226,7 +226,7 @@ members:
 		{udp("198.51.100.8", 5), deny},
 		{tcp("192.0.2.20", 22), allow("sg-a/ingress/1")},  // eth1 carries sg-b
 		{tcp("fe80::1", 22), allow("sg-a/ingress/1")},     // zone dropped
-		{tcp("203.0.113.9", 22), allow("sg-a/ingress/1")}, // a member of sg-b, unmapped
+		{tcp("203.0.113.9", 22), allow("sg-a/ingress/1")}, // a member of sg-b
 		{tcp("192.0.2.20", 23), deny},
 		{tcp("203.0.113.1", 22), deny},
 		{tcp("203.0.113.1", 80), deny}, // sg-b's rules are not imported

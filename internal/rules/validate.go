@@ -346,9 +346,11 @@ func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
 	default:
 		v.add(doc.line("daemon", "log_format"), where, "log_format", CodeParameterValue, "%q is not json or console", d.LogFormat)
 	}
-	if d.MetricsListen != "" {
+	// "off" disables the server, as the flag does (README settings table; the daemon's
+	// Resolve turns it into no server). status_socket takes any path or "off" unchecked.
+	if d.MetricsListen != "" && d.MetricsListen != "off" {
 		if _, err := netip.ParseAddrPort(d.MetricsListen); err != nil {
-			v.add(doc.line("daemon", "metrics_listen"), where, "metrics_listen", CodeParameterValue, "%q is not ADDRESS:PORT", d.MetricsListen)
+			v.add(doc.line("daemon", "metrics_listen"), where, "metrics_listen", CodeParameterValue, "%q is not ADDRESS:PORT or off", d.MetricsListen)
 		}
 	}
 	return rulesQuota, groupsQuota
@@ -380,10 +382,19 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 				v.add(doc.line("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue, "%q is not a CIDR", e)
 				continue
 			}
-			// ::ffff:a.b.c.d/n (n ≥ 96) is the IPv4 prefix a.b.c.d/(n-96); a shorter
-			// IPv4-mapped prefix reaches outside ::ffff:0:0/96 and stays an IPv6 prefix.
+			// An IPv4-mapped IPv6 prefix (inside ::ffff:0:0/96) is refused. Read as IPv4 it
+			// widens: ::ffff:0.0.0.0/96 is 0.0.0.0/0, all of IPv4. Read as IPv6 it matches
+			// nothing real (an IPv4 packet is never IPv6 to Decide, and mapped addresses do
+			// not appear on the wire, RFC 4291 2.5.5.2), so the entry cannot be what anyone
+			// meant. AWS fixes a prefix list's address family and documents nothing about
+			// mapped entries; an sgd list mixes families, so the text alone would have to
+			// decide, and sgd does not guess. A shorter prefix (::ffff:0:0/80) reaches outside
+			// the mapped range and stays the IPv6 prefix it says (::/80).
 			if p.Addr().Is4In6() && p.Bits() >= 96 {
-				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+				v.add(doc.line("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue,
+					"%q is an IPv4-mapped IPv6 prefix; write the IPv4 prefix %s if that is what you mean",
+					e, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked())
+				continue
 			}
 			p = p.Masked()
 			if !seen[p] {
@@ -668,7 +679,14 @@ func (v *validator) members(c *Config, m *Model, names map[string]string) {
 			v.add(doc.line("members", i, "address"), where, "address", CodeMemberAddrMalformed, "%q is not an IP address", mb.Address)
 			continue
 		}
-		mm := MemberModel{Addr: a.Unmap()}
+		if a.Is4In6() {
+			// ::ffff:203.0.113.9 is not 203.0.113.9 to the packet path (an IPv6 packet with
+			// that source is IPv6) and no real host sends from it: say so, do not guess.
+			v.add(doc.line("members", i, "address"), where, "address", CodeMemberAddrMalformed,
+				"%q is an IPv4-mapped IPv6 address; write the IPv4 address %s if that is the member", mb.Address, a.Unmap())
+			continue
+		}
+		mm := MemberModel{Addr: a}
 		if len(mb.SecurityGroups) == 0 {
 			v.add(doc.line("members", i), where, "security_groups", CodeMissingParameter, "a member carries at least one group")
 		}

@@ -476,7 +476,7 @@ func TestParseMalformed(t *testing.T) {
 		{"json syntax", "c.json", lines(`{"security_groups": [`, `  {"group_id": "sg-a",}`, `]}`), 2},
 		{"json trailing data", "c.json", `{"security_groups": []} {}`, 0},
 		{"json port as text", "c.json", lines(`{"security_groups": [{"group_id": "sg-a",`, `  "ingress": [{"ip_protocol": "tcp", "from_port": "80"}]}]}`), 2},
-		{"json protocol as object", "c.json", `{"security_groups": [{"group_id": "sg-a", "ingress": [{"ip_protocol": {}}]}]}`, 0},
+		{"json protocol as object", "c.json", `{"security_groups": [{"group_id": "sg-a", "ingress": [{"ip_protocol": {}}]}]}`, 1},
 		{"json key twice", "c.json", lines(`{"security_groups": [{"group_id": "sg-a",`, `  "ingress": [{"ip_protocol": "-1", "cidr_ipv4": "10.0.0.1/32",`, `    "cidr_ipv4": "0.0.0.0/0"}]}]}`), 3},
 		{"json key twice, top level", "c.json", lines(`{"interfaces": [],`, ` "security_groups": [{"group_id": "sg-a", "egress": []}],`, ` "security_groups": [{"group_id": "sg-a"}]}`), 3},
 	} {
@@ -662,16 +662,80 @@ func TestValidateQuotas(t *testing.T) {
 	}
 }
 
-// IPv4-mapped IPv6 prefix-list entries become IPv4 prefixes; no entry is ever lost.
+// Prefix-list entries are canonicalised and deduplicated; a short IPv4-mapped prefix
+// stays the IPv6 prefix it is (mapped ones, ::ffff:0:0/96 and longer, are refused:
+// TestValidateMappedAddresses); no entry is ever lost.
 func TestValidatePrefixListEntries(t *testing.T) {
 	m := model(t, lines(
 		"prefix_lists:",
 		"  - prefix_list_id: pl-a",
-		"    entries: [\"::ffff:192.0.2.0/120\", \"::ffff:0.0.0.0/96\", \"::ffff:0:0/80\", \" 10.1.2.3/8 \", 10.0.0.0/8]",
+		"    entries: [\"::ffff:0:0/80\", \" 10.1.2.3/8 \", 10.0.0.0/8, \"2001:db8::1/32\"]",
 	), Options{})
 	got := fmt.Sprint(m.PrefixLists["pl-a"])
-	want := "[192.0.2.0/24 0.0.0.0/0 ::/80 10.0.0.0/8]"
+	want := "[::/80 10.0.0.0/8 2001:db8::/32]"
 	if got != want {
 		t.Errorf("PrefixLists[pl-a] = %v; want %v", got, want)
+	}
+}
+
+// An IPv4-mapped IPv6 prefix (::ffff:0:0/96 and longer) never becomes an IPv4 prefix:
+// ::ffff:0.0.0.0/96 in a prefix list used to widen a rule to all of IPv4. In a prefix list
+// (either family) it is refused; as cidr_ipv6 it is what it says, an IPv6 prefix that no
+// IPv4 packet matches; as a member address it is refused.
+func TestValidateMappedAddresses(t *testing.T) {
+	for _, tt := range []struct {
+		name, src, where, field, code string
+	}{
+		{"prefix list ::ffff:0.0.0.0/96", lines("prefix_lists:", `  - {prefix_list_id: pl-a, entries: [10.0.0.0/8, "::ffff:0.0.0.0/96"]}`),
+			"prefix list pl-a", "entries[1]", CodeParameterValue},
+		{"prefix list ::ffff:0:0/96", lines("prefix_lists:", `  - {prefix_list_id: pl-a, entries: ["::ffff:0:0/96"]}`),
+			"prefix list pl-a", "entries[0]", CodeParameterValue},
+		{"prefix list ::ffff:192.0.2.0/120", lines("prefix_lists:", `  - {prefix_list_id: pl-a, entries: ["::ffff:192.0.2.0/120"]}`),
+			"prefix list pl-a", "entries[0]", CodeParameterValue},
+		{"prefix list ::ffff:192.0.2.1/128", lines("prefix_lists:", `  - {prefix_list_id: pl-a, entries: ["::ffff:192.0.2.1/128"]}`),
+			"prefix list pl-a", "entries[0]", CodeParameterValue},
+		{"member ::ffff:203.0.113.9", lines("security_groups: [{group_id: sg-a}]", `members: [{address: "::ffff:203.0.113.9", security_groups: [sg-a]}]`),
+			"members[0]", "address", CodeMemberAddrMalformed},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			es := configErrors(t, "c.yaml", tt.src, Options{})
+			if e := es[0]; len(es) != 1 || e.Code != tt.code || e.Where != tt.where || e.Field != tt.field || e.Line != 2 {
+				t.Errorf("Validate(%q) = %v; want one %s at line 2, %s %s", tt.src, es, tt.code, tt.where, tt.field)
+			}
+		})
+	}
+	p := policy(t, group(`
+      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv6: "::ffff:0.0.0.0/96"}
+      - {ip_protocol: tcp, from_port: 23, to_port: 23, prefix_list_id: pl-a}
+`, "")+lines("prefix_lists:", `  - {prefix_list_id: pl-a, entries: ["::ffff:0:0/80"]}`), Env{})
+	check(t, p, Env{}, "eth0", []row{
+		{tcp("192.0.2.1", 22), deny},
+		{tcp("::ffff:192.0.2.1", 22), allow("sg-a/ingress/0")},
+		{tcp("192.0.2.1", 23), deny}, // ::ffff:0:0/80 is the IPv6 prefix ::/80
+		{tcp("::1", 23), allow("sg-a/ingress/1")},
+	})
+}
+
+// The README's settings table offers `off` for metrics_listen and status_socket; the
+// file takes it as the flags do.
+func TestValidateDaemonOff(t *testing.T) {
+	for _, tt := range []struct {
+		src string
+		ok  bool
+	}{
+		{"daemon: {metrics_listen: \"off\"}", true},
+		{"daemon: {metrics_listen: off}", true},
+		{"daemon: {status_socket: off}", true},
+		{"daemon: {metrics_listen: off, status_socket: off}", true},
+		{"daemon: {metrics_listen: OFF}", false}, // the daemon turns only "off" into no server
+		{"daemon: {metrics_listen: \"127.0.0.1:9640\"}", true},
+	} {
+		doc, err := Parse("c.yaml", []byte(tt.src))
+		if err == nil {
+			_, err = Validate(doc, Options{})
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("Load(%q) = %v; want ok=%v", tt.src, err, tt.ok)
+		}
 	}
 }

@@ -1,0 +1,239 @@
+package rules
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxParseErrors bounds the problems one Parse reports; a file of a million unknown keys
+// gets this many and a note, not a million errors.
+const maxParseErrors = 100
+
+// yaml.v3's short tags for the kinds of scalar checkSchema tells apart.
+const (
+	tagStr    = "!!str"
+	tagInt    = "!!int"
+	tagFloat  = "!!float"
+	tagBool   = "!!bool"
+	tagNull   = "!!null"
+	tagBinary = "!!binary"
+	tagMerge  = "!!merge"
+)
+
+// checkSchema holds a parsed document (YAML, or JSON turned into the same node tree by
+// jsonTree) against the Go type it is about to be decoded into, and returns every
+// mismatch. It runs before yaml.v3 decodes anything, and it is what makes decoding strict
+// by construction for both formats:
+//
+//   - a key names a field only if it equals the field's yaml tag byte for byte: no case
+//     folding, no Unicode folding ("Egress" and "egreſſ" are unknown fields, where
+//     encoding/json took both for egress);
+//   - a key appears at most once in a mapping, so no value silently replaces another;
+//   - a key is a string as written (a !!binary key would be decoded into another name);
+//   - a number field holds an integer (yaml.v3 truncates 22.5 to 22) and a bool field
+//     true or false (yaml.v3 also takes yes/on/no/off, which YAML 1.2 reads as text);
+//   - a mapping, list or single value stands wherever the type wants one.
+//
+// An error names the key or field and the line. Because every mapping that passes has at
+// most as many keys as its struct has fields, yaml.v3's quadratic duplicate-key scan never
+// sees a big one.
+func checkSchema(file string, root *yaml.Node, t reflect.Type) Errors {
+	w := &schemaWalk{file: file, fields: map[reflect.Type]map[string]reflect.Type{}, aliases: map[aliasUse]bool{}}
+	w.value(root, t, "")
+	return w.errs
+}
+
+type schemaWalk struct {
+	file    string
+	errs    Errors
+	fields  map[reflect.Type]map[string]reflect.Type // struct → yaml name → field type
+	aliases map[aliasUse]bool                        // anchors already checked as a type
+}
+
+// aliasUse is an anchored node read as one type. Checking each once keeps the walk linear
+// however many aliases point at one anchor (yaml.v3 bounds alias expansion when decoding).
+type aliasUse struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+func (w *schemaWalk) add(line int, code, format string, a ...any) {
+	switch {
+	case len(w.errs) < maxParseErrors:
+		w.errs = append(w.errs, &Error{File: w.file, Line: line, Code: code, Msg: fmt.Sprintf(format, a...)})
+	case len(w.errs) == maxParseErrors:
+		w.errs = append(w.errs, &Error{File: w.file, Line: line, Code: CodeMalformedConfig,
+			Msg: fmt.Sprintf("more than %d problems; stopped looking", maxParseErrors)})
+	}
+}
+
+func (w *schemaWalk) full() bool { return len(w.errs) > maxParseErrors }
+
+// value checks n as a value of type t; field names it in messages ("" for the root).
+func (w *schemaWalk) value(n *yaml.Node, t reflect.Type, field string) {
+	if w.full() {
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil || w.aliases[aliasUse{n.Alias, t}] {
+			return
+		}
+		w.aliases[aliasUse{n.Alias, t}] = true
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == tagNull {
+		return // null is the omitted field, for every type
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		w.want(n, yaml.ScalarNode, field, "a name or a number") // Protocol reads the scalar as written
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if w.want(n, yaml.MappingNode, field, "a mapping") {
+			w.mapping(n, t)
+		}
+	case reflect.Slice:
+		if w.want(n, yaml.SequenceNode, field, "a list") {
+			for _, c := range n.Content {
+				w.value(c, t.Elem(), field)
+			}
+		}
+	case reflect.String:
+		if w.want(n, yaml.ScalarNode, field, "a single value") && n.ShortTag() == tagBinary {
+			w.add(n.Line, CodeMalformedConfig, "%s: a !!binary value cannot be read in review; write the text", w.name(field))
+		}
+	case reflect.Int, reflect.Int64:
+		if !w.want(n, yaml.ScalarNode, field, "a whole number") {
+			break
+		}
+		var x int64
+		if n.ShortTag() != tagInt || n.Decode(&x) != nil {
+			w.add(n.Line, CodeMalformedConfig, "%s: want a whole number, not %s", w.name(field), describe(n))
+		}
+	case reflect.Bool:
+		if w.want(n, yaml.ScalarNode, field, "true or false") && n.ShortTag() != tagBool {
+			w.add(n.Line, CodeMalformedConfig, "%s: want true or false, not %s", w.name(field), describe(n))
+		}
+	default:
+		// Every field type of Config is one of the above (TestConfigTags walks them all).
+		w.add(n.Line, CodeMalformedConfig, "%s: sgd cannot read a %s", w.name(field), t)
+	}
+}
+
+// want reports n unless it is of kind k; what says what was wanted.
+func (w *schemaWalk) want(n *yaml.Node, k yaml.Kind, field, what string) bool {
+	if n.Kind == k {
+		return true
+	}
+	w.add(n.Line, CodeMalformedConfig, "%s: want %s, not %s", w.name(field), what, describe(n))
+	return false
+}
+
+func (w *schemaWalk) name(field string) string {
+	if field == "" {
+		return "the document"
+	}
+	return "field " + field
+}
+
+// mapping checks a mapping read as struct t: each key exactly one of t's fields, once.
+func (w *schemaWalk) mapping(n *yaml.Node, t reflect.Type) {
+	fields := w.structFields(t)
+	first := map[string]int{} // key → its line
+	for i := 0; i+1 < len(n.Content) && !w.full(); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			w.add(k.Line, CodeMalformedConfig, "a key must be a field name, not %s", describe(k))
+			continue
+		}
+		name, tag := k.Value, k.ShortTag()
+		if line, dup := first[name]; dup {
+			w.add(k.Line, CodeMalformedConfig, "key %q appears twice in one mapping (first at line %d); sgd would have to pick one", name, line)
+			continue
+		}
+		first[name] = k.Line
+		switch {
+		case tag == tagMerge: // YAML's `<<: *anchor`; JSON keys are strings, never merges
+			w.merge(v, t)
+			continue
+		case tag != tagStr && k.Style&yaml.TaggedStyle != 0:
+			w.add(k.Line, CodeMalformedConfig, "key %q is tagged %s; field names are written as plain text", name, tag)
+			continue
+		}
+		ft, ok := fields[name]
+		if !ok {
+			w.add(k.Line, CodeUnknownParameter, "unknown field %q%s", name, hint(name, fields))
+			continue
+		}
+		w.value(v, ft, name)
+	}
+}
+
+// merge checks the value of a YAML merge key: a mapping, or a list of them, each read as t.
+func (w *schemaWalk) merge(v *yaml.Node, t reflect.Type) {
+	if v.Kind == yaml.SequenceNode {
+		for _, c := range v.Content {
+			w.value(c, t, "<<")
+		}
+		return
+	}
+	w.value(v, t, "<<")
+}
+
+// structFields maps the yaml names of t's fields to their types.
+func (w *schemaWalk) structFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := w.fields[t]; ok {
+		return m
+	}
+	m := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if f.IsExported() && name != "" && name != "-" {
+			m[name] = f.Type
+		}
+	}
+	w.fields[t] = m
+	return m
+}
+
+// hint names the field an unknown key folds to, if any: "Egress" and "egreſſ" are not
+// egress, and the person reading the error should see why.
+func hint(key string, fields map[string]reflect.Type) string {
+	for name := range fields {
+		if strings.EqualFold(key, name) {
+			return fmt.Sprintf(" (field names match exactly: did you mean %q?)", name)
+		}
+	}
+	return ""
+}
+
+// describe says what a node is, for messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	switch n.ShortTag() {
+	case tagStr:
+		return fmt.Sprintf("the text %q", n.Value)
+	case tagInt, tagFloat:
+		return "the number " + n.Value
+	case tagBool:
+		return n.Value
+	}
+	return fmt.Sprintf("%s %q", n.ShortTag(), n.Value)
+}
