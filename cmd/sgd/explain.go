@@ -120,7 +120,7 @@ DENY, 2 for a usage or config error.`, stderr)
 	if dir == rules.Egress {
 		word = "to"
 	}
-	fmt.Fprintf(stdout, "  rule:  %s[%d] %s %s %s%s\n", dir, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer, desc)
+	fmt.Fprintf(stdout, "  rule:  %s %s[%d] %s %s %s%s\n", r.Rule.ID, dir, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer, desc)
 	switch {
 	case r.Rule.Default && r.Rule.Direction == rules.Egress:
 		fmt.Fprintln(stdout, "         (AWS's implicit egress rule: the group's egress is omitted)")

@@ -338,9 +338,8 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 			}
 		}
 	}
-	for label, n := range d.engine.RuleHits() {
-		group, _, _ := cutLabel(label)
-		s.RuleHits = append(s.RuleHits, metrics.RuleHit{Group: group, Rule: label, Value: n})
+	for k, n := range d.engine.RuleHits() {
+		s.RuleHits = append(s.RuleHits, metrics.RuleHit{Group: k.Group, Rule: k.Rule, Value: n})
 	}
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
@@ -348,15 +347,6 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 	s.Interfaces = append(s.Interfaces, d.spec.Interfaces...)
 	d.mu.Unlock()
 	return s
-}
-
-func cutLabel(label string) (group, rest string, ok bool) {
-	for i := 0; i < len(label); i++ {
-		if label[i] == '/' {
-			return label[:i], label[i+1:], true
-		}
-	}
-	return label, "", false
 }
 
 var errNoDaemon = errors.New("no sgd daemon is running")

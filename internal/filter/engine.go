@@ -39,7 +39,7 @@ type Engine struct {
 
 	mu      sync.Mutex // guards workers and retired
 	workers []*Worker
-	retired map[string]uint64 // rule label → hits of policies no longer in force
+	retired map[RuleKey]uint64 // hits of policies no longer in force
 }
 
 // state is one published policy with what the packet path needs precomputed.
@@ -68,7 +68,7 @@ func New(opt Options) *Engine {
 	if opt.Zones == nil {
 		opt.Zones = NewZones()
 	}
-	e := &Engine{opt: opt, table: opt.Table, retired: map[string]uint64{}}
+	e := &Engine{opt: opt, table: opt.Table, retired: map[RuleKey]uint64{}}
 	e.state.Store(&state{byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}})
 	return e
 }
@@ -121,7 +121,12 @@ func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 	}
 }
 
-// foldLocked adds old's per-rule counts, less what was already folded (by rule id), to
+// RuleKey names a rule across reloads: its group and its security group rule id.
+type RuleKey struct{ Group, Rule string }
+
+func ruleKey(ri *rules.RuleInfo) RuleKey { return RuleKey{Group: ri.GroupID, Rule: ri.Rule.ID} }
+
+// foldLocked adds old's per-rule counts, less what was already folded (by rule index), to
 // the retired totals and returns the counts it saw. e.mu is held.
 func (e *Engine) foldLocked(old *state, already []uint64) []uint64 {
 	seen := make([]uint64, len(old.pol.Rules))
@@ -136,18 +141,19 @@ func (e *Engine) foldLocked(old *state, already []uint64) []uint64 {
 			n -= already[id]
 		}
 		if n > 0 {
-			e.retired[old.pol.Rules[id].Label] += n
+			e.retired[ruleKey(&old.pol.Rules[id])] += n
 		}
 	}
 	return seen
 }
 
-// RuleHits returns, per rule label, how many new flows (and untracked packets) each rule
-// allowed since the engine started, across reloads.
-func (e *Engine) RuleHits() map[string]uint64 {
+// RuleHits returns, per rule, how many new flows (and untracked packets) each rule allowed
+// since the engine started, across reloads: a rule keeps its count under its id when
+// other rules change, and a removed rule's count stops growing.
+func (e *Engine) RuleHits() map[RuleKey]uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]uint64, len(e.retired))
+	out := make(map[RuleKey]uint64, len(e.retired))
 	for k, v := range e.retired {
 		out[k] = v
 	}
@@ -158,7 +164,7 @@ func (e *Engine) RuleHits() map[string]uint64 {
 	for _, h := range st.hits {
 		for id := 1; id < len(h); id++ {
 			if n := h[id].Load(); n > 0 {
-				out[st.pol.Rules[id].Label] += n
+				out[ruleKey(&st.pol.Rules[id])] += n
 			}
 		}
 	}

@@ -234,13 +234,45 @@ func TestRuleHits(t *testing.T) {
 		{in, pkt("tcp", "198.51.100.7:40001", "192.0.2.10:22", syn), ReasonRule},
 		{in, pkt("udp", "203.0.113.9:5353", "192.0.2.10:53"), ReasonRule},
 	})
+	ssh, dns := keyOf(t, e, "sg-web/ingress/0"), keyOf(t, e, "sg-web/ingress/2")
 	hits := e.RuleHits()
-	if hits["sg-web/ingress/0"] != 2 || hits["sg-web/ingress/2"] != 1 {
-		t.Errorf("RuleHits() = %v; want sg-web/ingress/0:2 sg-web/ingress/2:1", hits)
+	if hits[ssh] != 2 || hits[dns] != 1 {
+		t.Errorf("RuleHits() = %v; want %v:2 %v:1", hits, ssh, dns)
 	}
 	// A reload must not make the counters dip (Prometheus would read a reset).
 	setPolicy(t, e, webYAML, rulesOpts())
-	if got := e.RuleHits(); got["sg-web/ingress/0"] != 2 || got["sg-web/ingress/2"] != 1 {
+	if got := e.RuleHits(); got[ssh] != 2 || got[dns] != 1 {
 		t.Errorf("RuleHits() right after a reload = %v; want the same counts", got)
 	}
+	// A reload that removes an earlier rule: the DNS rule moves from ingress[2] to
+	// ingress[1] but keeps its id, and its count counts on.
+	setPolicy(t, e, `
+security_groups:
+  - group_id: sg-web
+    ingress:
+      - {ip_protocol: tcp, from_port: 80, to_port: 80, cidr_ipv4: 0.0.0.0/0}
+      - {ip_protocol: udp, from_port: 53, to_port: 53, cidr_ipv4: 203.0.113.0/24}
+    egress: []
+interfaces:
+  - {name: eth0, security_groups: [sg-web]}
+`, rulesOpts())
+	if got := keyOf(t, e, "sg-web/ingress/1"); got != dns {
+		t.Fatalf("the DNS rule's key after the reload = %v; want %v", got, dns)
+	}
+	runSteps(t, w, []step{{in, pkt("udp", "203.0.113.9:5354", "192.0.2.10:53"), ReasonRule}})
+	if got := e.RuleHits(); got[dns] != 2 || got[ssh] != 2 {
+		t.Errorf("RuleHits() after removing the SSH rule = %v; want %v:2 (counting on) %v:2 (stopped)", got, dns, ssh)
+	}
+}
+
+// keyOf returns the key of the rule at label ("sg-web/ingress/2") in the policy in force.
+func keyOf(t *testing.T, e *Engine, label string) RuleKey {
+	t.Helper()
+	for i := range e.Policy().Rules[1:] {
+		if ri := &e.Policy().Rules[i+1]; ri.Label == label {
+			return ruleKey(ri)
+		}
+	}
+	t.Fatalf("no rule %s in the policy", label)
+	return RuleKey{}
 }

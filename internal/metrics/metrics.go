@@ -38,7 +38,8 @@ type Snapshot struct {
 	Packets []Count
 	Bytes   []Count
 	// RuleHits counts, per rule, the new flows and untracked packets it allowed.
-	// Rule is the rule's label, e.g. "sg-web/ingress/2"; Group is its group id.
+	// Rule is the rule's security group rule id (sgr-…, stable across reloads); Group is
+	// its group id.
 	// sgd_group_hits_total is the sum over a group's rules.
 	RuleHits []RuleHit
 	// TrackedFlows is the number of flows in the connection table by protocol

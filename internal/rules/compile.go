@@ -24,7 +24,7 @@ type RuleInfo struct {
 	Group     int // index into Policy.Groups
 	GroupID   string
 	GroupName string
-	Label     string // "sg-web/ingress/2": a bounded metric label
+	Label     string // "sg-web/ingress/2": where the rule stands, for people (metrics and logs use Rule.ID)
 	Rule      NRule
 	Prefixes  []netip.Prefix // what the peer expanded to at compile time
 }

@@ -49,6 +49,9 @@ type Rule struct {
 	PrefixListID      string   `yaml:"prefix_list_id" json:"prefix_list_id"`
 	ReferencedGroupID string   `yaml:"referenced_group_id" json:"referenced_group_id"`
 	Description       string   `yaml:"description" json:"description"`
+	// SecurityGroupRuleID, when set, is the rule's id (sgr- + 17 hex digits) instead of
+	// the one derived from its content (SPEC 4.1).
+	SecurityGroupRuleID string `yaml:"security_group_rule_id" json:"security_group_rule_id"`
 }
 
 // PrefixList is a named list of prefixes of either family (a customer-managed prefix list).

@@ -26,6 +26,7 @@ const (
 	CodeInterfaceMalformed  = "InvalidNetworkInterfaceId.Malformed"
 	CodeMemberAddrMalformed = "InvalidAddress.Malformed"
 	CodePrefixListDuplicate = "InvalidPrefixListID.Duplicate"
+	CodeRuleIDMalformed     = "InvalidSecurityGroupRuleId.Malformed"
 )
 
 // Error is one problem in a configuration. It names where (file, line, the group or

@@ -76,13 +76,13 @@ func (p *Policy) Explain(q Query) Explanation {
 		protoOK, portOK := protoPortMatch(&ri.Rule, q)
 		switch {
 		case peerOK && protoOK && !portOK:
-			ex.Near = append(ex.Near, fmt.Sprintf("%s allows %s from %s: not %s", ri.Label, ri.Rule.PortText(), ri.Rule.Peer, queryPort(q)))
+			ex.Near = append(ex.Near, fmt.Sprintf("%s %s allows %s from %s: not %s", ri.Label, ri.Rule.ID, ri.Rule.PortText(), ri.Rule.Peer, queryPort(q)))
 		case !peerOK && protoOK && portOK:
 			why := fmt.Sprintf("%s %s is not in %s", peerWord, remote, ri.Rule.Peer)
 			if ri.Rule.Peer.Kind == PeerGroup && len(ri.Prefixes) == 0 {
 				why = fmt.Sprintf("group %s has no known addresses (no members, no local interface carrying it)", ri.Rule.Peer.ID)
 			}
-			ex.Near = append(ex.Near, fmt.Sprintf("%s allows %s from %s: %s", ri.Label, ri.Rule.PortText(), ri.Rule.Peer, why))
+			ex.Near = append(ex.Near, fmt.Sprintf("%s %s allows %s from %s: %s", ri.Label, ri.Rule.ID, ri.Rule.PortText(), ri.Rule.Peer, why))
 		}
 		if len(ex.Near) == 5 {
 			break

@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -80,6 +82,11 @@ func (p Peer) String() string {
 
 // NRule is a validated, normalised rule.
 type NRule struct {
+	// ID is the rule's security group rule id (SPEC 4.1): the explicit
+	// security_group_rule_id, or one derived from the group id, the direction and the
+	// canonical rule (not its description or position), so that it survives reordering,
+	// other rules coming and going, and reloads.
+	ID          string
 	GroupID     string
 	Direction   Direction
 	Index       int // position in the group's ingress or egress list
@@ -265,6 +272,7 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 		}
 	}
 
+	v.uniqueRuleIDs(m)
 	v.interfaces(c, m, groupsQuota, names)
 	v.members(c, m, names)
 	if len(v.errs) > 0 {
@@ -292,10 +300,18 @@ func (v *validator) text(line int, where, field, s string) {
 // defaultEgress is AWS's implicit egress rule: all traffic to 0.0.0.0/0, and to ::/0 as
 // in a VPC with IPv6 (SPEC 1.3).
 func defaultEgress(gid string) []NRule {
-	return []NRule{
+	return withIDs([]NRule{
 		{GroupID: gid, Direction: Egress, Index: 0, Proto: ProtoAll, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("0.0.0.0/0")}, Default: true, Description: "AWS default egress"},
 		{GroupID: gid, Direction: Egress, Index: 1, Proto: ProtoAll, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("::/0")}, Default: true, Description: "AWS default egress"},
+	})
+}
+
+// withIDs gives implicit rules their content-derived ids.
+func withIDs(rs []NRule) []NRule {
+	for i := range rs {
+		rs[i].ID = contentID(&rs[i])
 	}
+	return rs
 }
 
 func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
@@ -429,6 +445,15 @@ func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rul
 			continue
 		}
 		seen[key] = i
+		n.ID = contentID(&n)
+		if id := r.SecurityGroupRuleID; id != "" {
+			if !ruleIDRe.MatchString(id) {
+				idLine := doc.line("security_groups", gi, field, i, "security_group_rule_id")
+				v.add(idLine, rw, "security_group_rule_id", CodeRuleIDMalformed, "%q is not a security group rule id (sgr- and 17 lower-case hex digits, like sgr-0123456789abcdef0)", id)
+				continue
+			}
+			n.ID = id
+		}
 		switch n.Peer.Kind {
 		case PeerCIDR:
 			if n.Peer.Prefix.Addr().Is4() {
@@ -461,6 +486,46 @@ func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rul
 
 func (n *NRule) dupKey() string {
 	return fmt.Sprintf("%d|%d|%d|%d|%s", n.Proto, n.From, n.To, n.Peer.Kind, n.Peer)
+}
+
+// ruleIDRe is AWS's security group rule id format.
+var ruleIDRe = regexp.MustCompile(`^sgr-[0-9a-f]{17}$`)
+
+// contentID derives a rule's id from what the rule is — its group, direction, protocol,
+// ports and canonical peer (the duplicate key) — so that it does not change when other
+// rules are added, removed or reordered, nor when its description changes (AWS keeps a
+// rule's id across UpdateSecurityGroupRuleDescriptions). 68 bits of SHA-256: ids within
+// a config collide with negligible probability, and uniqueRuleIDs refuses one that does.
+func contentID(n *NRule) string {
+	sum := sha256.Sum256([]byte("sgd rule v1\x00" + n.GroupID + "\x00" + n.Direction.String() + "\x00" + n.dupKey()))
+	return "sgr-" + hex.EncodeToString(sum[:9])[:17]
+}
+
+// uniqueRuleIDs refuses two rules with one id (an explicit id copied onto a second rule,
+// or onto another rule's derived id): metrics, logs and the API name rules by id.
+func (v *validator) uniqueRuleIDs(m *Model) {
+	first := map[string]string{}
+	groups := map[string]bool{}
+	for gi, g := range m.Groups {
+		if groups[g.ID] {
+			continue // a group id defined twice is reported as such; its rules' ids would be too
+		}
+		groups[g.ID] = true
+		for _, list := range [2][]NRule{g.Ingress, g.Egress} {
+			for _, r := range list {
+				at := fmt.Sprintf("group %s %s[%d]", g.ID, r.Direction, r.Index)
+				if prev, dup := first[r.ID]; dup {
+					line := 0
+					if !r.Default {
+						line = v.doc.line("security_groups", gi, r.Direction.String(), r.Index)
+					}
+					v.add(line, at, "security_group_rule_id", CodeParameterValue, "rule id %s is also the id of %s", r.ID, prev)
+					continue
+				}
+				first[r.ID] = at
+			}
+		}
+	}
 }
 
 // rule validates one rule; line is the rule's own line.
@@ -598,7 +663,7 @@ func (v *validator) defaultGroup(m *Model, names map[string]string) string {
 		id += "-sgd"
 	}
 	g := &GroupModel{ID: id, Name: DefaultGroupName, Description: "default VPC security group", Synthesized: true,
-		Ingress: []NRule{{GroupID: id, Direction: Ingress, Proto: ProtoAll, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}},
+		Ingress: withIDs([]NRule{{GroupID: id, Direction: Ingress, Proto: ProtoAll, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}}),
 		Egress:  defaultEgress(id)}
 	m.Groups = append(m.Groups, g)
 	m.groupByID[id] = g
