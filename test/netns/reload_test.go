@@ -497,13 +497,14 @@ func TestReloadAddsRuleWithinOneSecond(t *testing.T) {
 	roundTrip(t, conn, []byte("still\n"))
 }
 
-// metricsConfig allows client TCP 8080 only (one rule: sg-met/ingress/0).
+// metricsConfig allows client TCP 8080 only (one rule, sg-met/ingress/0, with an explicit
+// rule id: metrics name rules by id).
 const metricsConfig = `
 security_groups:
   - group_id: sg-met
     group_name: metrics
     ingress:
-      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv4: 192.0.2.20/32}
+      - {ip_protocol: tcp, from_port: 8080, to_port: 8080, cidr_ipv4: 192.0.2.20/32, security_group_rule_id: sgr-0123456789abcdef0}
     egress: []
 interfaces:
   - name: eth0
@@ -520,7 +521,7 @@ func TestMetricsMove(t *testing.T) {
 	listenEcho(t, h, ":8080", peerFirst)
 	listenEcho(t, h, ":8099", peerFirst)
 	d := startSGD(t, h, writeConfig(t, metricsConfig), nextQueue())
-	const rule, group = "sg-met/ingress/0", "sg-met"
+	const rule, group = "sgr-0123456789abcdef0", "sg-met"
 
 	m0 := scrape(t, d)
 	if v, ok := m0.sum("sgd_build_info"); !ok || v != 1 {
