@@ -469,3 +469,33 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// A zone goes into the fast path's mark field only when the field can hold it; a mask that
+// is not one run of bits is refused.
+func TestZoneMark(t *testing.T) {
+	for _, tc := range []struct {
+		mask uint32
+		zone uint16
+		want uint32
+		ok   bool
+	}{
+		{0x00ff0000, 1, 0x00010000, true},
+		{0x00ff0000, 255, 0x00ff0000, true},
+		{0x00ff0000, 256, 0, false},
+		{0x00ff0000, 0, 0, false}, // zone 0: not a tracked interface
+		{0, 1, 0, false},          // fast path off
+		{0x80000000, 1, 0x80000000, true},
+		{0x80000000, 3, 0, false}, // would shift out of the word
+	} {
+		got, ok := ZoneMark(tc.mask, tc.zone)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("ZoneMark(%#x, %d) = %#x, %v; want %#x, %v", tc.mask, tc.zone, got, ok, tc.want, tc.ok)
+		}
+	}
+	for mask, valid := range map[uint32]bool{0: true, 0x00ff0000: true, 0x1: true, 0x00f0f000: false, 0x5: false} {
+		err := Spec{QueueCount: 1, FastPathMask: mask}.Validate()
+		if (err == nil) != valid {
+			t.Errorf("Validate(FastPathMask %#x) = %v; want valid %v", mask, err, valid)
+		}
+	}
+}

@@ -97,8 +97,9 @@ func (s Spec) Validate() error {
 		}
 		seen[name] = true
 	}
-	if m := s.FastPathMask; m != 0 && (m>>bits.TrailingZeros32(m))&((m>>bits.TrailingZeros32(m))+1) != 0 {
-		return fmt.Errorf("netfilter: fast path mark bits %s are not contiguous", hex(m))
+	if low := s.FastPathMask >> bits.TrailingZeros32(s.FastPathMask); low&(low+1) != 0 {
+		// Shifted down, a contiguous field is all ones (0b0111): adding 1 carries through.
+		return fmt.Errorf("netfilter: fast path mark bits %s are not contiguous", hex(s.FastPathMask))
 	}
 	return nil
 }
