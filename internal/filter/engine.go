@@ -47,7 +47,7 @@ type state struct {
 	pol     *rules.Policy
 	byName  map[string]*ifaceState
 	byIndex map[uint32]*ifaceState
-	local   map[netip.Addr]struct{} // Host.Local
+	local   addrSet // Host.Local
 	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
 	hits [][]atomic.Uint64
 }
@@ -86,11 +86,7 @@ func (e *Engine) Policy() *rules.Policy { return e.state.Load().pol }
 func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{},
-		local: make(map[netip.Addr]struct{}, len(h.Local))}
-	for _, a := range h.Local {
-		st.local[a] = struct{}{}
-	}
+	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}, local: newAddrSet(h.Local)}
 	for _, name := range p.InterfaceNames() {
 		itf := p.Interface(name)
 		to := conntrack.DefaultTimeouts()
@@ -311,7 +307,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		return res
 	}
 	if dir == DirIngress {
-		if _, spoofed := st.local[p.Src]; spoofed {
+		if st.local.has(p.Src) {
 			// Only a forged packet arrives from the host's own address (the host's
 			// own traffic to itself runs on loopback): a VPC never delivers one, and it
 			// would match rules that reference the host's own groups (SPEC 1.1).

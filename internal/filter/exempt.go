@@ -35,7 +35,7 @@ var (
 // off-link server (a /32 lease whose server is a gateway away) needs an egress rule, and
 // it is then tracked, so the server's answer comes back. A client's first exchange, before
 // it has an address, uses packet sockets that netfilter does not see.
-func dhcpExempt(p *packet.Parsed, dir Dir, nets []netip.Prefix, local map[netip.Addr]struct{}) bool {
+func dhcpExempt(p *packet.Parsed, dir Dir, nets []netip.Prefix, local addrSet) bool {
 	if p.Family == 6 {
 		if dir == DirIngress {
 			return p.SrcPort == dhcp6Server && p.DstPort == dhcp6Client && linkLocal6.Contains(p.Src) && linkLocal6.Contains(p.Dst)
@@ -46,8 +46,7 @@ func dhcpExempt(p *packet.Parsed, dir Dir, nets []netip.Prefix, local map[netip.
 		if p.SrcPort != dhcp4Server || p.DstPort != dhcp4Client || !onLink(nets, p.Src) {
 			return false
 		}
-		_, toHost := local[p.Dst]
-		return p.Dst == limitedBroadcast || toHost
+		return p.Dst == limitedBroadcast || local.has(p.Dst)
 	}
 	return p.SrcPort == dhcp4Client && p.DstPort == dhcp4Server && (p.Dst == limitedBroadcast || onLink(nets, p.Dst))
 }
