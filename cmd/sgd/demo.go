@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/lab"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
@@ -338,7 +339,7 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, ipv6 bool) []demoCase {
 	tcp := func(from *lab.Host, fromAddr netip.Addr, to netip.Addr, port uint16) demoCase {
 		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(to, port),
-			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoTCP, Src: fromAddr, Dst: to, Port: port}}
+			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.TCP, Src: fromAddr, Dst: to, Port: port}}
 	}
 	secs := fmtDuration(timeout)
 	var cs []demoCase
@@ -370,7 +371,7 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, 
 
 	ping := func(from *lab.Host, fromAddr netip.Addr) demoCase {
 		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(demoInstance4, 0), ping: true,
-			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoICMP, Src: fromAddr, Dst: demoInstance4, ICMPType: 8}}
+			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.ICMP, Src: fromAddr, Dst: demoInstance4, ICMPType: 8}}
 	}
 	c = ping(client, demoClient4)
 	c.title, c.expect = "client → instance ping (ICMP echo)", connected
@@ -390,7 +391,7 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, 
 	}
 
 	c = demoCase{fromNS: inst.NS, from: demoInstance4, to: netip.AddrPortFrom(demoClient4, 8080), proto: "http", expect: connected, replyQ: true,
-		query: rules.Query{Iface: demoIface, Direction: rules.Egress, Proto: rules.ProtoTCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}
+		query: rules.Query{Iface: demoIface, Direction: rules.Egress, Proto: ipproto.TCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}
 	c.title = "instance → client tcp/8080 (the instance connects out)"
 	c.lesson = "stateful: the egress rule allowed the SYN, and sgd tracks the flow, so the replies come back although no ingress rule allows them"
 	cs = append(cs, c)
@@ -519,7 +520,7 @@ func explainLines(pol *rules.Policy, c *demoCase) []string {
 	lines := []string{explainOne(pol, c.query)}
 	if c.replyQ && c.outcome == connected {
 		// The SYN-ACK as if it started a flow: ingress, to the instance's ephemeral port.
-		reply := rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: rules.ProtoTCP, Src: c.to.Addr(), Dst: c.from, Port: c.localPort}
+		reply := rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.TCP, Src: c.to.Addr(), Dst: c.from, Port: c.localPort}
 		ex := pol.Explain(reply)
 		verdict := "DENY"
 		if ex.Allowed {

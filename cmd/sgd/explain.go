@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/sgd-firewall/sgd/internal/daemon"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
@@ -61,20 +62,20 @@ DENY, 2 for a usage or config error.`, stderr)
 	q := rules.Query{Iface: *iface, Direction: dir, Proto: uint8(proto), Src: src, Dst: dst}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	icmp := proto == rules.ProtoICMP || proto == rules.ProtoICMPv6
+	icmp := proto == ipproto.ICMP || proto == ipproto.ICMPv6
 	switch {
 	case (set["icmp-type"] || set["icmp-code"]) && !icmp:
 		return fail("--icmp-type and --icmp-code are for icmp and icmpv6, not %s", *protoS)
-	case set["port"] && proto != rules.ProtoTCP && proto != rules.ProtoUDP:
+	case set["port"] && proto != ipproto.TCP && proto != ipproto.UDP:
 		return fail("--port is for tcp and udp, not %s", *protoS)
 	}
 	switch proto {
-	case rules.ProtoTCP, rules.ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		if *port < 0 || *port > 65535 {
 			return fail("--port (0–65535) is required for %s", *protoS)
 		}
 		q.Port = uint16(*port)
-	case rules.ProtoICMP, rules.ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		if *icmpType < 0 || *icmpType > 255 || *icmpCode < 0 || *icmpCode > 255 {
 			return fail("--icmp-type (0–255) is required for %s, --icmp-code is 0–255", *protoS)
 		}
@@ -130,7 +131,7 @@ DENY, 2 for a usage or config error.`, stderr)
 	switch {
 	case ex.Untracked:
 		fmt.Fprintln(stdout, "  flow:  untracked (peer is everything and the other direction allows all ports: replies are judged by the rules)")
-	case proto == rules.ProtoTCP || proto == rules.ProtoUDP || proto == rules.ProtoICMP || proto == rules.ProtoICMPv6:
+	case proto == ipproto.TCP || proto == ipproto.UDP || proto == ipproto.ICMP || proto == ipproto.ICMPv6:
 		fmt.Fprintln(stdout, "  flow:  tracked (replies pass while the flow is tracked)")
 	default:
 		fmt.Fprintln(stdout, "  flow:  tracked by address pair (replies pass while the flow is tracked)")
@@ -139,11 +140,11 @@ DENY, 2 for a usage or config error.`, stderr)
 }
 
 func describe(q rules.Query) string {
-	name := rules.ProtocolName(int(q.Proto))
+	name := ipproto.Name(int(q.Proto))
 	switch q.Proto {
-	case rules.ProtoTCP, rules.ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		return fmt.Sprintf("%s %s %s -> %s on %s", q.Direction, name, q.Src, netip.AddrPortFrom(q.Dst, q.Port), q.Iface)
-	case rules.ProtoICMP, rules.ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		return fmt.Sprintf("%s %s type %d code %d %s -> %s on %s", q.Direction, name, q.ICMPType, q.ICMPCode, q.Src, q.Dst, q.Iface)
 	}
 	return fmt.Sprintf("%s protocol %s %s -> %s on %s", q.Direction, name, q.Src, q.Dst, q.Iface)

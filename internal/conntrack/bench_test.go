@@ -6,12 +6,14 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // nthFlow returns the i-th of up to 3.9e9 distinct TCP tuples (IPv4).
 func nthFlow(i int) Tuple {
 	return Tuple{
-		Proto:   protoTCP,
+		Proto:   ipproto.TCP,
 		Src:     netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}),
 		Dst:     netip.AddrFrom4([4]byte{198, 51, 100, byte(i / (256 * 60000))}),
 		SrcPort: uint16(1024 + (i>>8)%60000),

@@ -48,14 +48,6 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// IP protocol numbers the table treats specially.
-const (
-	protoICMP   = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
-)
-
 // TCP flag bits of the TCP header's flags byte (offset 13), RFC 9293 section 3.1.
 const (
 	tcpFIN = 0x01

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // DefaultCapacity is SPEC's max_tracked_connections default.
@@ -144,11 +146,11 @@ const (
 // protoClass maps a protocol to its CountByProto slot: 0 tcp, 1 udp, 2 icmp, 3 other.
 func protoClass(p uint8) int {
 	switch p {
-	case protoTCP:
+	case ipproto.TCP:
 		return 0
-	case protoUDP:
+	case ipproto.UDP:
 		return 1
-	case protoICMP, protoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		return 2
 	}
 	return 3
@@ -249,7 +251,7 @@ func (t *Table) Peek(tp *Tuple, now int64) bool {
 // reopens (from either side), is replaced. At capacity Insert returns Full: it never
 // evicts a live flow.
 func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertResult {
-	starts := tp.Proto != protoTCP || startsTCP(tcpFlags)
+	starts := tp.Proto != ipproto.TCP || startsTCP(tcpFlags)
 	k, srcIsA := makeKey(tp)
 	tidx := t.tos.intern(meta.Timeouts)
 	s := t.shardFor(&k)
@@ -310,11 +312,11 @@ func newFlow(proto uint8, srcIsA bool, tidx uint16, meta Meta, now int64, set *t
 		f.flags |= flagIngress
 	}
 	switch proto {
-	case protoTCP:
+	case ipproto.TCP:
 		f.state = StateSynSent
-	case protoUDP:
+	case ipproto.UDP:
 		f.state = StateUDPUnreplied
-	case protoICMP, protoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		f.state = StateICMP
 	default:
 		f.state = StateOther

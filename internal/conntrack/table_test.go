@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 var (
-	tcpFlow  = pkt(protoTCP, "192.0.2.1:40000", "198.51.100.7:443")
-	udpFlow  = pkt(protoUDP, "192.0.2.1:5353", "198.51.100.7:53")
-	pingFlow = echo(protoICMP, "192.0.2.1", "198.51.100.7", 7)
+	tcpFlow  = pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.7:443")
+	udpFlow  = pkt(ipproto.UDP, "192.0.2.1:5353", "198.51.100.7:53")
+	pingFlow = echo(ipproto.ICMP, "192.0.2.1", "198.51.100.7", 7)
 	greFlow  = ip(47, "192.0.2.1", "198.51.100.7")
 )
 
@@ -180,24 +182,24 @@ func TestFlowIdentity(t *testing.T) {
 	}{
 		{"tcp same direction", tcpFlow, tcpFlow, MatchOriginal},
 		{"tcp reverse", tcpFlow, rev(tcpFlow), MatchReply},
-		{"tcp other source port", tcpFlow, pkt(protoTCP, "192.0.2.1:40001", "198.51.100.7:443"), MatchNone},
-		{"tcp other destination", tcpFlow, pkt(protoTCP, "192.0.2.1:40000", "198.51.100.8:443"), MatchNone},
-		{"tcp ports swapped only", tcpFlow, pkt(protoTCP, "192.0.2.1:443", "198.51.100.7:40000"), MatchNone},
-		{"udp is not tcp", tcpFlow, pkt(protoUDP, "192.0.2.1:40000", "198.51.100.7:443"), MatchNone},
+		{"tcp other source port", tcpFlow, pkt(ipproto.TCP, "192.0.2.1:40001", "198.51.100.7:443"), MatchNone},
+		{"tcp other destination", tcpFlow, pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.8:443"), MatchNone},
+		{"tcp ports swapped only", tcpFlow, pkt(ipproto.TCP, "192.0.2.1:443", "198.51.100.7:40000"), MatchNone},
+		{"udp is not tcp", tcpFlow, pkt(ipproto.UDP, "192.0.2.1:40000", "198.51.100.7:443"), MatchNone},
 		{"udp reverse", udpFlow, rev(udpFlow), MatchReply},
-		{"same address, ports differ", pkt(protoUDP, "192.0.2.1:1000", "192.0.2.1:2000"), pkt(protoUDP, "192.0.2.1:2000", "192.0.2.1:1000"), MatchReply},
-		{"same endpoint both sides", pkt(protoUDP, "192.0.2.1:1000", "192.0.2.1:1000"), pkt(protoUDP, "192.0.2.1:1000", "192.0.2.1:1000"), MatchOriginal},
+		{"same address, ports differ", pkt(ipproto.UDP, "192.0.2.1:1000", "192.0.2.1:2000"), pkt(ipproto.UDP, "192.0.2.1:2000", "192.0.2.1:1000"), MatchReply},
+		{"same endpoint both sides", pkt(ipproto.UDP, "192.0.2.1:1000", "192.0.2.1:1000"), pkt(ipproto.UDP, "192.0.2.1:1000", "192.0.2.1:1000"), MatchOriginal},
 		{"icmp echo reply", pingFlow, rev(pingFlow), MatchReply},
-		{"icmp other identifier", pingFlow, echo(protoICMP, "198.51.100.7", "192.0.2.1", 8), MatchNone},
-		{"icmpv6 echo reply", echo(protoICMPv6, "2001:db8::1", "2001:db8::2", 9), echo(protoICMPv6, "2001:db8::2", "2001:db8::1", 9), MatchReply},
-		{"icmpv6 other identifier", echo(protoICMPv6, "2001:db8::1", "2001:db8::2", 9), echo(protoICMPv6, "2001:db8::2", "2001:db8::1", 10), MatchNone},
-		{"icmp is not icmpv6", pingFlow, echo(protoICMPv6, "::ffff:198.51.100.7", "::ffff:192.0.2.1", 7), MatchNone},
+		{"icmp other identifier", pingFlow, echo(ipproto.ICMP, "198.51.100.7", "192.0.2.1", 8), MatchNone},
+		{"icmpv6 echo reply", echo(ipproto.ICMPv6, "2001:db8::1", "2001:db8::2", 9), echo(ipproto.ICMPv6, "2001:db8::2", "2001:db8::1", 9), MatchReply},
+		{"icmpv6 other identifier", echo(ipproto.ICMPv6, "2001:db8::1", "2001:db8::2", 9), echo(ipproto.ICMPv6, "2001:db8::2", "2001:db8::1", 10), MatchNone},
+		{"icmp is not icmpv6", pingFlow, echo(ipproto.ICMPv6, "::ffff:198.51.100.7", "::ffff:192.0.2.1", 7), MatchNone},
 		{"other by address pair", greFlow, rev(greFlow), MatchReply},
 		{"other: other protocol", greFlow, ip(50, "198.51.100.7", "192.0.2.1"), MatchNone},
 		{"other: other address", greFlow, ip(47, "198.51.100.8", "192.0.2.1"), MatchNone},
-		{"v4 is not v4-mapped v6", tcpFlow, pkt(protoTCP, "[::ffff:198.51.100.7]:443", "[::ffff:192.0.2.1]:40000"), MatchNone},
-		{"v4-mapped v6 is not v4", pkt(protoTCP, "[::ffff:192.0.2.1]:40000", "[::ffff:198.51.100.7]:443"), rev(tcpFlow), MatchNone},
-		{"v6 reverse", pkt(protoTCP, "[2001:db8::1]:40000", "[2001:db8:1::7]:443"), pkt(protoTCP, "[2001:db8:1::7]:443", "[2001:db8::1]:40000"), MatchReply},
+		{"v4 is not v4-mapped v6", tcpFlow, pkt(ipproto.TCP, "[::ffff:198.51.100.7]:443", "[::ffff:192.0.2.1]:40000"), MatchNone},
+		{"v4-mapped v6 is not v4", pkt(ipproto.TCP, "[::ffff:192.0.2.1]:40000", "[::ffff:198.51.100.7]:443"), rev(tcpFlow), MatchNone},
+		{"v6 reverse", pkt(ipproto.TCP, "[2001:db8::1]:40000", "[2001:db8:1::7]:443"), pkt(ipproto.TCP, "[2001:db8:1::7]:443", "[2001:db8::1]:40000"), MatchReply},
 	}
 	for _, tt := range tests {
 		tb := New(Config{})
@@ -306,9 +308,9 @@ func TestDeleteIfRangeFlush(t *testing.T) {
 	tb := New(Config{Shards: 4})
 	want := map[Tuple]Meta{}
 	for i := range 100 {
-		tp := pkt(protoUDP, fmt.Sprintf("192.0.2.%d:%d", i, 1000+i), "198.51.100.7:53")
+		tp := pkt(ipproto.UDP, fmt.Sprintf("192.0.2.%d:%d", i, 1000+i), "198.51.100.7:53")
 		if i%2 == 1 {
-			tp = pkt(protoUDP, "198.51.100.7:53", fmt.Sprintf("192.0.2.%d:%d", i, 1000+i)) // the other endpoint first
+			tp = pkt(ipproto.UDP, "198.51.100.7:53", fmt.Sprintf("192.0.2.%d:%d", i, 1000+i)) // the other endpoint first
 		}
 		meta := Meta{Iface: uint16(i % 3), Rule: uint32(i)}
 		tb.Insert(&tp, 0, meta, 0)
@@ -374,11 +376,11 @@ func TestRun(t *testing.T) {
 // Insert of a flow that exists.
 func TestNoAllocs(t *testing.T) {
 	tb := New(Config{})
-	v6 := pkt(protoTCP, "[2001:db8::1]:40000", "[2001:db8:1::7]:443")
+	v6 := pkt(ipproto.TCP, "[2001:db8::1]:40000", "[2001:db8:1::7]:443")
 	for _, tp := range []Tuple{tcpFlow, udpFlow, pingFlow, greFlow, v6} {
 		tb.Insert(&tp, syn, Meta{Timeouts: testTimeouts()}, 0)
 	}
-	miss := pkt(protoTCP, "192.0.2.9:1", "198.51.100.7:443")
+	miss := pkt(ipproto.TCP, "192.0.2.9:1", "198.51.100.7:443")
 	now := sec
 	for _, c := range []struct {
 		name string
@@ -409,7 +411,7 @@ func randTuple(rng *rand.Rand, space int) Tuple {
 	var a, b [16]byte
 	a[15], a[14] = byte(rng.IntN(space)), byte(rng.IntN(4))
 	b[15], b[14] = byte(rng.IntN(space)), byte(rng.IntN(4))
-	tp := Tuple{Proto: []uint8{protoTCP, protoUDP, protoICMP, 47}[rng.IntN(4)]}
+	tp := Tuple{Proto: []uint8{ipproto.TCP, ipproto.UDP, ipproto.ICMP, 47}[rng.IntN(4)]}
 	if rng.IntN(2) == 0 {
 		tp.Src, tp.Dst = netip.AddrFrom4([4]byte(a[12:])), netip.AddrFrom4([4]byte(b[12:]))
 	} else {
@@ -417,9 +419,9 @@ func randTuple(rng *rand.Rand, space int) Tuple {
 		tp.Src, tp.Dst = netip.AddrFrom16(a), netip.AddrFrom16(b)
 	}
 	switch tp.Proto {
-	case protoTCP, protoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		tp.SrcPort, tp.DstPort = uint16(rng.IntN(space)), uint16(rng.IntN(space))
-	case protoICMP:
+	case ipproto.ICMP:
 		tp.SrcPort = uint16(rng.IntN(space))
 		tp.DstPort = tp.SrcPort
 	}
@@ -480,8 +482,8 @@ func (r *refTable) lookup(tp Tuple, flags uint8, now int64) (Match, State) {
 }
 
 func (r *refTable) insert(tp Tuple, flags uint8, now int64) InsertResult {
-	starts := tp.Proto != protoTCP || startsTCP(flags)
-	st := map[uint8]State{protoTCP: StateSynSent, protoUDP: StateUDPUnreplied, protoICMP: StateICMP}[tp.Proto]
+	starts := tp.Proto != ipproto.TCP || startsTCP(flags)
+	st := map[uint8]State{ipproto.TCP: StateSynSent, ipproto.UDP: StateUDPUnreplied, ipproto.ICMP: StateICMP}[tp.Proto]
 	if st == StateNone {
 		st = StateOther
 	}
@@ -636,7 +638,7 @@ func TestShrinkAfterBurst(t *testing.T) {
 	tb := New(Config{Shards: 1, Capacity: 10000})
 	for i := range 5000 {
 		tp := nthFlow(i)
-		tp.Proto = protoUDP
+		tp.Proto = ipproto.UDP
 		tb.Insert(&tp, 0, Meta{}, 0)
 	}
 	tb.Insert(&tcpFlow, syn, Meta{}, 10*sec)
@@ -669,7 +671,7 @@ func TestSizes(t *testing.T) {
 // finds nothing; ICMP errors quoting it (Peek) neither.
 func TestZones(t *testing.T) {
 	tb := New(Config{})
-	udp := pkt(protoUDP, "192.0.2.2:4000", "192.0.2.1:53")
+	udp := pkt(ipproto.UDP, "192.0.2.2:4000", "192.0.2.1:53")
 	udp.Zone = 1
 	if r := tb.Insert(&udp, 0, Meta{Iface: 1}, 0); r != Inserted {
 		t.Fatalf("Insert(%v) = %v; want %v", udp, r, Inserted)

@@ -3,6 +3,8 @@ package conntrack
 import (
 	"fmt"
 	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // tcpStep is one packet of a TCP conversation: from the originator or the reply side,
@@ -86,7 +88,7 @@ func TestTCPTransitions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := New(Config{})
-			tp := pkt(protoTCP, "192.0.2.1:40000", "198.51.100.7:443")
+			tp := pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.7:443")
 			if got := tb.Insert(&tp, syn, Meta{}, 0); got != Inserted {
 				t.Fatalf("Insert(%v, S) = %v; want %v", tp, got, Inserted)
 			}
@@ -118,7 +120,7 @@ func TestTCPReopen(t *testing.T) {
 	for _, fromReply := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fromReply=%v", fromReply), func(t *testing.T) {
 			tb := New(Config{})
-			tp := pkt(protoTCP, "192.0.2.1:40000", "198.51.100.7:443")
+			tp := pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.7:443")
 			tb.Insert(&tp, syn, Meta{Rule: 1}, 0)
 			tb.Lookup(ptr(rev(tp)), syn|ack, sec)
 			tb.Lookup(&tp, rst, 2*sec)
@@ -144,7 +146,7 @@ func TestTCPReopen(t *testing.T) {
 }
 
 func TestInsertNonSYN(t *testing.T) {
-	tp := pkt(protoTCP, "192.0.2.1:40000", "198.51.100.7:443")
+	tp := pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.7:443")
 	for _, f := range []uint8{0, ack, syn | ack, rst, syn | rst, fin, syn | fin, ack | psh} {
 		tb := New(Config{})
 		if got := tb.Insert(&tp, f, Meta{}, 0); got != NoFlow {
@@ -164,7 +166,7 @@ func TestInsertNonSYN(t *testing.T) {
 // Insert over a live flow (a racing packet created it) is a Lookup hit.
 func TestInsertExists(t *testing.T) {
 	tb := New(Config{})
-	tp := pkt(protoTCP, "192.0.2.1:40000", "198.51.100.7:443")
+	tp := pkt(ipproto.TCP, "192.0.2.1:40000", "198.51.100.7:443")
 	tb.Insert(&tp, syn, Meta{Rule: 1}, 0)
 	if got := tb.Insert(&tp, syn, Meta{Rule: 2}, sec); got != Exists {
 		t.Fatalf("Insert(%v, S) again = %v; want %v", tp, got, Exists)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/metrics"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/rules"
@@ -305,14 +306,14 @@ func sameStrings(a, b []string) bool {
 func (d *Daemon) logDrop(w *filter.Worker, r filter.Result) {
 	p := w.Packet()
 	fields := []zap.Field{zap.String("iface", r.Iface), zap.Stringer("direction", r.Dir), zap.Stringer("reason", r.Reason),
-		zap.String("protocol", rules.ProtocolName(int(p.Proto)))}
+		zap.String("protocol", ipproto.Name(int(p.Proto)))}
 	if p.Src.IsValid() {
 		fields = append(fields, zap.Stringer("src", p.Src), zap.Stringer("dst", p.Dst))
 	}
 	switch p.Proto {
-	case rules.ProtoTCP, rules.ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		fields = append(fields, zap.Uint16("src_port", p.SrcPort), zap.Uint16("dst_port", p.DstPort))
-	case rules.ProtoICMP, rules.ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		fields = append(fields, zap.Uint8("icmp_type", p.ICMPType), zap.Uint8("icmp_code", p.ICMPCode))
 	}
 	d.log.Info("dropped", fields...)

@@ -67,8 +67,14 @@ func TestWatchdogPings(t *testing.T) {
 	f.receive(0)
 	f.receive(1)
 	core, logs := observer.New(zap.InfoLevel)
-	wd := &watchdogState{log: zap.New(core), queues: []uint16{100, 101}, beats: f.beats}
-	ticks := make(chan time.Time) // unbuffered: a send returns once the loop took the tick
+	looked := make(chan struct{})
+	beats := func(dst []uint64) []uint64 {
+		dst = f.beats(dst)
+		looked <- struct{}{} // the loop has its look: the readers may change now
+		return dst
+	}
+	wd := &watchdogState{log: zap.New(core), queues: []uint16{100, 101}, beats: beats}
+	ticks := make(chan time.Time)
 	var sent []string             // written by the loop, read here between ticks or after it ended
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -81,6 +87,7 @@ func TestWatchdogPings(t *testing.T) {
 	tick := func(ping bool) {
 		now = now.Add(15 * time.Second)
 		ticks <- now
+		<-looked
 		if ping {
 			want = append(want, sd.SdNotifyWatchdog)
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/packet"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
@@ -302,7 +303,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 		res.Reason = ReasonFragment
 		return res
 	}
-	if p.Proto == rules.ProtoICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
+	if p.Proto == ipproto.ICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
 		res.Reason = ReasonExempt // neighbour discovery is the fabric's, not the SG's (SPEC 1.2)
 		return res
 	}
@@ -315,7 +316,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			return res
 		}
 	}
-	if e.opt.ExemptDHCP && p.Proto == rules.ProtoUDP && dhcpExempt(p, dir, is.nets, st.local) {
+	if e.opt.ExemptDHCP && p.Proto == ipproto.UDP && dhcpExempt(p, dir, is.nets, st.local) {
 		res.Reason = ReasonExempt
 		return res
 	}
@@ -323,12 +324,12 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: is.id}
 	startsFlow := true
 	switch p.Proto {
-	case rules.ProtoTCP:
+	case ipproto.TCP:
 		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
 		startsFlow = p.TCPFlags&(packet.FlagSYN|packet.FlagACK|packet.FlagRST) == packet.FlagSYN
-	case rules.ProtoUDP:
+	case ipproto.UDP:
 		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
-	case rules.ProtoICMP, rules.ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		if isEcho(p.Proto, p.ICMPType) {
 			t.SrcPort, t.DstPort = p.ICMPID, p.ICMPID
 			startsFlow = isEchoRequest(p.Proto, p.ICMPType)
@@ -340,7 +341,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 			}
 		}
 	}
-	if p.Proto != rules.ProtoICMP && p.Proto != rules.ProtoICMPv6 {
+	if p.Proto != ipproto.ICMP && p.Proto != ipproto.ICMPv6 {
 		if m, _ := e.table.Lookup(&t, p.TCPFlags, now); m != conntrack.MatchNone {
 			res.Reason = ReasonTracked
 			return res
@@ -373,7 +374,7 @@ func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
 	case !startsFlow:
 		res.Reason = ReasonRuleNoFlow
 		return res
-	case (p.Proto == rules.ProtoTCP || p.Proto == rules.ProtoUDP) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
+	case (p.Proto == ipproto.TCP || p.Proto == ipproto.UDP) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
 		// The packet answers a flow the other direction allows untracked (AWS's DNS
 		// server: udp/53 in from 0.0.0.0/0, all out). It must not start a tracked flow of
 		// its own, or the untracked flow would live on through it after its rule is gone.
@@ -406,7 +407,7 @@ func replyOfUntracked(itf *rules.Iface, dir Dir, proto uint8, remote netip.Addr,
 // Redirects, source quench and parameter problems quote a packet too, but change routes
 // or rates or report a header fault: they are judged by the rules.
 func relatedError(proto, typ uint8) bool {
-	if proto == rules.ProtoICMP {
+	if proto == ipproto.ICMP {
 		return typ == 3 || typ == 11
 	}
 	return typ >= 1 && typ <= 3
@@ -422,9 +423,9 @@ func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool
 	}
 	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst, Zone: zone}
 	switch in.Proto {
-	case rules.ProtoTCP, rules.ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		t.SrcPort, t.DstPort = in.SrcPort, in.DstPort
-	case rules.ProtoICMP, rules.ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		if !isEcho(in.Proto, in.ICMPType) {
 			return false
 		}
@@ -434,14 +435,14 @@ func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool
 }
 
 func isEcho(proto, typ uint8) bool {
-	if proto == rules.ProtoICMP {
+	if proto == ipproto.ICMP {
 		return typ == 8 || typ == 0
 	}
 	return typ == 128 || typ == 129
 }
 
 func isEchoRequest(proto, typ uint8) bool {
-	if proto == rules.ProtoICMP {
+	if proto == ipproto.ICMP {
 		return typ == 8
 	}
 	return typ == 128

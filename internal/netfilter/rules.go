@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/bits"
 	"strconv"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // Names of the chains sgd owns. Nothing else in the ruleset is ever written by sgd except
@@ -180,10 +182,8 @@ func rules(s Spec, f family) []byte {
 			// sgd drops the rare crafted IPv4 fragment rather than make the kernel track
 			// every IPv4 packet (measured: a few percent of TCP throughput).
 			fmt.Fprintf(&b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
-			// Neighbour discovery (RFC 4861: router solicitation 133, router
-			// advertisement 134, neighbour solicitation 135, neighbour
-			// advertisement 136, redirect 137) is never filtered (SPEC 1.2).
-			for t := 133; t <= 137; t++ {
+			// Neighbour discovery is never filtered (SPEC 1.2).
+			for t := ipproto.NDPFirst; t <= ipproto.NDPLast; t++ {
 				fmt.Fprintf(&b, "%s-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN\n", pre, t)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // ipLayers are the IP-level layers of one walk: the IP header and the IPv6 extension
@@ -183,14 +184,14 @@ func (d *Decoder) decode(b []byte, p *Parsed) bool {
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
 		case layers.LayerTypeICMPv4:
 			p.ICMPType, p.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
-			if isEcho(4, p.ICMPType) {
+			if ipproto.IsEcho(ipproto.ICMP, p.ICMPType) {
 				p.ICMPID = d.icmp4.Id
-			} else if isICMPError(4, p.ICMPType) {
+			} else if ipproto.QuotesPacket(ipproto.ICMP, p.ICMPType) {
 				d.decodeInner(d.icmp4.Payload, 4, &p.Inner)
 			}
 		case layers.LayerTypeICMPv6:
 			p.ICMPType, p.ICMPCode = d.icmp6.TypeCode.Type(), d.icmp6.TypeCode.Code()
-			if isICMPError(6, p.ICMPType) {
+			if ipproto.QuotesPacket(ipproto.ICMPv6, p.ICMPType) {
 				// The error's 4 bytes of unused/MTU/pointer come before the quoted
 				// packet (RFC 4443 section 3); icmp6Layer made sure they are there.
 				d.decodeInner(d.icmp6.Payload[4:], 6, &p.Inner)
@@ -260,7 +261,7 @@ func (d *Decoder) decodeInner(b []byte, family uint8, h *InnerHeader) {
 	switch {
 	case laterFragment:
 		// No transport header in this fragment.
-	case proto == protoTCP || proto == protoUDP:
+	case proto == ipproto.TCP || proto == ipproto.UDP:
 		// Both start with the source and destination ports.
 		if len(rest) < 4 {
 			return
@@ -274,7 +275,7 @@ func (d *Decoder) decodeInner(b []byte, family uint8, h *InnerHeader) {
 			return
 		}
 		in.ICMPType = rest[0]
-		if isEcho(family, in.ICMPType) {
+		if ipproto.IsEcho(proto, in.ICMPType) {
 			in.ICMPID = binary.BigEndian.Uint16(rest[4:6])
 		}
 	}

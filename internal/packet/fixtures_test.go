@@ -7,7 +7,7 @@ import (
 )
 
 // Packet builders for the tests. Each writes one header field by field, so a fixture
-// reads as the headers it stacks: ipv4(protoTCP, v4a, v4b, tcpSeg(1234, 80, syn, nil, nil)).
+// reads as the headers it stacks: ipv4(ipproto.TCP, v4a, v4b, tcpSeg(1234, 80, syn, nil, nil)).
 // Checksums are left 0: Decode does not check them (the kernel did).
 
 // Addresses from the documentation ranges (RFC 5737, RFC 3849).

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 var updateSeeds = flag.Bool("update-seeds", false, "rewrite testdata/fuzz/FuzzDecode from decodeCases")
@@ -72,7 +74,7 @@ func FuzzDecode(f *testing.F) {
 		if p.Length <= 0 {
 			t.Fatalf("Decode(% x) = Length %d; want > 0", b, p.Length)
 		}
-		if p.Proto != protoTCP && p.Proto != protoUDP && (p.SrcPort != 0 || p.DstPort != 0) || p.Proto != protoTCP && p.TCPFlags != 0 {
+		if p.Proto != ipproto.TCP && p.Proto != ipproto.UDP && (p.SrcPort != 0 || p.DstPort != 0) || p.Proto != ipproto.TCP && p.TCPFlags != 0 {
 			t.Fatalf("Decode(% x) = %v with ports %d %d flags %#x", b, p.String(), p.SrcPort, p.DstPort, p.TCPFlags)
 		}
 		if !isICMP(p.Family, p.Proto) && (p.ICMPType != 0 || p.ICMPCode != 0 || p.ICMPID != 0 || p.Inner != InnerHeader{}) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // TCP header flag bits, as they sit in byte 13 of the TCP header (RFC 9293 section 3.1,
@@ -19,14 +21,6 @@ const (
 	FlagURG uint8 = 0x20
 	FlagECE uint8 = 0x40
 	FlagCWR uint8 = 0x80
-)
-
-// IP protocol numbers Decode looks into (IANA "Assigned Internet Protocol Numbers").
-const (
-	protoICMP   = 1
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
 )
 
 // Parsed holds the header fields sgd judges a packet by. The zero value means nothing
@@ -87,13 +81,13 @@ func (p *Parsed) String() string {
 	var b strings.Builder
 	writeFlow(&b, p.Family, p.Proto, p.Src, p.Dst, p.SrcPort, p.DstPort)
 	switch {
-	case p.Proto == protoTCP:
+	case p.Proto == ipproto.TCP:
 		b.WriteString(" [")
 		writeTCPFlags(&b, p.TCPFlags)
 		b.WriteByte(']')
 	case isICMP(p.Family, p.Proto):
 		fmt.Fprintf(&b, " type=%d code=%d", p.ICMPType, p.ICMPCode)
-		if isEcho(p.Family, p.ICMPType) {
+		if ipproto.IsEcho(p.Proto, p.ICMPType) {
 			fmt.Fprintf(&b, " id=%d", p.ICMPID)
 		}
 		if p.Inner.Valid {
@@ -124,7 +118,7 @@ func writeInner(b *strings.Builder, family uint8, h *InnerHeader) {
 	writeFlow(b, family, h.Proto, h.Src, h.Dst, h.SrcPort, h.DstPort)
 	if isICMP(family, h.Proto) {
 		fmt.Fprintf(b, " type=%d", h.ICMPType)
-		if isEcho(family, h.ICMPType) {
+		if ipproto.IsEcho(h.Proto, h.ICMPType) {
 			fmt.Fprintf(b, " id=%d", h.ICMPID)
 		}
 	}
@@ -133,18 +127,18 @@ func writeInner(b *strings.Builder, family uint8, h *InnerHeader) {
 // writeFlow writes "proto src -> dst", with ports for tcp and udp.
 func writeFlow(b *strings.Builder, family, proto uint8, src, dst netip.Addr, sport, dport uint16) {
 	switch {
-	case proto == protoTCP:
+	case proto == ipproto.TCP:
 		b.WriteString("tcp ")
-	case proto == protoUDP:
+	case proto == ipproto.UDP:
 		b.WriteString("udp ")
-	case proto == protoICMP && family == 4:
+	case proto == ipproto.ICMP && family == 4:
 		b.WriteString("icmp ")
-	case proto == protoICMPv6 && family == 6:
+	case proto == ipproto.ICMPv6 && family == 6:
 		b.WriteString("icmpv6 ")
 	default:
 		fmt.Fprintf(b, "proto-%d ", proto)
 	}
-	if proto == protoTCP || proto == protoUDP {
+	if proto == ipproto.TCP || proto == ipproto.UDP {
 		b.WriteString(netip.AddrPortFrom(src, sport).String())
 		b.WriteString(" -> ")
 		b.WriteString(netip.AddrPortFrom(dst, dport).String())
@@ -172,25 +166,5 @@ func writeTCPFlags(b *strings.Builder, flags uint8) {
 
 // isICMP reports whether proto is the ICMP of the family (1 in IPv4, 58 in IPv6).
 func isICMP(family, proto uint8) bool {
-	return family == 4 && proto == protoICMP || family == 6 && proto == protoICMPv6
-}
-
-// isEcho reports whether typ is an echo request or reply of the family's ICMP
-// (RFC 792: 8 and 0; RFC 4443 section 4: 128 and 129).
-func isEcho(family, typ uint8) bool {
-	if family == 4 {
-		return typ == 8 || typ == 0
-	}
-	return typ == 128 || typ == 129
-}
-
-// isICMPError reports whether typ is an ICMP error that quotes the offending packet:
-// destination unreachable, source quench, redirect, time exceeded and parameter problem
-// in IPv4 (RFC 792), destination unreachable, packet too big, time exceeded and
-// parameter problem in IPv6 (RFC 4443 section 3).
-func isICMPError(family, typ uint8) bool {
-	if family == 4 {
-		return typ == 3 || typ == 4 || typ == 5 || typ == 11 || typ == 12
-	}
-	return typ >= 1 && typ <= 4
+	return family == 4 && proto == ipproto.ICMP || family == 6 && proto == ipproto.ICMPv6
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // Benchmarks of SPEC 3.1's rule bars: Decide at 10, 1 000 and 10 000 rules (0 allocs/op,
@@ -91,9 +93,9 @@ func benchPackets(tb testing.TB, m *Model) ([]pkt, []RuleID) {
 			k.remote = lastAddr(x.Peer.Prefix) // the far edge of the prefix
 		}
 		switch x.Proto {
-		case ProtoTCP, ProtoUDP:
+		case ipproto.TCP, ipproto.UDP:
 			k.port = uint16(x.From + r.IntN(x.To-x.From+1))
-		case ProtoICMP:
+		case ipproto.ICMP:
 			k.typ, k.code = uint8(x.From), uint8(r.IntN(16))
 		}
 		if len(ks)%2 == 1 { // a near miss
@@ -103,10 +105,10 @@ func benchPackets(tb testing.TB, m *Model) ([]pkt, []RuleID) {
 			case 1:
 				k.remote = lastAddr(x.Peer.Prefix).Next()
 			default: // udp for tcp, and vice versa
-				if x.Proto == ProtoUDP {
-					k.proto = ProtoTCP
+				if x.Proto == ipproto.UDP {
+					k.proto = ipproto.TCP
 				} else {
-					k.proto = ProtoUDP
+					k.proto = ipproto.UDP
 				}
 			}
 			if !k.remote.IsValid() {
@@ -206,13 +208,13 @@ func TestDecideNoAllocs(t *testing.T) {
 		{icmp("203.0.113.1", 8, 1), false},
 		{icmp6("2001:db8::1", 128, 0), true},
 		{icmp6("2001:db8::1", 1, 0), false},
-		{ipproto(47, "198.51.100.1", 0), true},
-		{ipproto(47, "2001:db8::1", 0), false},
-		{ipproto(50, "198.51.100.1", 0), false},
+		{protoPkt(47, "198.51.100.1", 0), true},
+		{protoPkt(47, "2001:db8::1", 0), false},
+		{protoPkt(50, "198.51.100.1", 0), false},
 		{out(tcp("203.0.113.1", 80)), true}, // default egress
 		{out(udp("2001:db8::1", 53)), true},
 		{out(icmp6("2001:db8::1", 128, 0)), true},
-		{out(ipproto(47, "198.51.100.1", 0)), true},
+		{out(protoPkt(47, "198.51.100.1", 0)), true},
 	} {
 		k := tt.k
 		var id RuleID

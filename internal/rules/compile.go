@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gaissmai/bart"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // Env is what Compile needs from the host: the addresses of its own interfaces, which a
@@ -169,15 +170,15 @@ func minRule(a, b RuleID) RuleID {
 
 func (b *builder) add(id RuleID, r *NRule) {
 	switch r.Proto {
-	case ProtoAll:
+	case ipproto.All:
 		b.all = minRule(b.all, id)
-	case ProtoTCP:
+	case ipproto.TCP:
 		b.tcp = append(b.tcp, interval{r.From, r.To, id})
-	case ProtoUDP:
+	case ipproto.UDP:
 		b.udp = append(b.udp, interval{r.From, r.To, id})
-	case ProtoICMP, ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		iv := icmpInterval(r.From, r.To, id)
-		if r.Proto == ProtoICMP {
+		if r.Proto == ipproto.ICMP {
 			b.icmp = append(b.icmp, iv)
 		} else {
 			b.icmp6 = append(b.icmp6, iv)
@@ -240,10 +241,10 @@ func (p *Policy) compileDir(ids []RuleID, tb *tables) *dirPolicy {
 					fam = 1
 				}
 				switch {
-				case ri.Rule.Proto == ProtoAll:
+				case ri.Rule.Proto == ipproto.All:
 					dp.openAll[fam] = [2]bool{true, true}
-				case (ri.Rule.Proto == ProtoTCP || ri.Rule.Proto == ProtoUDP) && ri.Rule.From == 0 && ri.Rule.To == 65535:
-					dp.openAll[fam][ri.Rule.Proto/ProtoUDP] = true // tcp 6/17 = 0, udp 17/17 = 1
+				case (ri.Rule.Proto == ipproto.TCP || ri.Rule.Proto == ipproto.UDP) && ri.Rule.From == 0 && ri.Rule.To == 65535:
+					dp.openAll[fam][ri.Rule.Proto/ipproto.UDP] = true // tcp 6/17 = 0, udp 17/17 = 1
 				}
 			}
 		}

@@ -8,9 +8,8 @@ package rules
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -118,51 +117,6 @@ func (p *Protocol) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// Protocol numbers sgd treats specially. ProtoAll stands for -1 (every protocol).
-const (
-	ProtoICMP   = 1
-	ProtoTCP    = 6
-	ProtoUDP    = 17
-	ProtoICMPv6 = 58
-	ProtoAll    = -1
-)
-
-// Number returns the IANA protocol number, ProtoAll for -1/all, and false when p is not
+// Number returns the IANA protocol number, ipproto.All for -1/all, and false when p is not
 // a protocol AWS accepts. Names are case-insensitive.
-func (p Protocol) Number() (int, bool) {
-	s := strings.ToLower(strings.TrimSpace(string(p)))
-	switch s {
-	case "tcp":
-		return ProtoTCP, true
-	case "udp":
-		return ProtoUDP, true
-	case "icmp":
-		return ProtoICMP, true
-	case "icmpv6":
-		return ProtoICMPv6, true
-	case "-1", "all":
-		return ProtoAll, true
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || n > 255 {
-		return 0, false
-	}
-	return n, true
-}
-
-// ProtocolName is the name sgd prints for a protocol number.
-func ProtocolName(n int) string {
-	switch n {
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	case ProtoICMP:
-		return "icmp"
-	case ProtoICMPv6:
-		return "icmpv6"
-	case ProtoAll:
-		return "all"
-	}
-	return strconv.Itoa(n)
-}
+func (p Protocol) Number() (int, bool) { return ipproto.Number(string(p)) }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -160,21 +161,21 @@ func (g *cfgGen) rule(self string) (Rule, string) {
 	var proto, from, to int
 	switch r.IntN(10) {
 	case 0, 1, 2:
-		x.IPProtocol, proto = Protocol(pick(r, []string{"tcp", "TCP", "6"})), ProtoTCP
+		x.IPProtocol, proto = Protocol(pick(r, []string{"tcp", "TCP", "6"})), ipproto.TCP
 	case 3, 4:
-		x.IPProtocol, proto = Protocol(pick(r, []string{"udp", "17"})), ProtoUDP
+		x.IPProtocol, proto = Protocol(pick(r, []string{"udp", "17"})), ipproto.UDP
 	case 5:
-		x.IPProtocol, proto = Protocol(pick(r, []string{"icmp", "1"})), ProtoICMP
+		x.IPProtocol, proto = Protocol(pick(r, []string{"icmp", "1"})), ipproto.ICMP
 	case 6:
-		x.IPProtocol, proto = Protocol(pick(r, []string{"icmpv6", "58"})), ProtoICMPv6
+		x.IPProtocol, proto = Protocol(pick(r, []string{"icmpv6", "58"})), ipproto.ICMPv6
 	case 7:
-		x.IPProtocol, proto = Protocol(pick(r, []string{"-1", "all"})), ProtoAll
+		x.IPProtocol, proto = Protocol(pick(r, []string{"-1", "all"})), ipproto.All
 	default:
 		x.IPProtocol = Protocol(pick(r, []string{"47", "50", "0", "132", "255"}))
 		proto, _ = x.IPProtocol.Number()
 	}
 	switch proto {
-	case ProtoTCP, ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		if r.IntN(8) == 0 {
 			from, to = 0, 65535
 		} else {
@@ -187,16 +188,16 @@ func (g *cfgGen) rule(self string) (Rule, string) {
 			}
 		}
 		x.FromPort, x.ToPort = intp(from), intp(to)
-	case ProtoICMP, ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		from, to = pick(r, icmpTypes), pick(r, icmpCodes)
 		if from == -1 {
 			to = -1
 		}
-		if proto == ProtoICMPv6 && r.IntN(4) == 0 {
+		if proto == ipproto.ICMPv6 && r.IntN(4) == 0 {
 			from, to = -1, -1 // ports omitted: all types and codes
 		} else {
 			x.FromPort = intp(from)
-			if !(proto == ProtoICMPv6 && to == -1 && r.IntN(2) == 0) {
+			if !(proto == ipproto.ICMPv6 && to == -1 && r.IntN(2) == 0) {
 				x.ToPort = intp(to) // icmpv6 may omit to_port: all codes
 			}
 		}
@@ -236,7 +237,7 @@ func (g *cfgGen) openRule() (Rule, string) {
 	x := Rule{IPProtocol: Protocol(pick(r, []string{"-1", "tcp", "udp", "6", "17"}))}
 	proto, _ := x.IPProtocol.Number()
 	from, to := 0, 0
-	if proto != ProtoAll {
+	if proto != ipproto.All {
 		from, to = 0, 65535
 		x.FromPort, x.ToPort = intp(from), intp(to)
 	}
@@ -376,7 +377,7 @@ type packets struct {
 }
 
 func (g *cfgGen) packetSource(m *Model, localAddrs map[string][]netip.Addr) *packets {
-	pk := &packets{r: g.r, protos: []int{ProtoTCP, ProtoUDP, ProtoICMP, ProtoICMPv6, 47, 50, 0, 132, 255, 2}}
+	pk := &packets{r: g.r, protos: []int{ipproto.TCP, ipproto.UDP, ipproto.ICMP, ipproto.ICMPv6, 47, 50, 0, 132, 255, 2}}
 	addPrefix := func(p netip.Prefix) {
 		if !p.IsValid() {
 			return
@@ -404,9 +405,9 @@ func (g *cfgGen) packetSource(m *Model, localAddrs map[string][]netip.Addr) *pac
 					addPrefix(r.Peer.Prefix)
 				}
 				switch r.Proto {
-				case ProtoTCP, ProtoUDP:
+				case ipproto.TCP, ipproto.UDP:
 					addPort(r.From-1, r.From, r.From+1, r.To-1, r.To, r.To+1)
-				case ProtoICMP, ProtoICMPv6:
+				case ipproto.ICMP, ipproto.ICMPv6:
 					pk.types = append(pk.types, r.From, r.From+1, r.To) // codes double as types
 					pk.codes = append(pk.codes, r.To-1, r.To, r.To+1, r.From)
 				default:
@@ -453,7 +454,7 @@ func (pk *packets) next() pkt {
 		k.remote = randomAddr(r, k.remote.Is6())
 	}
 	switch k.proto {
-	case ProtoICMP, ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		k.typ, k.code = uint8(pick(r, pk.types)), uint8(pick(r, pk.codes))
 	default:
 		k.port = uint16(pick(r, pk.ports)) // other protocols: a port the rules must ignore

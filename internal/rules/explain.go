@@ -3,6 +3,8 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // Query is one packet for Explain: the first packet of a flow.
@@ -40,7 +42,7 @@ func (p *Policy) Explain(q Query) Explanation {
 	if q.Iface == "lo" {
 		return Explanation{Allowed: true, Exempt: "loopback traffic is never filtered"}
 	}
-	if q.Proto == ProtoICMPv6 && q.ICMPType >= 133 && q.ICMPType <= 137 {
+	if ipproto.IsNDP(q.Proto, q.ICMPType) {
 		return Explanation{Allowed: true, Exempt: "IPv6 neighbour discovery (ICMPv6 133–137) is never filtered"}
 	}
 	itf := p.Interface(q.Iface)
@@ -92,16 +94,16 @@ func (p *Policy) Explain(q Query) Explanation {
 }
 
 func protoPortMatch(r *NRule, q Query) (protoOK, portOK bool) {
-	if r.Proto == ProtoAll {
+	if r.Proto == ipproto.All {
 		return true, true
 	}
 	if r.Proto != int(q.Proto) {
 		return false, false
 	}
 	switch r.Proto {
-	case ProtoTCP, ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		return true, int(q.Port) >= r.From && int(q.Port) <= r.To
-	case ProtoICMP, ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		return true, (r.From < 0 || r.From == int(q.ICMPType)) && (r.To < 0 || r.To == int(q.ICMPCode))
 	}
 	return true, true
@@ -109,12 +111,12 @@ func protoPortMatch(r *NRule, q Query) (protoOK, portOK bool) {
 
 func queryPort(q Query) string {
 	switch q.Proto {
-	case ProtoTCP, ProtoUDP:
-		return fmt.Sprintf("%s/%d", ProtocolName(int(q.Proto)), q.Port)
-	case ProtoICMP, ProtoICMPv6:
-		return fmt.Sprintf("%s type %d code %d", ProtocolName(int(q.Proto)), q.ICMPType, q.ICMPCode)
+	case ipproto.TCP, ipproto.UDP:
+		return fmt.Sprintf("%s/%d", ipproto.Name(int(q.Proto)), q.Port)
+	case ipproto.ICMP, ipproto.ICMPv6:
+		return fmt.Sprintf("%s type %d code %d", ipproto.Name(int(q.Proto)), q.ICMPType, q.ICMPCode)
 	}
-	return "protocol " + ProtocolName(int(q.Proto))
+	return "protocol " + ipproto.Name(int(q.Proto))
 }
 
 // Warnings lists things in a valid model that are probably not what the user meant.
@@ -124,13 +126,13 @@ func (m *Model) Warnings() []string {
 		for _, list := range [][]NRule{g.Ingress, g.Egress} {
 			for _, r := range list {
 				where := fmt.Sprintf("group %s %s[%d]", g.ID, r.Direction, r.Index)
-				if r.Proto == ProtoICMP && r.From == 8 && r.To == 8 {
+				if r.Proto == ipproto.ICMP && r.From == 8 && r.To == 8 {
 					w = append(w, where+": icmp from_port 8 to_port 8 allows type 8 code 8, which is not ping (echo request is type 8 code 0); use to_port 0 or -1")
 				}
-				if r.Proto == ProtoICMPv6 && r.Peer.Kind == PeerCIDR && r.Peer.Prefix.Addr().Is4() {
+				if r.Proto == ipproto.ICMPv6 && r.Peer.Kind == PeerCIDR && r.Peer.Prefix.Addr().Is4() {
 					w = append(w, where+": icmpv6 with an IPv4 peer never matches (ICMPv6 travels over IPv6)")
 				}
-				if r.Proto == ProtoICMP && r.Peer.Kind == PeerCIDR && r.Peer.Prefix.Addr().Is6() {
+				if r.Proto == ipproto.ICMP && r.Peer.Kind == PeerCIDR && r.Peer.Prefix.Addr().Is6() {
 					w = append(w, where+": icmp with an IPv6 peer never matches ping over IPv6 (use icmpv6)")
 				}
 			}

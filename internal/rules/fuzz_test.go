@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -111,10 +112,10 @@ func fuzzPackets(m *Model) []pkt {
 	for _, a := range addrs {
 		for _, d := range []Direction{Ingress, Egress} {
 			out = append(out,
-				pkt{dir: d, proto: ProtoTCP, remote: a, port: 22},
-				pkt{dir: d, proto: ProtoUDP, remote: a, port: 53},
-				pkt{dir: d, proto: ProtoICMP, remote: a, typ: 8},
-				pkt{dir: d, proto: ProtoICMPv6, remote: a, typ: 128},
+				pkt{dir: d, proto: ipproto.TCP, remote: a, port: 22},
+				pkt{dir: d, proto: ipproto.UDP, remote: a, port: 53},
+				pkt{dir: d, proto: ipproto.ICMP, remote: a, typ: 8},
+				pkt{dir: d, proto: ipproto.ICMPv6, remote: a, typ: 128},
 				pkt{dir: d, proto: 47, remote: a, port: 1})
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // Tiny helpers shared by the tests of this package: build a policy from a YAML snippet,
@@ -24,33 +26,33 @@ type pkt struct {
 
 func (k pkt) String() string {
 	switch k.proto {
-	case ProtoTCP, ProtoUDP:
-		return fmt.Sprintf("%s %s %s port %d", k.dir, ProtocolName(int(k.proto)), k.remote, k.port)
-	case ProtoICMP, ProtoICMPv6:
-		return fmt.Sprintf("%s %s %s type %d code %d", k.dir, ProtocolName(int(k.proto)), k.remote, k.typ, k.code)
+	case ipproto.TCP, ipproto.UDP:
+		return fmt.Sprintf("%s %s %s port %d", k.dir, ipproto.Name(int(k.proto)), k.remote, k.port)
+	case ipproto.ICMP, ipproto.ICMPv6:
+		return fmt.Sprintf("%s %s %s type %d code %d", k.dir, ipproto.Name(int(k.proto)), k.remote, k.typ, k.code)
 	}
 	return fmt.Sprintf("%s proto %d %s port %d", k.dir, k.proto, k.remote, k.port)
 }
 
 func tcp(remote string, port uint16) pkt {
-	return pkt{proto: ProtoTCP, remote: netip.MustParseAddr(remote), port: port}
+	return pkt{proto: ipproto.TCP, remote: netip.MustParseAddr(remote), port: port}
 }
 
 func udp(remote string, port uint16) pkt {
-	return pkt{proto: ProtoUDP, remote: netip.MustParseAddr(remote), port: port}
+	return pkt{proto: ipproto.UDP, remote: netip.MustParseAddr(remote), port: port}
 }
 
 func icmp(remote string, typ, code uint8) pkt {
-	return pkt{proto: ProtoICMP, remote: netip.MustParseAddr(remote), typ: typ, code: code}
+	return pkt{proto: ipproto.ICMP, remote: netip.MustParseAddr(remote), typ: typ, code: code}
 }
 
 func icmp6(remote string, typ, code uint8) pkt {
-	return pkt{proto: ProtoICMPv6, remote: netip.MustParseAddr(remote), typ: typ, code: code}
+	return pkt{proto: ipproto.ICMPv6, remote: netip.MustParseAddr(remote), typ: typ, code: code}
 }
 
-// ipproto is a packet of any protocol number; port is what a port-ful protocol would carry
+// protoPkt is a packet of any protocol number; port is what a port-ful protocol would carry
 // (rules for protocols other than tcp/udp must ignore it).
-func ipproto(n uint8, remote string, port uint16) pkt {
+func protoPkt(n uint8, remote string, port uint16) pkt {
 	return pkt{proto: n, remote: netip.MustParseAddr(remote), port: port}
 }
 

@@ -1,6 +1,10 @@
 package rules
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
+)
 
 // RuleID names one rule of a Policy (an index into Policy.Rules). 0 means no rule.
 // When several rules allow a packet, the lowest RuleID is reported: the first rule in
@@ -40,13 +44,13 @@ func (e *entry) match(blocks [][256]RuleID, proto uint8, port uint16, icmpType, 
 	}
 	var r RuleID
 	switch proto {
-	case ProtoTCP:
+	case ipproto.TCP:
 		r = e.tcp.get(blocks, port)
-	case ProtoUDP:
+	case ipproto.UDP:
 		r = e.udp.get(blocks, port)
-	case ProtoICMP:
+	case ipproto.ICMP:
 		r = e.icmp.get(blocks, uint16(icmpType)<<8|uint16(icmpCode))
-	case ProtoICMPv6:
+	case ipproto.ICMPv6:
 		r = e.icmp6.get(blocks, uint16(icmpType)<<8|uint16(icmpCode))
 	default:
 		if e.other != nil {
@@ -70,7 +74,7 @@ func (i *Iface) Decide(d Direction, proto uint8, remote netip.Addr, port uint16,
 	dp := i.dir[d&1]
 	e, _ := dp.trie.Lookup(remote)
 	r := e.match(dp.blocks, proto, port, icmpType, icmpCode)
-	if r == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
+	if r == 0 || (proto != ipproto.TCP && proto != ipproto.UDP) {
 		return r, false
 	}
 	fam := 0
@@ -78,7 +82,7 @@ func (i *Iface) Decide(d Direction, proto uint8, remote netip.Addr, port uint16,
 		fam = 1
 	}
 	pi := 0
-	if proto == ProtoUDP {
+	if proto == ipproto.UDP {
 		pi = 1
 	}
 	if !i.dir[(d^1)&1].openAll[fam][pi] {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
 
 // This file is the slow, obviously correct evaluator of SPEC 1.1, 1.2 and 1.4 that the
@@ -105,16 +107,16 @@ func (ref *reference) peerContains(peer Peer, remote netip.Addr) bool {
 
 // protoMatches applies SPEC 1.1's protocol and port forms to one packet.
 func protoMatches(r *NRule, proto uint8, port uint16, typ, code uint8) bool {
-	if r.Proto == ProtoAll {
+	if r.Proto == ipproto.All {
 		return true // -1: every protocol, ports ignored
 	}
 	if r.Proto != int(proto) {
 		return false
 	}
 	switch r.Proto {
-	case ProtoTCP, ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		return r.From <= int(port) && int(port) <= r.To
-	case ProtoICMP, ProtoICMPv6:
+	case ipproto.ICMP, ipproto.ICMPv6:
 		return (r.From == -1 || r.From == int(typ)) && (r.To == -1 || r.To == int(code))
 	}
 	return true // any other protocol: ports ignored
@@ -178,12 +180,12 @@ func (ref *reference) decide(iface string, k pkt) refVerdict {
 			}
 		}
 	})
-	if v.rule.id == 0 || !allowedByAll || (k.proto != ProtoTCP && k.proto != ProtoUDP) {
+	if v.rule.id == 0 || !allowedByAll || (k.proto != ipproto.TCP && k.proto != ipproto.UDP) {
 		return v
 	}
 	reverseOpen := false
 	ref.each(iface, k.dir^1, func(_ RuleID, _ *GroupModel, r *NRule) {
-		allPorts := r.Proto == ProtoAll || (r.Proto == int(k.proto) && r.From == 0 && r.To == 65535)
+		allPorts := r.Proto == ipproto.All || (r.Proto == int(k.proto) && r.From == 0 && r.To == 65535)
 		if !allPorts {
 			return
 		}

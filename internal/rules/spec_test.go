@@ -93,14 +93,14 @@ func TestSpecProtocols(t *testing.T) {
 		{udp("203.0.113.7", 0), allow("sg-a/ingress/11")},
 		{udp("203.0.113.7", 65535), allow("sg-a/ingress/11")},
 		// other protocols ignore ports
-		{ipproto(47, "192.0.2.9", 0), allow("sg-a/ingress/9")},
-		{ipproto(47, "192.0.2.9", 6), allow("sg-a/ingress/9")},
-		{ipproto(47, "198.51.100.1", 5), deny},
-		{ipproto(50, "192.0.2.9", 5), deny},
-		{ipproto(0, "2001:db8::1", 0), allow("sg-a/ingress/15")},
-		{ipproto(0, "192.0.2.9", 0), deny},
-		{ipproto(255, "192.0.2.9", 9), allow("sg-a/ingress/16")},
-		{ipproto(254, "192.0.2.9", 9), deny},
+		{protoPkt(47, "192.0.2.9", 0), allow("sg-a/ingress/9")},
+		{protoPkt(47, "192.0.2.9", 6), allow("sg-a/ingress/9")},
+		{protoPkt(47, "198.51.100.1", 5), deny},
+		{protoPkt(50, "192.0.2.9", 5), deny},
+		{protoPkt(0, "2001:db8::1", 0), allow("sg-a/ingress/15")},
+		{protoPkt(0, "192.0.2.9", 0), deny},
+		{protoPkt(255, "192.0.2.9", 9), allow("sg-a/ingress/16")},
+		{protoPkt(254, "192.0.2.9", 9), deny},
 		// nothing in egress
 		{out(tcp("203.0.113.5", 80)), deny},
 		{out(icmp6("2001:db8::1", 128, 0)), deny},
@@ -119,11 +119,11 @@ func TestSpecAllProtocols(t *testing.T) {
 		{tcp("10.1.2.3", 1), allow("sg-a/ingress/0")},
 		{udp("10.1.2.3", 65535), allow("sg-a/ingress/0")},
 		{icmp("10.1.2.3", 8, 0), allow("sg-a/ingress/0")},
-		{ipproto(47, "10.1.2.3", 0), allow("sg-a/ingress/0")},
-		{ipproto(0, "10.1.2.3", 0), allow("sg-a/ingress/0")},
+		{protoPkt(47, "10.1.2.3", 0), allow("sg-a/ingress/0")},
+		{protoPkt(0, "10.1.2.3", 0), allow("sg-a/ingress/0")},
 		{icmp6("2001:db8::5", 128, 0), allow("sg-a/ingress/1")},
 		{tcp("2001:db8::5", 443), allow("sg-a/ingress/1")},
-		{ipproto(132, "2001:db8::5", 0), allow("sg-a/ingress/1")},
+		{protoPkt(132, "2001:db8::5", 0), allow("sg-a/ingress/1")},
 		{tcp("192.0.2.1", 443), allow("sg-a/ingress/2")},
 		{udp("192.0.2.1", 1), allow("sg-a/ingress/2")},
 		{icmp("198.51.100.200", 3, 4), allow("sg-a/ingress/3")},
@@ -309,7 +309,7 @@ interfaces:
 		check(t, p, Env{}, iface, []row{
 			{out(tcp("203.0.113.5", 443)), allow(g + "/egress/0")},
 			{out(udp("0.0.0.0", 0)), allow(g + "/egress/0")},
-			{out(ipproto(47, "255.255.255.255", 0)), allow(g + "/egress/0")},
+			{out(protoPkt(47, "255.255.255.255", 0)), allow(g + "/egress/0")},
 			{out(tcp("2001:db8::1", 443)), allow(g + "/egress/1")},
 			{out(icmp6("::", 128, 0)), allow(g + "/egress/1")},
 			{tcp("203.0.113.5", 443), deny}, // no ingress: nothing in
@@ -409,7 +409,7 @@ func TestSpecUntracked(t *testing.T) {
 			{udp("2001:db8::1", 53), allowU("sg-a/ingress/1")},
 			{tcp("192.0.2.1", 80), allow("sg-a/ingress/2")},      // specific CIDR: tracked
 			{icmp("203.0.113.1", 8, 0), allow("sg-a/ingress/3")}, // ICMP: always tracked
-			{ipproto(47, "203.0.113.1", 0), allow("sg-a/ingress/4")},
+			{protoPkt(47, "203.0.113.1", 0), allow("sg-a/ingress/4")},
 			{out(tcp("203.0.113.1", 443)), allow("sg-a/egress/0")}, // no all-ports ingress rule
 		}},
 		{"reverse tcp all ports", `

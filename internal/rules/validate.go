@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -91,7 +93,7 @@ type NRule struct {
 	Direction   Direction
 	Index       int // position in the group's ingress or egress list
 	Description string
-	Proto       int // ProtoAll (-1) or 0–255
+	Proto       int // ipproto.All (-1) or 0–255
 	// From and To: the port range for tcp/udp; ICMP type and code (-1 = all) for
 	// icmp/icmpv6; 0 otherwise (ports are ignored).
 	From, To int
@@ -102,15 +104,15 @@ type NRule struct {
 // PortText renders the rule's protocol and ports as a person reads them.
 func (r *NRule) PortText() string {
 	switch r.Proto {
-	case ProtoTCP, ProtoUDP:
+	case ipproto.TCP, ipproto.UDP:
 		if r.From == r.To {
-			return fmt.Sprintf("%s/%d", ProtocolName(r.Proto), r.From)
+			return fmt.Sprintf("%s/%d", ipproto.Name(r.Proto), r.From)
 		}
 		if r.From == 0 && r.To == 65535 {
-			return ProtocolName(r.Proto) + "/all ports"
+			return ipproto.Name(r.Proto) + "/all ports"
 		}
-		return fmt.Sprintf("%s/%d-%d", ProtocolName(r.Proto), r.From, r.To)
-	case ProtoICMP, ProtoICMPv6:
+		return fmt.Sprintf("%s/%d-%d", ipproto.Name(r.Proto), r.From, r.To)
+	case ipproto.ICMP, ipproto.ICMPv6:
 		t, c := "all", "all"
 		if r.From >= 0 {
 			t = strconv.Itoa(r.From)
@@ -119,13 +121,13 @@ func (r *NRule) PortText() string {
 			c = strconv.Itoa(r.To)
 		}
 		if r.From < 0 {
-			return ProtocolName(r.Proto) + " all types"
+			return ipproto.Name(r.Proto) + " all types"
 		}
-		return fmt.Sprintf("%s type %s code %s", ProtocolName(r.Proto), t, c)
-	case ProtoAll:
+		return fmt.Sprintf("%s type %s code %s", ipproto.Name(r.Proto), t, c)
+	case ipproto.All:
 		return "all protocols"
 	}
-	return "protocol " + ProtocolName(r.Proto)
+	return "protocol " + ipproto.Name(r.Proto)
 }
 
 // GroupModel is a validated group.
@@ -147,9 +149,10 @@ type Timeouts struct {
 	TCPEstablished, UDP, UDPStream time.Duration
 }
 
-// DefaultTimeouts are AWS's defaults (SPEC 1.4).
+// DefaultTimeouts are AWS's defaults (SPEC 1.4), as the connection table defines them.
 func DefaultTimeouts() Timeouts {
-	return Timeouts{TCPEstablished: 432000 * time.Second, UDP: 30 * time.Second, UDPStream: 180 * time.Second}
+	d := conntrack.DefaultTimeouts()
+	return Timeouts{TCPEstablished: d.TCPEstablished, UDP: d.UDP, UDPStream: d.UDPStream}
 }
 
 // MemberModel is another host carrying groups.
@@ -301,8 +304,8 @@ func (v *validator) text(line int, where, field, s string) {
 // in a VPC with IPv6 (SPEC 1.3).
 func defaultEgress(gid string) []NRule {
 	return withIDs([]NRule{
-		{GroupID: gid, Direction: Egress, Index: 0, Proto: ProtoAll, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("0.0.0.0/0")}, Default: true, Description: "AWS default egress"},
-		{GroupID: gid, Direction: Egress, Index: 1, Proto: ProtoAll, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("::/0")}, Default: true, Description: "AWS default egress"},
+		{GroupID: gid, Direction: Egress, Index: 0, Proto: ipproto.All, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("0.0.0.0/0")}, Default: true, Description: "AWS default egress"},
+		{GroupID: gid, Direction: Egress, Index: 1, Proto: ipproto.All, Peer: Peer{Kind: PeerCIDR, Prefix: netip.MustParsePrefix("::/0")}, Default: true, Description: "AWS default egress"},
 	})
 }
 
@@ -556,8 +559,8 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 
 	if pok {
 		switch proto {
-		case ProtoTCP, ProtoUDP:
-			name := ProtocolName(proto)
+		case ipproto.TCP, ipproto.UDP:
+			name := ipproto.Name(proto)
 			switch {
 			case r.FromPort == nil:
 				bad("from_port", CodePermissionMalformed, "from_port is required for %s", name)
@@ -572,12 +575,12 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 			default:
 				n.From, n.To = *r.FromPort, *r.ToPort
 			}
-		case ProtoICMP, ProtoICMPv6:
+		case ipproto.ICMP, ipproto.ICMPv6:
 			t, c := -1, -1
-			if proto == ProtoICMP && r.FromPort == nil {
+			if proto == ipproto.ICMP && r.FromPort == nil {
 				bad("from_port", CodePermissionMalformed, "from_port (the ICMP type, or -1) is required for icmp")
 			}
-			if proto == ProtoICMP && r.ToPort == nil {
+			if proto == ipproto.ICMP && r.ToPort == nil {
 				bad("to_port", CodePermissionMalformed, "to_port (the ICMP code, or -1) is required for icmp")
 			}
 			if r.FromPort != nil {
@@ -663,7 +666,7 @@ func (v *validator) defaultGroup(m *Model, names map[string]string) string {
 		id += "-sgd"
 	}
 	g := &GroupModel{ID: id, Name: DefaultGroupName, Description: "default VPC security group", Synthesized: true,
-		Ingress: withIDs([]NRule{{GroupID: id, Direction: Ingress, Proto: ProtoAll, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}}),
+		Ingress: withIDs([]NRule{{GroupID: id, Direction: Ingress, Proto: ipproto.All, Peer: Peer{Kind: PeerGroup, ID: id}, Default: true, Description: "AWS default group: all traffic from itself"}}),
 		Egress:  defaultEgress(id)}
 	m.Groups = append(m.Groups, g)
 	m.groupByID[id] = g
