@@ -287,6 +287,36 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 	return Inserted
 }
 
+// Adopt tracks a TCP connection that was established before sgd saw it (the host's own
+// open connections at start), tp in the direction of its originator: the flow starts in
+// ESTABLISHED, so both directions pass as for a flow sgd had seen open. A flow already
+// tracked is left alone (Exists). At capacity Adopt returns Full.
+func (t *Table) Adopt(tp *Tuple, meta Meta, now int64) InsertResult {
+	if tp.Proto != ipproto.TCP {
+		return NoFlow
+	}
+	k, srcIsA := makeKey(tp)
+	tidx := t.tos.intern(meta.Timeouts)
+	s := t.shardFor(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := t.tos.set.Load()
+	if f, ok := s.m[k]; ok && now < f.deadline {
+		return Exists
+	} else if !ok && !t.reserve() {
+		return Full
+	}
+	f := newFlow(k.proto, srcIsA, tidx, meta, now, set)
+	f.state = StateEstablished
+	f.deadline = now + set.byState[tidx][f.state]
+	if _, ok := s.m[k]; !ok {
+		s.count[protoClass(k.proto)]++
+	}
+	s.m[k] = f
+	s.peak = max(s.peak, len(s.m))
+	return Inserted
+}
+
 // reserve counts one more flow unless the table is at capacity. A compare-and-swap,
 // not an add-then-undo, so Len never reads above the capacity.
 func (t *Table) reserve() bool {
