@@ -196,6 +196,21 @@ func (t *Table) shardFor(k *key) *shard {
 // TCP state machine finds invalid, or a retransmission, still matches but advances
 // neither the state nor the deadline. Lookup allocates nothing.
 func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, now int64) (Match, FlowInfo) {
+	return t.lookup(tp, tcpFlags, now, MatchNone)
+}
+
+// LookupFrom is Lookup for a packet that belongs to its flow only when it travels in the
+// direction side (MatchOriginal: from the flow's originator; MatchReply: toward it), as an
+// ICMP echo request rides only the flow its sender opened and a reply only the other way:
+// a packet of the flow's tuple in the other direction matches nothing and changes nothing
+// (it neither advances the flow nor refreshes its deadline).
+func (t *Table) LookupFrom(tp *Tuple, side Match, now int64) bool {
+	m, _ := t.lookup(tp, 0, now, side)
+	return m != MatchNone
+}
+
+// lookup is Lookup, restricted to packets in direction side unless side is MatchNone.
+func (t *Table) lookup(tp *Tuple, tcpFlags uint8, now int64, side Match) (Match, FlowInfo) {
 	k, srcIsA := makeKey(tp)
 	s := t.shardFor(&k)
 	s.mu.Lock()
@@ -211,6 +226,10 @@ func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, now int64) (Match, FlowInfo) {
 	}
 	set := t.tos.set.Load() // after Lock: f.tidx was published before f was stored
 	orig := srcIsA == (f.flags&flagOrigA != 0)
+	if side != MatchNone && orig != (side == MatchOriginal) {
+		s.mu.Unlock()
+		return MatchNone, FlowInfo{}
+	}
 	switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
 	case stepHit:
 		s.m[k] = f

@@ -700,3 +700,25 @@ func TestZones(t *testing.T) {
 		t.Errorf("Range zones = %v; want [1 2] in any order", zones)
 	}
 }
+
+// LookupFrom matches only packets in the given direction, and one the other way neither
+// matches nor refreshes the flow.
+func TestLookupFrom(t *testing.T) {
+	tb := New(Config{})
+	req := echo(ipproto.ICMP, "203.0.113.9", "192.0.2.10", 7)
+	if got := tb.Insert(&req, 0, Meta{}, 0); got != Inserted {
+		t.Fatalf("Insert = %v", got)
+	}
+	if !tb.LookupFrom(&req, MatchOriginal, sec) || tb.LookupFrom(&req, MatchReply, sec) {
+		t.Error("a request from the originator: LookupFrom(original) must match, LookupFrom(reply) must not")
+	}
+	reply := rev(req)
+	if !tb.LookupFrom(&reply, MatchReply, 2*sec) || tb.LookupFrom(&reply, MatchOriginal, 2*sec) {
+		t.Error("a reply: LookupFrom(reply) must match, LookupFrom(original) must not")
+	}
+	icmp := int64(DefaultTimeouts().ICMP)
+	tb.LookupFrom(&reply, MatchOriginal, 2*sec+icmp-sec) // the wrong way: no refresh
+	if tb.Peek(&req, 2*sec+icmp+sec) {
+		t.Error("a packet the wrong way refreshed the flow")
+	}
+}

@@ -381,14 +381,11 @@ func (m *model) judge(p *mPacket) (o outcome, known bool) {
 		case ipproto.ICMP, ipproto.ICMPv6:
 			// An echo flow carries requests from its originator and replies from the
 			// other end; another echo message with the flow's identifier is judged by
-			// the rules. It is not the flow's activity, but the engine counts it as such
-			// even when it drops it (a known bug, reported with this test): the model
-			// leaves that open, so the generator never steps the clock where it shows.
+			// the rules, and is not the flow's activity.
 			if isEchoRequestMsg(p.Proto, p.Type) == (src == f.Orig) {
 				f.touch(m.now, true)
 				return outTracked, true
 			}
-			f.touch(m.now, false)
 		default:
 			if p.Proto == ipproto.UDP {
 				f.advanceUDP(src == f.Orig)

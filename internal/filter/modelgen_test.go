@@ -24,10 +24,6 @@ package filter
 //   - A clock step never lands within a flow's band: a step that would is lengthened to
 //     the band's end, where the flow has surely idled out. In effect, while a TCP flow of
 //     unknown state lives, steps are shorter than 10 s or longer than all its timeouts.
-//   - An echo message that is not part of its flow (a reply from the originator, a
-//     request from the other end) widens the flow's band: the engine restarts the
-//     flow's timer on it even when it drops it, which is a bug (reported with this test,
-//     not fixed here), so no clock step is allowed to show the difference.
 //   - A lone SYN is never sent on a TCP flow of unknown state (TIME_WAIT and CLOSE take a
 //     SYN as a new connection, other states as part of the flow): it becomes an ACK.
 //   - Each interface's connection_tracking timeouts are fixed for a sequence (reloads
@@ -73,10 +69,7 @@ var (
 // judgeAt is the differential test's only call of Judge: the packet b at the attachment
 // point (device dev, direction dir).
 func judgeAt(w *Worker, b []byte, dev uint32, dir Dir) Result {
-	if dir == DirIngress {
-		return w.Judge(b, dev, 0)
-	}
-	return w.Judge(b, 0, dev)
+	return w.Judge(b, Point{Dev: dev, Dir: dir})
 }
 
 // More TCP flag bytes (helpers_test.go has the others).

@@ -170,3 +170,25 @@ func TestScreenings(t *testing.T) {
 		}
 	}
 }
+
+// An echo message from the wrong side of an echo flow (a reply from the side that sent
+// the request) is judged by the rules and, dropped, must not keep the flow alive: found
+// by TestModelDifferential (seed 29623 at 30 000 sequences, before the fix).
+func TestEchoWrongSideKeepsNothingAlive(t *testing.T) {
+	const pingIn = `
+security_groups:
+  - group_id: sg-ping
+    ingress:
+      - {ip_protocol: icmp, from_port: 8, to_port: -1, cidr_ipv4: 203.0.113.0/24}
+    egress: []
+interfaces:
+  - {name: eth0, security_groups: [sg-ping]}
+`
+	_, w, clk := newTestEngine(t, pingIn, 0)
+	sec := int64(1e9)
+	runSteps(t, w, []step{{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 8, 0, 7), ReasonRule}})
+	clk.t += 20 * sec
+	runSteps(t, w, []step{{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 0, 0, 7), ReasonNoRule}}) // a "reply" from the requester
+	clk.t += 20 * sec // 40 s since the flow's last packet: past ICMP's 30 s
+	runSteps(t, w, []step{{out, pkt("icmp", "192.0.2.10", "203.0.113.9", 0, 0, 7), ReasonNoRule}})
+}

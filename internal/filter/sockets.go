@@ -60,8 +60,8 @@ func ReadEstablished() ([]Conn, error) {
 
 // TCP states in the socket tables (include/net/tcp_states.h).
 const (
-	tcpEstablished = 0x01
-	tcpListen      = 0x0a
+	sockEstablished = 0x01
+	sockListen      = 0x0a
 )
 
 // parseSockets reads one /proc/net/tcp{,6} table: its established connections, each
@@ -81,14 +81,14 @@ func parseSockets(r io.Reader) ([]Conn, error) {
 			continue
 		}
 		st, err := strconv.ParseUint(f[3], 16, 8)
-		if err != nil || (st != tcpEstablished && st != tcpListen) {
+		if err != nil || (st != sockEstablished && st != sockListen) {
 			continue
 		}
 		local, err := parseSockAddr(f[1])
 		if err != nil {
 			return nil, err
 		}
-		if st == tcpListen {
+		if st == sockListen {
 			listening[listener{local.Addr(), local.Port()}] = true
 			continue
 		}

@@ -104,8 +104,13 @@ func (w *Worker) track(p *packet.Parsed, dir Dir, f *flowRef, now int64) (r Reas
 		}
 	case ipproto.IsEcho(p.Proto, p.ICMPType):
 		// The flow is keyed by identifier only: a request rides it only from the side that
-		// sent the first request, a reply only from the other side (as Linux does).
-		if m, _ := table.Lookup(&f.t, 0, now); (m == conntrack.MatchOriginal && f.starts) || (m == conntrack.MatchReply && !f.starts) {
+		// sent the first request, a reply only from the other side (as Linux does). One
+		// the other way is not the flow's, and must not keep it alive.
+		side := conntrack.MatchReply
+		if f.starts {
+			side = conntrack.MatchOriginal
+		}
+		if table.LookupFrom(&f.t, side, now) {
 			return ReasonTracked, true
 		}
 	case w.e.opt.AllowRelatedICMP && p.Inner.Valid && ipproto.IsRelatedError(p.Proto, p.ICMPType) && w.related(p, dir, f.t.Zone, now):
