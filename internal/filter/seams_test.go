@@ -189,6 +189,6 @@ interfaces:
 	runSteps(t, w, []step{{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 8, 0, 7), ReasonRule}})
 	clk.t += 20 * sec
 	runSteps(t, w, []step{{in, pkt("icmp", "203.0.113.9", "192.0.2.10", 0, 0, 7), ReasonNoRule}}) // a "reply" from the requester
-	clk.t += 20 * sec // 40 s since the flow's last packet: past ICMP's 30 s
+	clk.t += 20 * sec                                                                             // 40 s since the flow's last packet: past ICMP's 30 s
 	runSteps(t, w, []step{{out, pkt("icmp", "192.0.2.10", "203.0.113.9", 0, 0, 7), ReasonNoRule}})
 }
