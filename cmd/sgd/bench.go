@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,7 +29,7 @@ times with the paths interleaved; the table shows the medians, the ratios and wh
 SPEC 3.1 bars hold, then sgd's own counters (CPU, kernel queue drops). Progress goes to
 standard error, the table to standard output. Needs root, iproute2, iptables and iperf3
 (without iperf3 the TCP figure is skipped). Nothing outside the two namespaces changes.`, stderr)
-	duration := fs.Duration("duration", 5*time.Second, "measured time per figure and path (plus a short warm-up; iperf3 rounds up to whole seconds)")
+	duration := durationFlag(fs, "duration", 5*time.Second, "measured time per figure and path, with a unit: 5s, 1m (plus a short warm-up; iperf3 rounds up to whole seconds)")
 	repeat := fs.Int("repeat", 3, "measurements per figure and path; the table shows medians")
 	queues := fs.Int("queues", 0, "--queue-count passed to sgd (default: sgd's own, 1)")
 	jsonPath := fs.String("json", "", "also write every sample, the medians, ratios and machine info to this `file`")
@@ -116,4 +118,27 @@ func parseList[T ~string](s string, all []T) ([]T, error) {
 		}
 	}
 	return out, nil
+}
+
+// unitDuration is a time.Duration flag whose error for a bare number says which unit to add.
+type unitDuration time.Duration
+
+func (d *unitDuration) String() string { return time.Duration(*d).String() }
+
+func (d *unitDuration) Set(v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+			return fmt.Errorf("%q has no unit: use %ss (or ms, m)", v, v)
+		}
+		return errors.New("not a duration such as 5s, 500ms or 1m")
+	}
+	*d = unitDuration(x)
+	return nil
+}
+
+func durationFlag(fs *flag.FlagSet, name string, def time.Duration, usage string) *time.Duration {
+	d := unitDuration(def)
+	fs.Var(&d, name, usage)
+	return (*time.Duration)(&d)
 }

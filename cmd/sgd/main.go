@@ -39,7 +39,14 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "help":
+		if len(args) > 1 {
+			// sgd help run: the command's own help.
+			return dispatch([]string{args[1], "--help"}, stdout, stderr)
+		}
+		usage(stdout)
+		return 0
+	case "-h", "--help":
 		usage(stdout)
 		return 0
 	case "--version", "-version":
@@ -66,7 +73,7 @@ Commands:
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprint(w, "\nRun 'sgd <command> --help' for a command's flags.\n")
+	fmt.Fprint(w, "\nRun 'sgd <command> --help' (or 'sgd help <command>') for a command's flags.\n")
 }
 
 // newFlags makes a FlagSet whose --help prints the command's description and flags.
