@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/daemon"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/rules"
@@ -81,16 +83,12 @@ DENY, 2 for a usage or config error.`, stderr)
 		}
 		q.ICMPType, q.ICMPCode = uint8(*icmpType), uint8(*icmpCode)
 	}
-	m, err := rules.Load(*config)
+	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, controller.NewFile(*config))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	p, err := rules.Compile(m, rules.Env{LocalAddrs: daemon.LocalAddrs})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
+	p := st.Policy
 	if p.Interface(*iface) == nil && *iface != "lo" {
 		return fail("interface %s is not in %s (configured: %v)", *iface, *config, p.InterfaceNames())
 	}
