@@ -32,8 +32,8 @@ func Judge(e *filter.Engine) Publisher { return judge{e} }
 
 type judge struct{ e *filter.Engine }
 
-func (judge) Name() string                 { return "policy" }
-func (judge) Check(*rules.Policy) error    { return nil }
+func (judge) Name() string              { return "policy" }
+func (judge) Check(*rules.Policy) error { return nil }
 func (j judge) Publish(_ context.Context, p *rules.Policy) error {
 	j.e.SetPolicy(p, filter.ReadHost(p.InterfaceNames()))
 	return nil
