@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sgd-firewall/sgd/internal/controller"
+	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/lab"
 	"github.com/sgd-firewall/sgd/internal/rules"
@@ -551,7 +552,8 @@ func nearest(near []string) []string {
 }
 
 func explainOne(pol *rules.Policy, q rules.Query) string {
-	ex := pol.Explain(q)
+	// The instance's host is a namespace of the demo's own: nothing of this host's applies.
+	ex := filter.Explain(pol, filter.Host{}, false, q)
 	if !ex.Allowed {
 		s := "sgd explain: DENY — " + ex.Why
 		if near := nearest(ex.Near); len(near) > 0 {

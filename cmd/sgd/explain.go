@@ -10,8 +10,10 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/daemon"
+	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/rules"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
 func cmdExplain(args []string, stdout, stderr io.Writer) int {
@@ -27,6 +29,7 @@ DENY, 2 for a usage or config error.`, stderr)
 	srcS := fs.String("source", "", "source `address` (required)")
 	dstS := fs.String("destination", "", "destination `address` (required)")
 	port := fs.Int("port", -1, "destination `port` (tcp, udp)")
+	srcPort := fs.Int("source-port", 0, "source `port` (tcp, udp; only DHCP's exemption looks at it)")
 	icmpType := fs.Int("icmp-type", -1, "ICMP `type` (icmp, icmpv6)")
 	icmpCode := fs.Int("icmp-code", 0, "ICMP `code` (icmp, icmpv6)")
 	if code, done := parseFlags(fs, args); done {
@@ -68,22 +71,26 @@ DENY, 2 for a usage or config error.`, stderr)
 	switch {
 	case (set["icmp-type"] || set["icmp-code"]) && !icmp:
 		return fail("--icmp-type and --icmp-code are for icmp and icmpv6, not %s", *protoS)
-	case set["port"] && proto != ipproto.TCP && proto != ipproto.UDP:
-		return fail("--port is for tcp and udp, not %s", *protoS)
+	case (set["port"] || set["source-port"]) && !ipproto.HasPorts(uint8(proto)):
+		return fail("--port and --source-port are for tcp and udp, not %s", *protoS)
 	}
 	switch proto {
 	case ipproto.TCP, ipproto.UDP:
 		if *port < 0 || *port > 65535 {
 			return fail("--port (0–65535) is required for %s", *protoS)
 		}
-		q.Port = uint16(*port)
+		if *srcPort < 0 || *srcPort > 65535 {
+			return fail("--source-port is 0–65535")
+		}
+		q.Port, q.SrcPort = uint16(*port), uint16(*srcPort)
 	case ipproto.ICMP, ipproto.ICMPv6:
 		if *icmpType < 0 || *icmpType > 255 || *icmpCode < 0 || *icmpCode > 255 {
 			return fail("--icmp-type (0–255) is required for %s, --icmp-code is 0–255", *protoS)
 		}
 		q.ICMPType, q.ICMPCode = uint8(*icmpType), uint8(*icmpCode)
 	}
-	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, controller.NewFile(*config))
+	file := controller.NewFile(*config)
+	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, file)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -92,7 +99,9 @@ DENY, 2 for a usage or config error.`, stderr)
 	if p.Interface(*iface) == nil && *iface != "lo" {
 		return fail("interface %s is not in %s (configured: %v)", *iface, *config, p.InterfaceNames())
 	}
-	ex := p.Explain(q)
+	// The host's own addresses and links, as the daemon reads them: explain runs on the
+	// host it explains.
+	ex := filter.Explain(p, filter.ReadHost(p.InterfaceNames()), settings.Resolve(file.Settings(), settings.Section{}).ExemptDHCP, q)
 	what := describe(q)
 	if !ex.Allowed {
 		fmt.Fprintf(stdout, "DENY %s\n  %s\n", what, ex.Why)

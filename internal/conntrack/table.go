@@ -79,10 +79,10 @@ func (r InsertResult) String() string {
 // values are copied at Insert (later changes to *Timeouts do not affect the flow).
 type Meta struct {
 	Timeouts *Timeouts
-	Iface    uint16
-	Ingress  bool
-	Group    uint32
-	Rule     uint32
+	Ingress  bool // the flow's first packet arrived (ingress); false: it left
+	// Rule is the caller's stable number for the rule that allowed the flow (0: none), so
+	// that a flow names its rule across reloads (filter.Engine numbers rule ids this way).
+	Rule uint32
 }
 
 // FlowInfo is a copy of what the table knows about a flow. Meta.Timeouts points to the
@@ -110,7 +110,7 @@ type Table struct {
 }
 
 // shard is one lock's worth of flows. Keys and flows are pointer-free, so the map is never
-// scanned by the garbage collector. Key and flow share one 64-byte map slot: at a million
+// scanned by the garbage collector. Key and flow share one 56-byte map slot: at a million
 // flows a hit fetches one map group from memory (its control word and the slot), and the
 // write-back of the updated flow finds both in cache. (A map of indexes into a slab of
 // flows, tried first, needed two cold fetches per hit and 180 B/flow instead of 151:
@@ -127,12 +127,10 @@ type shardData struct {
 	count [4]int32 // flows by protoClass
 }
 
-// flow is what the table knows about a tracked flow, apart from its key (24 bytes).
+// flow is what the table knows about a tracked flow, apart from its key (16 bytes).
 type flow struct {
 	deadline int64 // idle deadline: the flow is live while now < deadline
-	group    uint32
 	rule     uint32
-	iface    uint16
 	tidx     uint16 // index into the table's interned timeouts
 	state    State
 	flags    uint8
@@ -289,6 +287,36 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 	return Inserted
 }
 
+// Adopt tracks a TCP connection that was established before sgd saw it (the host's own
+// open connections at start), tp in the direction of its originator: the flow starts in
+// ESTABLISHED, so both directions pass as for a flow sgd had seen open. A flow already
+// tracked is left alone (Exists). At capacity Adopt returns Full.
+func (t *Table) Adopt(tp *Tuple, meta Meta, now int64) InsertResult {
+	if tp.Proto != ipproto.TCP {
+		return NoFlow
+	}
+	k, srcIsA := makeKey(tp)
+	tidx := t.tos.intern(meta.Timeouts)
+	s := t.shardFor(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := t.tos.set.Load()
+	if f, ok := s.m[k]; ok && now < f.deadline {
+		return Exists
+	} else if !ok && !t.reserve() {
+		return Full
+	}
+	f := newFlow(k.proto, srcIsA, tidx, meta, now, set)
+	f.state = StateEstablished
+	f.deadline = now + set.byState[tidx][f.state]
+	if _, ok := s.m[k]; !ok {
+		s.count[protoClass(k.proto)]++
+	}
+	s.m[k] = f
+	s.peak = max(s.peak, len(s.m))
+	return Inserted
+}
+
 // reserve counts one more flow unless the table is at capacity. A compare-and-swap,
 // not an add-then-undo, so Len never reads above the capacity.
 func (t *Table) reserve() bool {
@@ -304,7 +332,7 @@ func (t *Table) reserve() bool {
 }
 
 func newFlow(proto uint8, srcIsA bool, tidx uint16, meta Meta, now int64, set *timeoutSet) flow {
-	f := flow{group: meta.Group, rule: meta.Rule, iface: meta.Iface, tidx: tidx}
+	f := flow{rule: meta.Rule, tidx: tidx}
 	if srcIsA {
 		f.flags |= flagOrigA
 	}
@@ -329,9 +357,7 @@ func (f *flow) info(set *timeoutSet) FlowInfo {
 	return FlowInfo{
 		Meta: Meta{
 			Timeouts: set.vals[f.tidx],
-			Iface:    f.iface,
 			Ingress:  f.flags&flagIngress != 0,
-			Group:    f.group,
 			Rule:     f.rule,
 		},
 		State: f.state,

@@ -230,7 +230,7 @@ func TestKeyCanonical(t *testing.T) {
 
 func TestMeta(t *testing.T) {
 	tb := New(Config{})
-	meta := Meta{Iface: 3, Ingress: true, Group: 77, Rule: 12345}
+	meta := Meta{Ingress: true, Rule: 12345}
 	tb.Insert(&udpFlow, 0, meta, 0)
 	m, info := tb.Lookup(ptr(rev(udpFlow)), 0, sec)
 	info.Meta.Timeouts = nil
@@ -312,7 +312,7 @@ func TestDeleteIfRangeFlush(t *testing.T) {
 		if i%2 == 1 {
 			tp = pkt(ipproto.UDP, "198.51.100.7:53", fmt.Sprintf("192.0.2.%d:%d", i, 1000+i)) // the other endpoint first
 		}
-		meta := Meta{Iface: uint16(i % 3), Rule: uint32(i)}
+		meta := Meta{Ingress: i%3 == 1, Rule: uint32(i)}
 		tb.Insert(&tp, 0, meta, 0)
 		want[tp] = meta
 	}
@@ -334,13 +334,13 @@ func TestDeleteIfRangeFlush(t *testing.T) {
 	if n != 5 {
 		t.Errorf("Range after fn returned false: %d calls; want 5", n)
 	}
-	got := tb.DeleteIf(func(tp Tuple, fi FlowInfo) bool { return fi.Meta.Iface == 1 })
+	got := tb.DeleteIf(func(tp Tuple, fi FlowInfo) bool { return fi.Meta.Ingress })
 	if got != 33 || tb.Len() != 67 {
-		t.Errorf("DeleteIf(iface 1) = %d, Len() = %d; want 33, 67", got, tb.Len())
+		t.Errorf("DeleteIf(ingress) = %d, Len() = %d; want 33, 67", got, tb.Len())
 	}
 	for tp, meta := range want {
-		if tracked := tb.Peek(&tp, sec); tracked != (meta.Iface != 1) {
-			t.Errorf("after DeleteIf: Peek(%v) = %v; want %v", tp, tracked, meta.Iface != 1)
+		if tracked := tb.Peek(&tp, sec); tracked != !meta.Ingress {
+			t.Errorf("after DeleteIf: Peek(%v) = %v; want %v", tp, tracked, !meta.Ingress)
 		}
 	}
 	tb.Flush()
@@ -601,7 +601,7 @@ func TestConcurrent(t *testing.T) {
 				tp := randTuple(rng, 40)
 				n := tick()
 				if m, _ := tb.Lookup(&tp, ack, n); m == MatchNone {
-					tb.Insert(&tp, syn, Meta{Iface: uint16(g)}, n)
+					tb.Insert(&tp, syn, Meta{Rule: uint32(g)}, n)
 				}
 				if tb.Len() > capacity {
 					t.Errorf("Len() = %d > capacity %d", tb.Len(), capacity)
@@ -615,7 +615,7 @@ func TestConcurrent(t *testing.T) {
 	background.Go(func() { tb.Run(ctx, time.Millisecond, tick) })
 	background.Go(func() {
 		for ctx.Err() == nil {
-			tb.DeleteIf(func(_ Tuple, fi FlowInfo) bool { return fi.Meta.Iface == 7 })
+			tb.DeleteIf(func(_ Tuple, fi FlowInfo) bool { return fi.Meta.Rule == 7 })
 			tb.Range(func(Tuple, FlowInfo) bool { return true })
 			tb.CountByProto()
 			tb.Peek(&tcpFlow, tick())
@@ -653,13 +653,13 @@ func TestShrinkAfterBurst(t *testing.T) {
 	}
 }
 
-// The memory bar (SPEC 3.1) rests on these sizes: a 64-byte map slot per flow.
+// The memory bar (SPEC 3.1) rests on these sizes: a 56-byte map slot per flow.
 func TestSizes(t *testing.T) {
 	if got := unsafe.Sizeof(key{}); got != 40 {
 		t.Errorf("unsafe.Sizeof(key{}) = %d; want 40", got)
 	}
-	if got := unsafe.Sizeof(flow{}); got != 24 {
-		t.Errorf("unsafe.Sizeof(flow{}) = %d; want 24", got)
+	if got := unsafe.Sizeof(flow{}); got != 16 {
+		t.Errorf("unsafe.Sizeof(flow{}) = %d; want 16", got)
 	}
 	if got := unsafe.Sizeof(shard{}) % 128; got != 0 {
 		t.Errorf("unsafe.Sizeof(shard{}) %% 128 = %d; want 0", got)
@@ -673,7 +673,7 @@ func TestZones(t *testing.T) {
 	tb := New(Config{})
 	udp := pkt(ipproto.UDP, "192.0.2.2:4000", "192.0.2.1:53")
 	udp.Zone = 1
-	if r := tb.Insert(&udp, 0, Meta{Iface: 1}, 0); r != Inserted {
+	if r := tb.Insert(&udp, 0, Meta{Rule: 1}, 0); r != Inserted {
 		t.Fatalf("Insert(%v) = %v; want %v", udp, r, Inserted)
 	}
 	for _, tc := range []struct {
@@ -691,7 +691,7 @@ func TestZones(t *testing.T) {
 	}
 	other := udp
 	other.Zone = 2
-	if r := tb.Insert(&other, 0, Meta{Iface: 2}, sec); r != Inserted || tb.Len() != 2 {
+	if r := tb.Insert(&other, 0, Meta{Rule: 2}, sec); r != Inserted || tb.Len() != 2 {
 		t.Errorf("Insert(%v) = %v, Len() = %d; want %v, 2", other, r, tb.Len(), Inserted)
 	}
 	var zones []uint16

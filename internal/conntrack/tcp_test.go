@@ -184,3 +184,41 @@ func TestInsertExists(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// An adopted connection (open before sgd started) is established at once: packets of both
+// directions match it, it idles out on the established timeout, and it is counted.
+func TestAdopt(t *testing.T) {
+	tb := New(Config{Capacity: 2})
+	tp := pkt(ipproto.TCP, "198.51.100.7:50000", "192.0.2.10:22") // an SSH session in
+	if got := tb.Adopt(&tp, Meta{Ingress: true}, 0); got != Inserted {
+		t.Fatalf("Adopt = %v; want inserted", got)
+	}
+	for _, c := range []struct {
+		tp   Tuple
+		want Match
+	}{{tp, MatchOriginal}, {rev(tp), MatchReply}} {
+		m, info := tb.Lookup(&c.tp, ack, sec)
+		if m != c.want || info.State != StateEstablished || !info.Meta.Ingress {
+			t.Errorf("Lookup(%v) = %v, %v; want %v in ESTABLISHED", c.tp, m, info.State, c.want)
+		}
+	}
+	if got := tb.Adopt(&tp, Meta{}, sec); got != Exists {
+		t.Errorf("Adopt again = %v; want exists", got)
+	}
+	udp := pkt(ipproto.UDP, "192.0.2.10:53", "198.51.100.7:50000")
+	if got := tb.Adopt(&udp, Meta{}, 0); got != NoFlow {
+		t.Errorf("Adopt(udp) = %v; want no_flow (only TCP connections are adopted)", got)
+	}
+	other := pkt(ipproto.TCP, "198.51.100.8:50000", "192.0.2.10:22")
+	third := pkt(ipproto.TCP, "198.51.100.9:50000", "192.0.2.10:22")
+	if tb.Adopt(&other, Meta{}, 0) != Inserted || tb.Adopt(&third, Meta{}, 0) != Full || tb.Len() != 2 {
+		t.Errorf("at capacity 2: Len() = %d; want the third adoption refused", tb.Len())
+	}
+	if tcp, _, _, _ := tb.CountByProto(); tcp != 2 {
+		t.Errorf("CountByProto tcp = %d; want 2", tcp)
+	}
+	est := DefaultTimeouts().TCPEstablished
+	if m, _ := tb.Lookup(&tp, ack, int64(est)+2*sec); m != MatchNone {
+		t.Errorf("Lookup after the established timeout = %v; want none", m)
+	}
+}

@@ -16,9 +16,9 @@ import (
 	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/filter"
-	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/metrics"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
+	"github.com/sgd-firewall/sgd/internal/nfqueue"
 	"github.com/sgd-firewall/sgd/internal/rules"
 	"github.com/sgd-firewall/sgd/internal/settings"
 )
@@ -52,6 +52,7 @@ type Daemon struct {
 	zones   *filter.Zones // interface zones, shared by the engine and the fast path's marks
 	metrics *metrics.Metrics
 	flows   *flowLog
+	debug   bool                   // the log takes debug lines (each new flow, with its rule)
 	file    *controller.File       // the config file, the controller's one source
 	ctl     *controller.Controller // the only writer of the running policy
 }
@@ -86,6 +87,7 @@ func Run(ctx context.Context, opt Options) error {
 	defer log.Sync()
 	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file}
 	d.epoch = d.start
+	d.debug = log.Core().Enabled(zap.DebugLevel)
 	nfo := netfilter.DefaultOptions()
 	if opt.Netfilter != nil {
 		nfo = *opt.Netfilter
@@ -134,23 +136,7 @@ func Run(ctx context.Context, opt Options) error {
 		go fl.run(ctx, log)
 	}
 
-	limiters := make([]limiter, len(d.workers))
-	for i := range limiters {
-		limiters[i].rate = int64(set.DeniedLogPerSec)
-	}
-	qc := filter.QueueConfig{Num: set.QueueNum, Count: set.QueueCount,
-		OnResult: func(w *filter.Worker, r filter.Result) {
-			if d.flows != nil {
-				d.flows.record(w, r)
-			}
-			if r.Verdict == filter.Drop && limiters[w.ID()].allow(time.Now().Unix()) {
-				d.logDrop(w, r)
-			}
-		}}
-	if set.FastPath {
-		qc.FastPathMask = FastPathMask
-	}
-	queues, err := d.engine.Open(qc, d.workers, func(err error) { log.Error("queue", zap.Error(err)) })
+	queues, err := nfqueue.Open(nfqueue.Config{Num: set.QueueNum, Count: set.QueueCount}, d.readers(), func(err error) { log.Error("queue", zap.Error(err)) })
 	if err != nil {
 		return fmt.Errorf("open queues %d–%d (is another sgd running?): %w", set.QueueNum, set.QueueNum+set.QueueCount-1, err)
 	}
@@ -226,22 +212,6 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 		d.log.Warn("daemon settings changed in the config; they take effect at the next restart (rules and interfaces reload now)")
 	}
 	return err
-}
-
-func (d *Daemon) logDrop(w *filter.Worker, r filter.Result) {
-	p := w.Packet()
-	fields := []zap.Field{zap.String("iface", r.Iface), zap.Stringer("direction", r.Dir), zap.Stringer("reason", r.Reason),
-		zap.String("protocol", ipproto.Name(int(p.Proto)))}
-	if p.Src.IsValid() {
-		fields = append(fields, zap.Stringer("src", p.Src), zap.Stringer("dst", p.Dst))
-	}
-	switch p.Proto {
-	case ipproto.TCP, ipproto.UDP:
-		fields = append(fields, zap.Uint16("src_port", p.SrcPort), zap.Uint16("dst_port", p.DstPort))
-	case ipproto.ICMP, ipproto.ICMPv6:
-		fields = append(fields, zap.Uint8("icmp_type", p.ICMPType), zap.Uint8("icmp_code", p.ICMPCode))
-	}
-	d.log.Info("dropped", fields...)
 }
 
 // snapshot is what a metrics scrape reads.

@@ -87,7 +87,7 @@ interfaces:
 		return b
 	}
 	for _, src := range []string{"198.51.100.7", "198.51.100.7", "203.0.113.9"} {
-		r := w.Judge(syn(src), 2, 0)
+		r := w.Judge(syn(src), filter.Point{Dev: 2, Dir: filter.DirIngress})
 		fl.record(w, r)
 	}
 	fl.flush(zap.NewNop())
@@ -122,7 +122,7 @@ interfaces:
 	// Past the cap, new flows are left out and counted in one SKIPDATA record.
 	fl.maxFlows = 1
 	for _, src := range []string{"198.51.100.7", "203.0.113.9", "203.0.113.10"} {
-		fl.record(w, w.Judge(syn(src), 2, 0))
+		fl.record(w, w.Judge(syn(src), filter.Point{Dev: 2, Dir: filter.DirIngress}))
 	}
 	fl.flush(zap.NewNop())
 	data, _ = os.ReadFile(path)

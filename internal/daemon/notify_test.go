@@ -75,7 +75,7 @@ func TestWatchdogPings(t *testing.T) {
 	}
 	wd := &watchdogState{log: zap.New(core), queues: []uint16{100, 101}, beats: beats}
 	ticks := make(chan time.Time)
-	var sent []string             // written by the loop, read here between ticks or after it ended
+	var sent []string // written by the loop, read here between ticks or after it ended
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -16,7 +16,7 @@ func TestJudgeNoAllocs(t *testing.T) {
 	_, w, _ := newTestEngine(t, webYAML, 0)
 	cases := []struct {
 		name string
-		h    hook
+		h    Point
 		b    []byte
 	}{
 		{"tcp-syn-allowed-new", in, pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)},
@@ -34,8 +34,8 @@ func TestJudgeNoAllocs(t *testing.T) {
 		{"malformed", in, []byte{0x45, 0, 0}},
 	}
 	for _, c := range cases {
-		w.Judge(c.b, c.h.in, c.h.out) // create the flow, if any
-		if n := testing.AllocsPerRun(200, func() { w.Judge(c.b, c.h.in, c.h.out) }); n != 0 {
+		w.Judge(c.b, c.h) // create the flow, if any
+		if n := testing.AllocsPerRun(200, func() { w.Judge(c.b, c.h) }); n != 0 {
 			t.Errorf("%s: Judge allocates %v times per packet; want 0", c.name, n)
 		}
 	}
@@ -64,14 +64,14 @@ func BenchmarkJudge(b *testing.B) {
 		setPolicy(b, e, benchYAML(n), rules.Options{Unlimited: true})
 		_ = netip.Addr{}
 		established := pkt("tcp", "192.0.2.99:40000", "192.0.2.10:443", syn)
-		w.Judge(established, ifEth0, 0)
+		w.Judge(established, in)
 		estAck := pkt("tcp", "192.0.2.99:40000", "192.0.2.10:443", ack)
 		denied := pkt("tcp", "10.0.3.7:40000", "192.0.2.10:9", syn)
 		newUDP := pkt("udp", "172.16.0.1:5000", "192.0.2.10:1")
 		b.Run(fmt.Sprintf("tracked/rules=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := w.Judge(estAck, ifEth0, 0); r.Reason != ReasonTracked {
+				if r := w.Judge(estAck, in); r.Reason != ReasonTracked {
 					b.Fatalf("Judge = %v; want tracked", r.Reason)
 				}
 			}
@@ -79,7 +79,7 @@ func BenchmarkJudge(b *testing.B) {
 		b.Run(fmt.Sprintf("denied/rules=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := w.Judge(denied, ifEth0, 0); r.Reason != ReasonNoRule {
+				if r := w.Judge(denied, in); r.Reason != ReasonNoRule {
 					b.Fatalf("Judge = %v; want no_rule", r.Reason)
 				}
 			}
@@ -87,7 +87,7 @@ func BenchmarkJudge(b *testing.B) {
 		b.Run(fmt.Sprintf("tracked-udp/rules=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := w.Judge(newUDP, ifEth0, 0); r.Verdict != Accept {
+				if r := w.Judge(newUDP, in); r.Verdict != Accept {
 					b.Fatalf("Judge = %v; want accept", r.Reason)
 				}
 			}

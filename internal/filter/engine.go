@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
-	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/packet"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
@@ -41,6 +40,7 @@ type Engine struct {
 	mu      sync.Mutex // guards workers and retired
 	workers []*Worker
 	retired map[RuleKey]uint64 // hits of policies no longer in force
+	refs    ruleRefs
 }
 
 // state is one published policy with what the packet path needs precomputed.
@@ -51,6 +51,8 @@ type state struct {
 	local   addrSet // Host.Local
 	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
 	hits [][]atomic.Uint64
+	// refs[rule] is the rule's stable number (ruleRefs), stored with the flows it starts.
+	refs []uint32
 }
 
 type ifaceState struct {
@@ -100,6 +102,10 @@ func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 			st.byIndex[idx] = is
 		}
 	}
+	st.refs = make([]uint32, len(p.Rules))
+	for id := 1; id < len(p.Rules); id++ {
+		st.refs[id] = e.refs.of(ruleKey(&p.Rules[id]))
+	}
 	st.hits = make([][]atomic.Uint64, len(e.workers))
 	for i := range st.hits {
 		st.hits[i] = make([]atomic.Uint64, len(p.Rules))
@@ -117,9 +123,6 @@ func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 		})
 	}
 }
-
-// RuleKey names a rule across reloads: its group and its security group rule id.
-type RuleKey struct{ Group, Rule string }
 
 func ruleKey(ri *rules.RuleInfo) RuleKey { return RuleKey{Group: ri.GroupID, Rule: ri.Rule.ID} }
 
@@ -241,211 +244,108 @@ func (e *Engine) Counters() (packets, bytes [2][NumReasons]uint64) {
 	return packets, bytes
 }
 
+// Point is an attachment point, where a packet is judged: a device (today a host
+// interface; next a VM's port) by its index, and the direction the packet crosses it in.
+// Ingress is toward the host or instance the groups protect, egress away from it.
+type Point struct {
+	Dev uint32
+	Dir Dir
+}
+
 // Result is the outcome of one packet, for the caller's logs and flow records.
 type Result struct {
 	Verdict Verdict
 	Reason  Reason
 	Dir     Dir
 	Iface   string
-	Zone    uint16 // the interface's zone (0 when the packet was not resolved to one)
-	Rule    rules.RuleID
+	Zone    uint16 // the attachment point's zone (0 when the packet was not resolved to one)
+	// Rule is the rule that allowed a new flow or an untracked packet (nil otherwise): its
+	// GroupID and Rule.ID name it. It points into an immutable policy, valid for good.
+	Rule *rules.RuleInfo
 }
 
 // Packet returns the packet the worker decoded last (valid until the next Judge).
 func (w *Worker) Packet() *packet.Parsed { return &w.p }
 
-// Judge decides one packet. b holds the packet from its IP header (possibly truncated to
-// the copy range); inDev is the input interface index for INPUT-hook packets, outDev the
-// output one for OUTPUT (0 = absent). It allocates nothing in the steady state.
-func (w *Worker) Judge(b []byte, inDev, outDev uint32) Result {
-	dir, dev := DirIngress, inDev
-	if inDev == 0 {
-		dir, dev = DirEgress, outDev
+// Judge decides one packet at one attachment point. b holds the packet from its IP
+// header (possibly truncated to the copy range). It allocates nothing in the steady state.
+func (w *Worker) Judge(b []byte, at Point) Result {
+	if !w.dec.Decode(b, &w.p) {
+		return w.count(at.Dir, len(b), Result{Reason: ReasonMalformed, Dir: at.Dir})
 	}
-	res := w.judge(b, dir, dev)
-	res.Dir = dir
-	n := uint64(w.p.Length)
-	if n == 0 {
-		n = uint64(len(b))
+	return w.count(at.Dir, len(b), w.judge(at))
+}
+
+// JudgePath decides a packet that crosses two attachment points, as one between two
+// instances does (SPEC 4.3): it leaves the first through from (its egress), then arrives
+// at the second through to (its ingress), each point with its own groups and tracking. A
+// drop at from is the verdict; otherwise to's verdict is. Each point judged is counted.
+func (w *Worker) JudgePath(b []byte, from, to Point) Result {
+	if r := w.Judge(b, from); r.Verdict == Drop {
+		return r
 	}
-	w.C.Packets[dir][res.Reason].Add(1)
-	w.C.Bytes[dir][res.Reason].Add(n)
+	return w.count(to.Dir, len(b), w.judge(to))
+}
+
+// count adds the packet to the worker's counters and sets the verdict.
+func (w *Worker) count(dir Dir, n int, res Result) Result {
+	if w.p.Length != 0 {
+		n = int(w.p.Length)
+	}
+	w.C.Packets[dir&1][res.Reason].Add(1)
+	w.C.Bytes[dir&1][res.Reason].Add(uint64(n))
 	res.Verdict = res.Reason.Verdict()
 	return res
 }
 
-func (w *Worker) judge(b []byte, dir Dir, dev uint32) Result {
+// judge runs the stages over the decoded packet w.p at one point: resolve the point, then
+// exempt → track → rules. Each stage either decides or passes the packet on. (A stateless
+// stage, such as a network ACL, would go between exempt and track.)
+func (w *Worker) judge(at Point) Result {
 	e := w.e
-	st := e.state.Load()
+	st, is, res, ok := e.resolve(at)
+	if !ok {
+		return res
+	}
 	p := &w.p
-	if !w.dec.Decode(b, p) {
-		return Result{Reason: ReasonMalformed}
-	}
-	is := st.byIndex[dev]
-	if is == nil {
-		var known bool
-		if st, is, known = e.learn(dev); !known {
-			// sgd's rules queue only configured interfaces, by name: an index that does not
-			// resolve (the link went away with its packets in flight) is not let through.
-			return Result{Reason: ReasonUnknownIface}
-		}
-		if is == nil {
-			// A name the config does not list: an interface a reload has just removed,
-			// whose hooks go away next. sgd no longer filters it.
-			return Result{Reason: ReasonExempt}
-		}
-	}
-	res := Result{Iface: is.name, Zone: is.id}
-	if p.LaterFragment {
-		// The kernel reassembles what arrives (IPv4 always; IPv6 because sgd's rules load
-		// conntrack) and fragments what leaves after the hooks, so only a datagram cut up
-		// by a raw socket gets here in pieces: its ports cannot be judged (SPEC 1.4).
-		res.Reason = ReasonFragment
-		return res
-	}
-	if p.Proto == ipproto.ICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
-		res.Reason = ReasonExempt // neighbour discovery is the fabric's, not the SG's (SPEC 1.2)
-		return res
-	}
-	if dir == DirIngress {
-		if st.local.has(p.Src) {
-			// Only a forged packet arrives from the host's own address (the host's
-			// own traffic to itself runs on loopback): a VPC never delivers one, and it
-			// would match rules that reference the host's own groups (SPEC 1.1).
-			res.Reason = ReasonSpoofedLocal
-			return res
-		}
-	}
-	if e.opt.ExemptDHCP && p.Proto == ipproto.UDP && dhcpExempt(p, dir, is.nets, st.local) {
-		res.Reason = ReasonExempt
+	if sc := screen(p, at.Dir, is.nets, st.local, e.opt.ExemptDHCP); sc != screenPass {
+		res.Reason = screenings[sc].reason
 		return res
 	}
 	now := e.opt.Now()
-	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: is.id}
-	startsFlow := true
-	switch p.Proto {
-	case ipproto.TCP:
-		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
-		startsFlow = p.TCPFlags&(packet.FlagSYN|packet.FlagACK|packet.FlagRST) == packet.FlagSYN
-	case ipproto.UDP:
-		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
-	case ipproto.ICMP, ipproto.ICMPv6:
-		if isEcho(p.Proto, p.ICMPType) {
-			t.SrcPort, t.DstPort = p.ICMPID, p.ICMPID
-			startsFlow = isEchoRequest(p.Proto, p.ICMPType)
-		} else {
-			startsFlow = false
-			if e.opt.AllowRelatedICMP && p.Inner.Valid && relatedError(p.Proto, p.ICMPType) && w.related(p, dir, is.id, now) {
-				res.Reason = ReasonRelatedICMP
-				return res
-			}
-		}
-	}
-	if p.Proto != ipproto.ICMP && p.Proto != ipproto.ICMPv6 {
-		if m, _ := e.table.Lookup(&t, p.TCPFlags, now); m != conntrack.MatchNone {
-			res.Reason = ReasonTracked
-			return res
-		}
-	} else if isEcho(p.Proto, p.ICMPType) {
-		// The flow is keyed by identifier only: a request rides it only from the side that
-		// sent the first request, a reply only from the other side (as Linux does).
-		if m, _ := e.table.Lookup(&t, 0, now); (m == conntrack.MatchOriginal && startsFlow) || (m == conntrack.MatchReply && !startsFlow) {
-			res.Reason = ReasonTracked
-			return res
-		}
-	}
-	remote := p.Src
-	if dir == DirEgress {
-		remote = p.Dst
-	}
-	rid, untracked := is.itf.Decide(rules.Direction(dir), p.Proto, remote, p.DstPort, p.ICMPType, p.ICMPCode)
-	if rid == 0 {
-		res.Reason = ReasonNoRule
+	f := flowOf(p, is.id)
+	if r, ok := w.track(p, at.Dir, &f, now); ok {
+		res.Reason = r
 		return res
 	}
-	res.Rule = rid
-	if h := st.hits; w.id < len(h) && int(rid) < len(h[w.id]) {
-		h[w.id][rid].Add(1)
-	}
-	switch {
-	case untracked:
-		res.Reason = ReasonUntracked
-		return res
-	case !startsFlow:
-		res.Reason = ReasonRuleNoFlow
-		return res
-	case (p.Proto == ipproto.TCP || p.Proto == ipproto.UDP) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
-		// The packet answers a flow the other direction allows untracked (AWS's DNS
-		// server: udp/53 in from 0.0.0.0/0, all out). It must not start a tracked flow of
-		// its own, or the untracked flow would live on through it after its rule is gone.
-		res.Reason = ReasonUntracked
-		return res
-	}
-	meta := conntrack.Meta{Timeouts: is.timeouts, Iface: is.id, Ingress: dir == DirIngress, Rule: uint32(rid)}
-	switch e.table.Insert(&t, p.TCPFlags, meta, now) {
-	case conntrack.Full:
-		res.Reason = ReasonTableFull
-	case conntrack.NoFlow:
-		res.Reason = ReasonRuleNoFlow // e.g. SYN+FIN: allowed by the rules, starts nothing
-	default:
-		res.Reason = ReasonRule
-	}
-	return res
+	return w.decide(st, is, at.Dir, &f, res, now)
 }
 
-// replyOfUntracked reports whether a packet (direction dir, to or from remote, with source
-// port sport) is the reply of a flow the opposite direction allows untracked: the packet
-// the other way, remote → our sport, would be allowed by an untracked rule.
-func replyOfUntracked(itf *rules.Iface, dir Dir, proto uint8, remote netip.Addr, sport uint16) bool {
-	r, untracked := itf.Decide(rules.Direction(dir^1), proto, remote, sport, 0, 0)
-	return r != 0 && untracked
-}
-
-// relatedError reports whether an ICMP message of this type may pass as related to a
-// tracked flow: destination unreachable and time exceeded (RFC 792 types 3 and 11;
-// RFC 4443 types 1 and 3) and ICMPv6 packet too big (type 2), the errors SPEC 1.4 names.
-// Redirects, source quench and parameter problems quote a packet too, but change routes
-// or rates or report a header fault: they are judged by the rules.
-func relatedError(proto, typ uint8) bool {
-	if proto == ipproto.ICMP {
-		return typ == 3 || typ == 11
+// resolve finds the attachment point's interface in the published state. ok is false when
+// the point decides the packet on its own: an index that resolves to no interface, or an
+// interface the policy does not list.
+func (e *Engine) resolve(at Point) (st *state, is *ifaceState, res Result, ok bool) {
+	res.Dir = at.Dir
+	st = e.state.Load()
+	if is = st.byIndex[at.Dev]; is != nil {
+		res.Iface, res.Zone = is.name, is.id
+		return st, is, res, true
 	}
-	return typ >= 1 && typ <= 3
-}
-
-// related reports whether the ICMP error in p, seen in direction dir, quotes a packet of
-// a flow tracked in zone that went the other way: an error arriving quotes a packet this
-// host sent (from the error's destination), one leaving quotes a packet it received.
-func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool {
-	in := &p.Inner
-	if (dir == DirIngress && in.Src != p.Dst) || (dir == DirEgress && in.Dst != p.Src) {
-		return false
+	var known bool
+	if st, is, known = e.learn(at.Dev); !known {
+		// sgd's rules queue only configured interfaces, by name: an index that does not
+		// resolve (the link went away with its packets in flight) is not let through.
+		res.Reason = ReasonUnknownIface
+		return st, nil, res, false
 	}
-	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst, Zone: zone}
-	switch in.Proto {
-	case ipproto.TCP, ipproto.UDP:
-		t.SrcPort, t.DstPort = in.SrcPort, in.DstPort
-	case ipproto.ICMP, ipproto.ICMPv6:
-		if !isEcho(in.Proto, in.ICMPType) {
-			return false
-		}
-		t.SrcPort, t.DstPort = in.ICMPID, in.ICMPID
+	if is == nil {
+		// A name the config does not list: an interface a reload has just removed, whose
+		// hooks go away next. sgd no longer filters it.
+		res.Reason = ReasonExempt
+		return st, nil, res, false
 	}
-	return w.e.table.Peek(&t, now)
-}
-
-func isEcho(proto, typ uint8) bool {
-	if proto == ipproto.ICMP {
-		return typ == 8 || typ == 0
-	}
-	return typ == 128 || typ == 129
-}
-
-func isEchoRequest(proto, typ uint8) bool {
-	if proto == ipproto.ICMP {
-		return typ == 8
-	}
-	return typ == 128
+	res.Iface, res.Zone = is.name, is.id
+	return st, is, res, true
 }
 
 // ID is the worker's index among the engine's workers (0-based).

@@ -25,7 +25,7 @@ interfaces:
 
 // step is one packet of a scenario and the reason it must get.
 type step struct {
-	h    hook
+	h    Point
 	b    []byte
 	want Reason
 }
@@ -33,7 +33,7 @@ type step struct {
 func runSteps(t *testing.T, w *Worker, steps []step) {
 	t.Helper()
 	for i, s := range steps {
-		got := w.Judge(s.b, s.h.in, s.h.out)
+		got := w.Judge(s.b, s.h)
 		if got.Reason != s.want || got.Verdict != s.want.Verdict() {
 			t.Errorf("step %d: Judge(%v) = %v/%v; want %v/%v", i, w.Packet(), got.Verdict, got.Reason, s.want.Verdict(), s.want)
 		}
@@ -61,8 +61,8 @@ func TestJudgeStateless(t *testing.T) {
 		{in, pkt("icmpv6", "2001:db8::30", "2001:db8::10", 135, 0), ReasonExempt}, // neighbour solicitation
 		{in, pkt("icmpv6", "2001:db8::30", "2001:db8::10", 128, 0, 5), ReasonNoRule},
 		{out, pkt("tcp", "192.0.2.10:40000", "203.0.113.9:443", syn), ReasonNoRule}, // egress: []
-		{hook{in: ifOther}, pkt("tcp", "198.51.100.8:1", "192.0.2.10:22", syn), ReasonExempt},
-		{hook{in: ifGone}, pkt("tcp", "198.51.100.7:1", "192.0.2.10:22", syn), ReasonUnknownIface},
+		{Point{Dev: ifOther}, pkt("tcp", "198.51.100.8:1", "192.0.2.10:22", syn), ReasonExempt},
+		{Point{Dev: ifGone}, pkt("tcp", "198.51.100.7:1", "192.0.2.10:22", syn), ReasonUnknownIface},
 		{in, []byte{0x45, 0, 0}, ReasonMalformed},
 		{out, laterFragment(pkt("tcp", "192.0.2.10:40000", "203.0.113.9:8080", ack)), ReasonFragment},
 		{in, pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)[:30], ReasonMalformed},
@@ -181,7 +181,7 @@ func TestLearnDuringReload(t *testing.T) {
 	}
 	p, _ := rules.Compile(m, rules.Env{})
 	e.SetPolicy(p, Host{}) // eth0's index unknown: the first packet learns it
-	r := w.Judge(pkt("udp", "172.16.0.49:5000", "192.0.2.10:49"), ifEth0, 0)
+	r := w.Judge(pkt("udp", "172.16.0.49:5000", "192.0.2.10:49"), in)
 	if r.Verdict != Accept {
 		t.Errorf("Judge during a reload = %v/%v; want accept by the new policy", r.Verdict, r.Reason)
 	}

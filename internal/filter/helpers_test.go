@@ -167,8 +167,8 @@ const (
 type hook struct{ in, out uint32 }
 
 var (
-	in  = hook{in: ifEth0}
-	out = hook{out: ifEth0}
+	in  = Point{Dev: ifEth0}
+	out = Point{Dev: ifEth0, Dir: DirEgress}
 )
 
 // laterFragment turns an IPv4 packet into a fragment other than the first: offset 8 bytes.

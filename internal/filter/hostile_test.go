@@ -27,7 +27,7 @@ interfaces:
   - {name: eth1, security_groups: [sg-none]}
 `
 
-var in1 = hook{in: ifEth1}
+var in1 = Point{Dev: ifEth1}
 
 // A flow tracked on eth0 admits nothing on eth1 (SPEC 4.2), whether the packet carries the
 // flow's tuple in its original or its reply direction, or is an ICMP error quoting it.
@@ -43,7 +43,7 @@ func TestFlowsArePerInterface(t *testing.T) {
 		{in1, udpIn, ReasonNoRule},
 		{in1, pkt("tcp", "203.0.113.9:4001", "192.0.2.10:5000", ack), ReasonNoRule},
 		{in1, pkt("udp", "[2001:db8:9::9]:4000", "[2001:db8::10]:5000"), ReasonNoRule},
-		{hook{out: ifEth1}, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonNoRule},
+		{Point{Dev: ifEth1, Dir: DirEgress}, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonNoRule},
 		{in1, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000")), ReasonNoRule},
 		// An error whose quote the host did not send (another destination) is not related.
 		{in, icmpError("icmp", 3, "203.0.113.9", "192.0.2.10", pkt("udp", "192.0.2.11:5000", "203.0.113.9:4000")), ReasonNoRule},
@@ -77,7 +77,7 @@ interfaces:
 `, rules.Options{})
 	runSteps(t, w, []step{
 		{out, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonTracked},
-		{hook{out: ifEth1}, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonNoRule},
+		{Point{Dev: ifEth1, Dir: DirEgress}, pkt("udp", "192.0.2.10:5000", "203.0.113.9:4000"), ReasonNoRule},
 	})
 }
 

@@ -1,7 +1,11 @@
-// Package filter judges packets: it decodes them, asks the connection table, then the
-// compiled Security Group policy, and returns a typed verdict with a typed reason. It also
-// runs the NFQUEUE readers that feed it.
+// Package filter is the judge: a pure decision over a decoded packet at an attachment
+// point (an interface and a direction). It decodes the packet, runs the stages — screen,
+// track (the connection table), decide (the compiled Security Group policy) — and returns
+// a typed verdict with a typed reason. It knows nothing of how packets arrive: a transport
+// (internal/nfqueue) feeds it.
 package filter
+
+import "github.com/sgd-firewall/sgd/internal/rules"
 
 // Verdict is what happens to a packet.
 type Verdict uint8
@@ -73,17 +77,11 @@ func (r Reason) Verdict() Verdict {
 	return Drop
 }
 
-// Dir is the direction of a packet as sgd sees it: ingress (INPUT hook) or egress (OUTPUT).
-type Dir uint8
+// Dir is the direction a packet crosses an attachment point in: the rules' own
+// directions, ingress (toward what the groups protect) and egress (away from it).
+type Dir = rules.Direction
 
 const (
-	DirIngress Dir = iota
-	DirEgress
+	DirIngress = rules.Ingress
+	DirEgress  = rules.Egress
 )
-
-func (d Dir) String() string {
-	if d == DirEgress {
-		return "egress"
-	}
-	return "ingress"
-}

@@ -13,6 +13,7 @@ type Query struct {
 	Direction          Direction
 	Proto              uint8
 	Src, Dst           netip.Addr
+	SrcPort            uint16 // source port (tcp/udp; 0 when not given)
 	Port               uint16 // destination port (tcp/udp)
 	ICMPType, ICMPCode uint8
 }
@@ -31,20 +32,16 @@ type Explanation struct {
 	Allowed   bool
 	Rule      *RuleInfo // the rule that allowed it (first in config order), nil otherwise
 	Untracked bool
-	Exempt    string   // non-empty when the packet is never filtered (loopback, NDP)
+	Exempt    string   // non-empty when the packet is never filtered (loopback, NDP, an interface not configured)
 	Why       string   // for a denial: the one-line reason
 	Near      []string // rules that matched all but one part, for a denial
 }
 
-// Explain judges q like the packet path does (Iface.Decide) and adds the reasons a person
-// needs. It is slow by design (it scans the rules for near misses) and is not for packets.
+// Explain judges q by the rules as the packet path's last stage does (Iface.Decide) and
+// adds the reasons a person needs. What the packet path decides before the rules (never
+// filtered, forged) is filter.Explain's, which calls this. It is slow by design (it scans
+// the rules for near misses) and is not for packets.
 func (p *Policy) Explain(q Query) Explanation {
-	if q.Iface == "lo" {
-		return Explanation{Allowed: true, Exempt: "loopback traffic is never filtered"}
-	}
-	if ipproto.IsNDP(q.Proto, q.ICMPType) {
-		return Explanation{Allowed: true, Exempt: "IPv6 neighbour discovery (ICMPv6 133–137) is never filtered"}
-	}
 	itf := p.Interface(q.Iface)
 	if itf == nil {
 		return Explanation{Allowed: true, Exempt: fmt.Sprintf("interface %s is not in the config, so sgd does not filter it", q.Iface)}

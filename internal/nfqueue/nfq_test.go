@@ -1,4 +1,4 @@
-package filter
+package nfqueue
 
 import (
 	"encoding/binary"
@@ -9,6 +9,11 @@ import (
 
 // packetMessage builds a NFQNL_MSG_PACKET message as the kernel sends it.
 func packetMessage(id, in, out uint32, payload []byte) []byte {
+	return packetMessagePhys(id, in, out, 0, 0, payload)
+}
+
+// packetMessagePhys is packetMessage with the bridge ports of a bridged packet.
+func packetMessagePhys(id, in, out, physIn, physOut uint32, payload []byte) []byte {
 	attr := func(typ uint16, v []byte) []byte {
 		a := make([]byte, 4, 4+len(v)+3)
 		binary.NativeEndian.PutUint16(a[0:], uint16(4+len(v))) // nla_len (unpadded)
@@ -31,6 +36,12 @@ func packetMessage(id, in, out uint32, payload []byte) []byte {
 	if out != 0 {
 		body = append(body, attr(nfqaIfOutDev, binary.BigEndian.AppendUint32(nil, out))...)
 	}
+	if physIn != 0 {
+		body = append(body, attr(nfqaPhysInDev, binary.BigEndian.AppendUint32(nil, physIn))...)
+	}
+	if physOut != 0 {
+		body = append(body, attr(nfqaPhysOutDev, binary.BigEndian.AppendUint32(nil, physOut))...)
+	}
 	body = append(body, attr(nfqaPayload, payload)...)
 	msg := make([]byte, nlmsgHdrLen, nlmsgHdrLen+len(body))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(nlmsgHdrLen+len(body)))     // nlmsg_len
@@ -39,17 +50,21 @@ func packetMessage(id, in, out uint32, payload []byte) []byte {
 }
 
 func TestParsePacket(t *testing.T) {
-	payload := pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)
-	var m packetMsg
-	if !parsePacket(packetMessage(7, 2, 0, payload), &m) || m.id != 7 || m.in != 2 || m.out != 0 || m.mark != 0xca6c || string(m.payload) != string(payload) {
+	payload := []byte("\x45\x00\x00\x28 an IPv4 header and what follows it, as queued")
+	var m Packet
+	if !parsePacket(packetMessage(7, 2, 0, payload), &m) || m.ID != 7 || m.InDev != 2 || m.OutDev != 0 || m.Mark != 0xca6c || string(m.Payload) != string(payload) {
 		t.Fatalf("parsePacket = %+v; want id 7 in 2 and the payload", m)
 	}
-	if !parsePacket(packetMessage(8, 0, 3, payload[:21]), &m) || m.id != 8 || m.in != 0 || m.out != 3 || len(m.payload) != 21 {
+	if !parsePacket(packetMessage(8, 0, 3, payload[:21]), &m) || m.ID != 8 || m.InDev != 0 || m.OutDev != 3 || len(m.Payload) != 21 {
 		t.Fatalf("parsePacket (odd payload) = %+v", m)
+	}
+	// A bridged packet in FORWARD: in and out are the bridge, the ports are the physdevs.
+	if !parsePacket(packetMessagePhys(10, 4, 4, 5, 6, payload), &m) || m.InDev != 4 || m.OutDev != 4 || m.PhysIn != 5 || m.PhysOut != 6 || string(m.Payload) != string(payload) {
+		t.Fatalf("parsePacket (bridged) = %+v; want in/out 4, ports 5 and 6", m)
 	}
 	good := packetMessage(9, 2, 0, payload)
 	for _, bad := range [][]byte{nil, good[:10], good[:nlmsgHdrLen+nfgenHdrLen+2]} {
-		if parsePacket(bad, &m) && m.id == 9 && len(m.payload) == len(payload) {
+		if parsePacket(bad, &m) && m.ID == 9 && len(m.Payload) == len(payload) {
 			t.Errorf("parsePacket(truncated %d bytes) accepted the whole packet", len(bad))
 		}
 	}
@@ -57,7 +72,7 @@ func TestParsePacket(t *testing.T) {
 	// that it is judged malformed and dropped rather than swept into a batch accept.
 	corrupt := append([]byte(nil), good...)
 	binary.NativeEndian.PutUint16(corrupt[nlmsgHdrLen+nfgenHdrLen+12+8:], 0xfff0) // third attribute's nla_len
-	if !parsePacket(corrupt, &m) || m.id != 9 || m.payload != nil {
+	if !parsePacket(corrupt, &m) || m.ID != 9 || m.Payload != nil {
 		t.Errorf("parsePacket(corrupt attributes) = %+v; want id 9 and no payload", m)
 	}
 	notPacket := append([]byte(nil), good...)

@@ -1,4 +1,4 @@
-package filter
+package nfqueue
 
 import (
 	"encoding/binary"
@@ -27,6 +27,8 @@ const (
 	nfqaMark       = 3
 	nfqaIfInDev    = 5
 	nfqaIfOutDev   = 6
+	nfqaPhysInDev  = 7
+	nfqaPhysOutDev = 8
 	nfqaPayload    = 10
 
 	nfqaCfgCmd    = 1
@@ -66,7 +68,7 @@ const (
 	slotSize = 4096 // one packet message: copy range (≤ 1024) + attributes
 )
 
-func openNFQ(num uint16, qc QueueConfig) (*nfq, error) {
+func openNFQ(num uint16, qc Config) (*nfq, error) {
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
@@ -150,17 +152,9 @@ func (q *nfq) close() {
 	q.conn.Close()
 }
 
-// packetMsg is what the reader needs of one queued packet.
-type packetMsg struct {
-	id      uint32
-	in, out uint32
-	mark    uint32 // the packet's mark (NFQA_MARK; absent = 0)
-	payload []byte
-}
-
 // parsePacket reads a NFQNL_MSG_PACKET message without allocating; ok is false for any
 // other or malformed message.
-func parsePacket(b []byte, m *packetMsg) (ok bool) {
+func parsePacket(b []byte, m *Packet) (ok bool) {
 	if len(b) < nlmsgHdrLen+nfgenHdrLen {
 		return false
 	}
@@ -169,7 +163,7 @@ func parsePacket(b []byte, m *packetMsg) (ok bool) {
 	if l < nlmsgHdrLen+nfgenHdrLen || l > len(b) || typ != nfnlSubsysQueue<<8|nfqnlMsgPacket {
 		return false
 	}
-	*m = packetMsg{}
+	*m = Packet{}
 	seenID := false
 	a := b[nlmsgHdrLen+nfgenHdrLen : l]
 	for len(a) >= 4 {
@@ -178,29 +172,37 @@ func parsePacket(b []byte, m *packetMsg) (ok bool) {
 		if al < 4 || al > len(a) {
 			// Corrupt attributes: with the id known, the packet is judged without a
 			// payload (a counted malformed drop) rather than left to a batch accept.
-			m.payload = nil
+			m.Payload = nil
 			return seenID
 		}
 		v := a[4:al]
 		switch at {
 		case nfqaPacketHdr:
 			if len(v) >= 4 {
-				m.id, seenID = binary.BigEndian.Uint32(v), true
+				m.ID, seenID = binary.BigEndian.Uint32(v), true
 			}
 		case nfqaIfInDev:
 			if len(v) >= 4 {
-				m.in = binary.BigEndian.Uint32(v)
+				m.InDev = binary.BigEndian.Uint32(v)
 			}
 		case nfqaIfOutDev:
 			if len(v) >= 4 {
-				m.out = binary.BigEndian.Uint32(v)
+				m.OutDev = binary.BigEndian.Uint32(v)
+			}
+		case nfqaPhysInDev:
+			if len(v) >= 4 {
+				m.PhysIn = binary.BigEndian.Uint32(v)
+			}
+		case nfqaPhysOutDev:
+			if len(v) >= 4 {
+				m.PhysOut = binary.BigEndian.Uint32(v)
 			}
 		case nfqaMark:
 			if len(v) >= 4 {
-				m.mark = binary.BigEndian.Uint32(v)
+				m.Mark = binary.BigEndian.Uint32(v)
 			}
 		case nfqaPayload:
-			m.payload = v
+			m.Payload = v
 		}
 		adv := (al + 3) &^ 3
 		if adv > len(a) {

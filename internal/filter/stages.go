@@ -1,0 +1,188 @@
+package filter
+
+import (
+	"net/netip"
+
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/ipproto"
+	"github.com/sgd-firewall/sgd/internal/packet"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+// The judge's stages, in the order Worker.judge runs them: screen (what the packet alone
+// decides), track (the connection table), decide (the rules). Each either decides the
+// packet or passes it on.
+
+// screening is the screen stage's decision.
+type screening uint8
+
+const (
+	screenPass     screening = iota // on to tracking and the rules
+	screenFragment                  // a later fragment: no ports to judge
+	screenNDP                       // IPv6 neighbour discovery
+	screenSpoofed                   // arrived from one of the host's own addresses
+	screenDHCP                      // DHCP client traffic of the link
+)
+
+// screenings holds each screening's reason, and the sentence `sgd explain` prints for it.
+var screenings = [...]struct {
+	reason Reason
+	why    string
+}{
+	screenPass:     {ReasonNoRule, ""},
+	screenFragment: {ReasonFragment, "a fragment other than the first carries no ports to judge"},
+	screenNDP:      {ReasonExempt, "IPv6 neighbour discovery (ICMPv6 133–137) is never filtered"},
+	screenSpoofed: {ReasonSpoofedLocal, "its source is an address of this host: only a forged packet arrives from it " +
+		"(the host's own traffic to itself runs on loopback), so it is dropped before any rule"},
+	screenDHCP: {ReasonExempt, "DHCP client traffic on the link is never filtered (exempt_dhcp)"},
+}
+
+// screen is the first stage: what the packet alone decides, before any flow or rule.
+//
+//   - A later fragment is dropped: the kernel reassembles what arrives (IPv4 always; IPv6
+//     because sgd's rules load conntrack) and fragments what leaves after the hooks, so only
+//     a datagram cut up by a raw socket gets here in pieces, and its ports cannot be judged
+//     (SPEC 1.4).
+//   - Neighbour discovery passes: it is the fabric's, not the groups' (SPEC 1.2).
+//   - A packet arriving from one of the host's own addresses is dropped: a VPC never
+//     delivers one, and it would match rules that reference the host's own groups (SPEC 1.1).
+//   - DHCP client traffic of the link passes, with exemptDHCP (dhcpExempt; SPEC 1.2).
+//
+// nets are the attachment point's on-link prefixes, local the host's own addresses.
+func screen(p *packet.Parsed, dir Dir, nets []netip.Prefix, local addrSet, exemptDHCP bool) screening {
+	switch {
+	case p.LaterFragment:
+		return screenFragment
+	case ipproto.IsNDP(p.Proto, p.ICMPType):
+		return screenNDP
+	case dir == DirIngress && local.has(p.Src):
+		return screenSpoofed
+	case exemptDHCP && p.Proto == ipproto.UDP && dhcpExempt(p, dir, nets, local):
+		return screenDHCP
+	}
+	return screenPass
+}
+
+// flowRef is the packet's flow as the connection table knows it, and whether the packet
+// may start one.
+type flowRef struct {
+	t      conntrack.Tuple
+	starts bool
+}
+
+// flowOf returns the flow of p tracked in zone: TCP and UDP by ports, ICMP echo by its
+// identifier (in both ports), anything else by the address pair. A TCP packet starts a
+// flow only as a bare SYN, an echo only as a request, another ICMP message never.
+func flowOf(p *packet.Parsed, zone uint16) flowRef {
+	f := flowRef{t: conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: zone}, starts: true}
+	switch {
+	case p.Proto == ipproto.TCP:
+		f.t.SrcPort, f.t.DstPort = p.SrcPort, p.DstPort
+		f.starts = p.TCPFlags&(packet.FlagSYN|packet.FlagACK|packet.FlagRST) == packet.FlagSYN
+	case p.Proto == ipproto.UDP:
+		f.t.SrcPort, f.t.DstPort = p.SrcPort, p.DstPort
+	case ipproto.IsICMP(p.Proto):
+		if ipproto.IsEcho(p.Proto, p.ICMPType) {
+			f.t.SrcPort, f.t.DstPort = p.ICMPID, p.ICMPID
+			f.starts = ipproto.IsEchoRequest(p.Proto, p.ICMPType)
+		} else {
+			f.starts = false
+		}
+	}
+	return f
+}
+
+// track is the second stage: a packet of a flow tracked at this point passes
+// (ReasonTracked), and so does an ICMP error quoting one, with allow_related_icmp
+// (ReasonRelatedICMP). ok is false when the packet is left to the rules.
+func (w *Worker) track(p *packet.Parsed, dir Dir, f *flowRef, now int64) (r Reason, ok bool) {
+	table := w.e.table
+	switch {
+	case !ipproto.IsICMP(p.Proto):
+		if m, _ := table.Lookup(&f.t, p.TCPFlags, now); m != conntrack.MatchNone {
+			return ReasonTracked, true
+		}
+	case ipproto.IsEcho(p.Proto, p.ICMPType):
+		// The flow is keyed by identifier only: a request rides it only from the side that
+		// sent the first request, a reply only from the other side (as Linux does).
+		if m, _ := table.Lookup(&f.t, 0, now); (m == conntrack.MatchOriginal && f.starts) || (m == conntrack.MatchReply && !f.starts) {
+			return ReasonTracked, true
+		}
+	case w.e.opt.AllowRelatedICMP && p.Inner.Valid && ipproto.IsRelatedError(p.Proto, p.ICMPType) && w.related(p, dir, f.t.Zone, now):
+		return ReasonRelatedICMP, true
+	}
+	return 0, false
+}
+
+// related reports whether the ICMP error in p, seen in direction dir, quotes a packet of
+// a flow tracked in zone that went the other way: an error arriving quotes a packet this
+// host sent (from the error's destination), one leaving quotes a packet it received.
+func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool {
+	in := &p.Inner
+	if (dir == DirIngress && in.Src != p.Dst) || (dir == DirEgress && in.Dst != p.Src) {
+		return false
+	}
+	t := conntrack.Tuple{Proto: in.Proto, Src: in.Src, Dst: in.Dst, Zone: zone}
+	switch {
+	case ipproto.HasPorts(in.Proto):
+		t.SrcPort, t.DstPort = in.SrcPort, in.DstPort
+	case ipproto.IsICMP(in.Proto):
+		if !ipproto.IsEcho(in.Proto, in.ICMPType) {
+			return false
+		}
+		t.SrcPort, t.DstPort = in.ICMPID, in.ICMPID
+	}
+	return w.e.table.Peek(&t, now)
+}
+
+// decide is the last stage: the rules of the point's groups allow the packet or it is
+// dropped; an allowed packet that may start a flow starts one, unless its rule is
+// untracked.
+func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res Result, now int64) Result {
+	p := &w.p
+	remote := p.Src
+	if dir == DirEgress {
+		remote = p.Dst
+	}
+	rid, untracked := is.itf.Decide(dir, p.Proto, remote, p.DstPort, p.ICMPType, p.ICMPCode)
+	if rid == 0 {
+		res.Reason = ReasonNoRule
+		return res
+	}
+	res.Rule = &st.pol.Rules[rid]
+	if h := st.hits; w.id < len(h) && int(rid) < len(h[w.id]) {
+		h[w.id][rid].Add(1)
+	}
+	switch {
+	case untracked:
+		res.Reason = ReasonUntracked
+		return res
+	case !f.starts:
+		res.Reason = ReasonRuleNoFlow
+		return res
+	case ipproto.HasPorts(p.Proto) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
+		// The packet answers a flow the other direction allows untracked (AWS's DNS
+		// server: udp/53 in from 0.0.0.0/0, all out). It must not start a tracked flow of
+		// its own, or the untracked flow would live on through it after its rule is gone.
+		res.Reason = ReasonUntracked
+		return res
+	}
+	meta := conntrack.Meta{Timeouts: is.timeouts, Ingress: dir == DirIngress, Rule: st.refs[rid]}
+	switch w.e.table.Insert(&f.t, p.TCPFlags, meta, now) {
+	case conntrack.Full:
+		res.Reason = ReasonTableFull
+	case conntrack.NoFlow:
+		res.Reason = ReasonRuleNoFlow // e.g. SYN+FIN: allowed by the rules, starts nothing
+	default:
+		res.Reason = ReasonRule
+	}
+	return res
+}
+
+// replyOfUntracked reports whether a packet (direction dir, to or from remote, with source
+// port sport) is the reply of a flow the opposite direction allows untracked: the packet
+// the other way, remote → our sport, would be allowed by an untracked rule.
+func replyOfUntracked(itf *rules.Iface, dir Dir, proto uint8, remote netip.Addr, sport uint16) bool {
+	r, untracked := itf.Decide(dir^1, proto, remote, sport, 0, 0)
+	return r != 0 && untracked
+}
