@@ -7,6 +7,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -109,11 +110,14 @@ func (c *Controller) Start(ctx context.Context, s *State, pubs ...Publisher) err
 }
 
 // Attach publishes the running state to p and adds p to the publishers reloads publish
-// to. On error p is not added, and what p did is its own to undo.
+// to; it comes after Start. On error p is not added, and what p did is its own to undo.
 func (c *Controller) Attach(ctx context.Context, p Publisher) error {
 	c.write.Lock()
 	defer c.write.Unlock()
 	s := c.Running()
+	if s == nil {
+		return errors.New("controller: Attach before Start")
+	}
 	if err := p.Check(s.Policy); err != nil {
 		return err
 	}
