@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/daemon"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
@@ -21,7 +23,9 @@ give. Exit 0 when valid, 1 when not, 2 on a usage error. Never touches the firew
 		fmt.Fprintln(stderr, "sgd check: --config is required")
 		return 2
 	}
-	m, err := rules.Load(*config)
+	// The controller's own load (read, validate, compile), as `sgd run` does it.
+	file := controller.NewFile(*config)
+	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, file)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if es, ok := err.(rules.Errors); ok {
@@ -29,13 +33,10 @@ give. Exit 0 when valid, 1 when not, 2 on a usage error. Never touches the firew
 		}
 		return 1
 	}
-	if _, err := rules.Compile(m, rules.Env{LocalAddrs: daemon.LocalAddrs}); err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
+	m := st.Model
 	// What `sgd run` checks before it touches netfilter (interface names it can put in a
 	// rule), so that a config check passes exactly when run would accept it.
-	if err := daemon.CheckNetfilter(m); err != nil {
+	if err := daemon.CheckNetfilter(st.Policy, file.Settings()); err != nil {
 		fmt.Fprintf(stderr, "%s: %s: %v\n", *config, rules.CodeParameterValue, err)
 		return 1
 	}

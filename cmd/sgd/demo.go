@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/lab"
@@ -228,19 +229,16 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	if err := os.WriteFile(cfgPath, []byte(demoConfig), 0o600); err != nil {
 		return demoFail(ctx, stderr, "write the config", err)
 	}
-	m, err := rules.Load(cfgPath)
-	if err != nil {
-		return demoFail(ctx, stderr, "load the built-in config", err)
-	}
-	pol, err := rules.Compile(m, rules.Env{LocalAddrs: func(iface string) []netip.Addr {
+	st, err := controller.Load(ctx, rules.Env{LocalAddrs: func(iface string) []netip.Addr {
 		if iface == demoIface {
 			return []netip.Addr{demoInstance4, demoInstance6}
 		}
 		return nil
-	}})
+	}}, controller.NewFile(cfgPath))
 	if err != nil {
-		return demoFail(ctx, stderr, "compile the built-in config", err)
+		return demoFail(ctx, stderr, "load the built-in config", err)
 	}
+	pol := st.Policy
 	w("The config sgd enforces on the instance (%s):\n", cfgPath)
 	for _, line := range strings.Split(strings.TrimRight(demoConfig, "\n"), "\n") {
 		w("  │ %s\n", line)

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/daemon"
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/rules"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
 func cmdExplain(args []string, stdout, stderr io.Writer) int {
@@ -86,22 +89,19 @@ DENY, 2 for a usage or config error.`, stderr)
 		}
 		q.ICMPType, q.ICMPCode = uint8(*icmpType), uint8(*icmpCode)
 	}
-	m, err := rules.Load(*config)
+	file := controller.NewFile(*config)
+	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, file)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	p, err := rules.Compile(m, rules.Env{LocalAddrs: daemon.LocalAddrs})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
+	p := st.Policy
 	if p.Interface(*iface) == nil && *iface != "lo" {
 		return fail("interface %s is not in %s (configured: %v)", *iface, *config, p.InterfaceNames())
 	}
 	// The host's own addresses and links, as the daemon reads them: explain runs on the
 	// host it explains.
-	ex := filter.Explain(p, filter.ReadHost(p.InterfaceNames()), daemon.Resolve(m.Daemon, rules.Daemon{}).ExemptDHCP, q)
+	ex := filter.Explain(p, filter.ReadHost(p.InterfaceNames()), settings.Resolve(file.Settings(), settings.Section{}).ExemptDHCP, q)
 	what := describe(q)
 	if !ex.Allowed {
 		fmt.Fprintf(stdout, "DENY %s\n  %s\n", what, ex.Why)

@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/sgd-firewall/sgd/internal/daemon"
-	"github.com/sgd-firewall/sgd/internal/rules"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -41,7 +41,7 @@ Flags override the config's daemon: section.`, stderr)
 		fmt.Fprintln(stderr, "sgd run: --config is required (see --help)")
 		return 2
 	}
-	var o rules.Daemon
+	var o settings.Section
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	o.MetricsListen, o.LogLevel, o.LogFormat, o.StatusSocket, o.FlowLogFile = *metricsListen, *logLevel, *logFormat, *statusSocket, *flowLog
@@ -76,7 +76,7 @@ Flags override the config's daemon: section.`, stderr)
 	return 0
 }
 
-func checkOverrides(o rules.Daemon) error {
+func checkOverrides(o settings.Section) error {
 	if o.QueueNum != nil && (*o.QueueNum < 0 || *o.QueueNum > 65535) {
 		return fmt.Errorf("--queue-num %d is outside 0–65535", *o.QueueNum)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/daemon"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
@@ -15,7 +16,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		`Ask the running daemon what it enforces: interfaces and their groups, the config hash,
 reloads, tracked flows and packet counters. Exit 0 when a daemon answers, 1 when none
 runs (or the socket is not reachable: it is root-only).`, stderr)
-	socket := fs.String("socket", daemon.DefaultStatusSocket, "status socket `path`")
+	socket := fs.String("socket", settings.DefaultStatusSocket, "status socket `path`")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if code, done := parseFlags(fs, args); done {
 		return code

@@ -8,25 +8,31 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/metrics"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/nfqueue"
 	"github.com/sgd-firewall/sgd/internal/rules"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
+
+// FastPathMask is the field of packet/connection mark bits of the optional kernel fast
+// path: it holds the zone of the interface a flow was accepted on (netfilter.Spec), so
+// up to 255 interfaces are offloaded; flows of later ones stay on the queue.
+const FastPathMask = 0x00ff0000
 
 // Options start a daemon.
 type Options struct {
 	ConfigPath string
 	// Overrides are command-line settings; set fields win over the config's daemon section.
-	Overrides rules.Daemon
+	Overrides settings.Section
 	Version   string
 	// Netfilter runs the iptables commands (zero value: netfilter.DefaultOptions()).
 	Netfilter *netfilter.Options
@@ -35,7 +41,7 @@ type Options struct {
 // Daemon is a running sgd.
 type Daemon struct {
 	opt     Options
-	set     Settings
+	set     settings.Daemon
 	log     *zap.Logger
 	start   time.Time
 	epoch   time.Time // the monotonic clock's zero
@@ -46,15 +52,9 @@ type Daemon struct {
 	zones   *filter.Zones // interface zones, shared by the engine and the fast path's marks
 	metrics *metrics.Metrics
 	flows   *flowLog
-	debug   bool // the log takes debug lines (each new flow, with its rule)
-
-	mu         sync.Mutex // serialises reloads; guards the fields below
-	model      *rules.Model
-	spec       netfilter.Spec
-	reloadsOK  uint64
-	reloadsBad uint64
-	lastReload time.Time
-	lastError  string
+	debug   bool                   // the log takes debug lines (each new flow, with its rule)
+	file    *controller.File       // the config file, the controller's one source
+	ctl     *controller.Controller // the only writer of the running policy
 }
 
 // ConfigError is a configuration that failed to load or validate; the daemon did not start.
@@ -72,21 +72,20 @@ func Run(ctx context.Context, opt Options) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	m, err := rules.Load(opt.ConfigPath)
+	file := controller.NewFile(opt.ConfigPath)
+	env := rules.Env{LocalAddrs: LocalAddrs}
+	want, err := controller.Load(ctx, env, file)
 	if err != nil {
 		return &ConfigError{err}
 	}
-	set := Resolve(m.Daemon, opt.Overrides)
+	m, pol := want.Model, want.Policy
+	set := settings.Resolve(file.Settings(), opt.Overrides)
 	log, err := NewLogger(set.LogLevel, set.LogFormat)
 	if err != nil {
 		return &ConfigError{err}
 	}
 	defer log.Sync()
-	pol, err := rules.Compile(m, rules.Env{LocalAddrs: LocalAddrs})
-	if err != nil {
-		return &ConfigError{err}
-	}
-	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), model: m, zones: filter.NewZones()}
+	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file}
 	d.epoch = d.start
 	d.debug = log.Core().Enabled(zap.DebugLevel)
 	nfo := netfilter.DefaultOptions()
@@ -94,8 +93,8 @@ func Run(ctx context.Context, opt Options) error {
 		nfo = *opt.Netfilter
 	}
 	d.nf = netfilter.New(nfo)
-	d.spec = d.netfilterSpec(m)
-	if err := validateSpec(d.spec); err != nil {
+	hooks := controller.NewHooks(d.nf, hookSpec(set), d.zones)
+	if err := hooks.Check(pol); err != nil {
 		return &ConfigError{err}
 	}
 
@@ -109,12 +108,19 @@ func Run(ctx context.Context, opt Options) error {
 	for range set.QueueCount {
 		d.workers = append(d.workers, d.engine.NewWorker())
 	}
-	d.engine.SetPolicy(pol, filter.ReadHost(pol.InterfaceNames()))
-
+	copt := controller.Options{Sources: []controller.Source{file}, Env: env, Log: log}
 	if set.MetricsListen != "" {
 		d.metrics = metrics.New(metrics.Options{Snapshot: d.snapshot, Queues: d.queueNumbers(), Version: opt.Version, GoVersion: runtime.Version()})
-		d.metrics.SetConfigInfo(m.Hash)
-		d.metrics.ConfigLoaded(d.start)
+		copt.Metrics = d.metrics
+	}
+	d.ctl = controller.New(copt)
+	// The judge takes the policy before the queues have readers: until it has one, the
+	// engine drops every packet. The hooks join once the queues read (below).
+	if err := d.ctl.Start(ctx, want, controller.Judge(d.engine)); err != nil {
+		return err
+	}
+
+	if d.metrics != nil {
 		if err := metrics.Serve(ctx, set.MetricsListen, d.metrics.Handler(), func(err error) {
 			log.Error("metrics server stopped", zap.Error(err))
 		}); err != nil {
@@ -136,13 +142,13 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer queues.Close()
 
-	if err := d.nf.Apply(ctx, d.spec); err != nil {
+	if err := d.ctl.Attach(ctx, hooks); err != nil {
 		_ = d.nf.Remove(context.Background())
 		return fmt.Errorf("install netfilter rules: %w", err)
 	}
 	log.Info("started",
-		zap.String("version", opt.Version), zap.String("config", opt.ConfigPath), zap.String("config_hash", m.Hash[:12]),
-		zap.Strings("interfaces", d.spec.Interfaces), zap.Int("groups", len(m.Groups)), zap.Int("rules", len(pol.Rules)-1),
+		zap.String("version", opt.Version), zap.String("config", opt.ConfigPath), zap.String("config_hash", want.Version[:12]),
+		zap.Strings("interfaces", pol.InterfaceNames()), zap.Int("groups", len(m.Groups)), zap.Int("rules", len(pol.Rules)-1),
 		zap.Uint16("queue_num", set.QueueNum), zap.Uint16("queue_count", set.QueueCount), zap.Bool("fail_open", set.FailOpen),
 		zap.Bool("fast_path", set.FastPath), zap.String("metrics", set.MetricsListen))
 
@@ -181,112 +187,31 @@ func (d *Daemon) queueNumbers() []uint16 {
 	return q
 }
 
-// CheckNetfilter reports whether the model's interfaces can be filtered: the check
-// `sgd run` makes before it installs rules (names it can put in a rule, and no bridge
-// port or bond member among the devices of this host; see checkDevices).
-func CheckNetfilter(m *rules.Model) error {
-	d := &Daemon{set: Resolve(m.Daemon, rules.Daemon{}), zones: filter.NewZones()}
-	return validateSpec(d.netfilterSpec(m))
+// CheckNetfilter reports whether p's interfaces can be filtered with the settings of the
+// config's daemon: section: the check `sgd run` makes before it installs rules (names it
+// can put in a rule, and no bridge port or bond member among the devices of this host).
+func CheckNetfilter(p *rules.Policy, file settings.Section) error {
+	return controller.NewHooks(nil, hookSpec(settings.Resolve(file, settings.Section{})), filter.NewZones()).Check(p)
 }
 
-// validateSpec is what must hold before s is installed, at start and at each reload.
-func validateSpec(s netfilter.Spec) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	return checkDevices(s.Interfaces)
-}
-
-func (d *Daemon) netfilterSpec(m *rules.Model) netfilter.Spec {
-	s := netfilter.Spec{QueueNum: d.set.QueueNum, QueueCount: d.set.QueueCount, FailOpen: d.set.FailOpen}
-	for _, itf := range m.Interfaces {
-		s.Interfaces = append(s.Interfaces, itf.Name)
-	}
-	if d.set.FastPath {
+// hookSpec is what the netfilter rules are made of besides the interfaces.
+func hookSpec(set settings.Daemon) netfilter.Spec {
+	s := netfilter.Spec{QueueNum: set.QueueNum, QueueCount: set.QueueCount, FailOpen: set.FailOpen}
+	if set.FastPath {
 		s.FastPathMask = FastPathMask
-		s.Zones = make(map[string]uint16, len(s.Interfaces))
-		for _, name := range s.Interfaces {
-			s.Zones[name] = d.zones.Of(name)
-		}
 	}
 	return s
 }
 
-// reload validates and compiles the config file and, when it is good, publishes it: the
+// reload has the controller load the config again and, when it is good, publish it: the
 // very next packet sees it. A bad file changes nothing but a log line and a counter.
 func (d *Daemon) reload(ctx context.Context, why string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.reloadLocked(ctx)
-	now := time.Now()
-	if err != nil {
-		d.reloadsBad++
-		d.lastError = err.Error()
-		d.log.Error("reload rejected; the running rules stay in force", zap.String("trigger", why), zap.Error(err))
-	} else {
-		d.reloadsOK++
-		d.lastReload = now
-		d.lastError = ""
-		d.log.Info("reloaded", zap.String("trigger", why), zap.String("config_hash", d.model.Hash[:12]),
-			zap.Strings("interfaces", d.spec.Interfaces), zap.Int("groups", len(d.model.Groups)))
-	}
-	if d.metrics != nil {
-		// The hash first, so that any scrape begun after one that saw this reload counted
-		// also sees its hash (one scrape gathers its collectors concurrently: no promise).
-		if err == nil {
-			d.metrics.SetConfigInfo(d.model.Hash)
-		}
-		d.metrics.ReloadResult(err == nil, now)
-	}
-	return err
-}
-
-func (d *Daemon) reloadLocked(ctx context.Context) error {
-	m, err := rules.Load(d.opt.ConfigPath)
-	if err != nil {
-		return err
-	}
-	if Resolve(m.Daemon, d.opt.Overrides) != d.set {
+	err := d.ctl.Reload(ctx, why)
+	if err == nil && settings.Resolve(d.file.Settings(), d.opt.Overrides) != d.set {
 		// Queues, limits and listeners are bound at start; say so rather than half-apply.
 		d.log.Warn("daemon settings changed in the config; they take effect at the next restart (rules and interfaces reload now)")
 	}
-	pol, err := rules.Compile(m, rules.Env{LocalAddrs: LocalAddrs})
-	if err != nil {
-		return err
-	}
-	spec := d.netfilterSpec(m)
-	if err := validateSpec(spec); err != nil {
-		return err
-	}
-	// The policy is published before the hooks change: an added interface's first packets
-	// find its groups, and a removed one's last packets are simply no longer filtered. If
-	// the hooks cannot be changed, the previous policy and hooks are put back, so that a
-	// rejected reload really leaves everything as it was.
-	prev := d.engine.Policy()
-	d.engine.SetPolicy(pol, filter.ReadHost(pol.InterfaceNames()))
-	if !sameStrings(spec.Interfaces, d.spec.Interfaces) {
-		if err := d.nf.Apply(ctx, spec); err != nil {
-			d.engine.SetPolicy(prev, filter.ReadHost(prev.InterfaceNames()))
-			if rerr := d.nf.Apply(ctx, d.spec); rerr != nil {
-				d.log.Error("restore the previous netfilter rules", zap.Error(rerr))
-			}
-			return fmt.Errorf("install netfilter rules for the new interfaces: %w", err)
-		}
-	}
-	d.model, d.spec = m, spec
-	return nil
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return err
 }
 
 // snapshot is what a metrics scrape reads.
@@ -314,9 +239,7 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 	}
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
-	d.mu.Lock()
-	s.Interfaces = append(s.Interfaces, d.spec.Interfaces...)
-	d.mu.Unlock()
+	s.Interfaces = append(s.Interfaces, d.ctl.Running().Policy.InterfaceNames()...)
 	return s
 }
 

@@ -15,24 +15,6 @@ import (
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
-func intp(i int) *int    { return &i }
-func boolp(b bool) *bool { return &b }
-
-func TestResolve(t *testing.T) {
-	def := Resolve(rules.Daemon{}, rules.Daemon{})
-	if def.MetricsListen != "127.0.0.1:9640" || def.QueueNum != DefaultQueueNum || def.QueueCount != 1 || def.FailOpen ||
-		!def.ExemptDHCP || def.MaxTracked != 262144 || def.StatusSocket != DefaultStatusSocket || def.LogFormat != "json" {
-		t.Errorf("Resolve(defaults) = %+v", def)
-	}
-	cfg := rules.Daemon{QueueNum: intp(7), QueueCount: intp(2), FailOpen: true, ExemptDHCP: boolp(false),
-		MetricsListen: "127.0.0.1:9999", MaxTrackedConnections: intp(10)}
-	got := Resolve(cfg, rules.Daemon{QueueNum: intp(9), MetricsListen: "off", StatusSocket: "off"})
-	if got.QueueNum != 9 || got.QueueCount != 2 || !got.FailOpen || got.ExemptDHCP || got.MetricsListen != "" ||
-		got.StatusSocket != "" || got.MaxTracked != 10 {
-		t.Errorf("Resolve(config, flags) = %+v; want flags over config over defaults", got)
-	}
-}
-
 func TestLimiter(t *testing.T) {
 	l := limiter{rate: 2}
 	var got []bool

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
 // Status is what `sgd status` prints, served as JSON on the daemon's root-only socket.
@@ -31,7 +32,7 @@ type Status struct {
 	TrackedFlows map[string]int    `json:"tracked_flows"`
 	Capacity     int               `json:"max_tracked_connections"`
 	Packets      map[string]uint64 `json:"packets"` // "ingress/accept/tracked" → count
-	Settings     Settings          `json:"settings"`
+	Settings     settings.Daemon   `json:"settings"`
 }
 
 // IfaceStatus is one filtered interface.
@@ -49,15 +50,14 @@ type GroupStatus struct {
 }
 
 func (d *Daemon) status() Status {
-	d.mu.Lock()
-	m := d.model
-	s := Status{Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: m.Hash,
-		ReloadsOK: d.reloadsOK, ReloadsBad: d.reloadsBad, LastError: d.lastError, Settings: d.set, Capacity: d.set.MaxTracked}
-	if !d.lastReload.IsZero() {
-		t := d.lastReload
+	running, reloads := d.ctl.Status()
+	m := running.Model
+	s := Status{Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: running.Version,
+		ReloadsOK: reloads.OK, ReloadsBad: reloads.Failed, LastError: reloads.LastError, Settings: d.set, Capacity: d.set.MaxTracked}
+	if !reloads.Last.IsZero() {
+		t := reloads.Last
 		s.LastReload = &t
 	}
-	d.mu.Unlock()
 	for _, itf := range m.Interfaces {
 		s.Interfaces = append(s.Interfaces, IfaceStatus{Name: itf.Name, Groups: itf.Groups})
 	}

@@ -13,9 +13,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Config is one sgd configuration file (SPEC 2.1). Field names follow the AWS
-// SecurityGroupRule shape in snake_case. The zero value is a valid, empty config: every
-// interface it would list gets AWS's default group.
+// Config is the Security Group part of sgd's configuration (SPEC 2.1): what a source —
+// the config file today — proposes. Field names follow the AWS SecurityGroupRule shape in
+// snake_case. The zero value is a valid, empty config: every interface it would list gets
+// AWS's default group. The file's daemon: section is not the SG model's: the daemon's own
+// code reads it (internal/settings), as a Section of the same document.
 //
 // Parse is the only way in, for YAML and JSON alike; it matches keys exactly against the
 // yaml tags. The json tags (the same names) are for printing a config as JSON: decoding one
@@ -25,7 +27,6 @@ type Config struct {
 	PrefixLists    []PrefixList `yaml:"prefix_lists" json:"prefix_lists"`
 	Interfaces     []Interface  `yaml:"interfaces" json:"interfaces"`
 	Members        []Member     `yaml:"members" json:"members"`
-	Daemon         Daemon       `yaml:"daemon" json:"daemon"`
 }
 
 // Group is a security group. Egress is a pointer so that an omitted egress (AWS's default
@@ -80,28 +81,6 @@ type ConnectionTracking struct {
 type Member struct {
 	Address        string   `yaml:"address" json:"address"`
 	SecurityGroups []string `yaml:"security_groups" json:"security_groups"`
-}
-
-// Daemon holds the daemon's own settings. Every field is optional; command-line flags of
-// `sgd run` override them. Pointers mark "not set" where the zero value is meaningful.
-type Daemon struct {
-	QueueNum                *int   `yaml:"queue_num" json:"queue_num"`
-	QueueCount              *int   `yaml:"queue_count" json:"queue_count"`
-	FailOpen                bool   `yaml:"fail_open" json:"fail_open"`
-	ExemptDHCP              *bool  `yaml:"exempt_dhcp" json:"exempt_dhcp"`
-	AllowRelatedICMP        bool   `yaml:"allow_related_icmp" json:"allow_related_icmp"`
-	MaxTrackedConnections   *int   `yaml:"max_tracked_connections" json:"max_tracked_connections"`
-	MetricsListen           string `yaml:"metrics_listen" json:"metrics_listen"`
-	LogLevel                string `yaml:"log_level" json:"log_level"`
-	LogFormat               string `yaml:"log_format" json:"log_format"`
-	FlowLogFile             string `yaml:"flow_log_file" json:"flow_log_file"`
-	FlowLogInterval         *int   `yaml:"flow_log_interval" json:"flow_log_interval"`
-	FastPath                bool   `yaml:"fast_path" json:"fast_path"`
-	RulesPerGroupQuota      *int   `yaml:"rules_per_group_quota" json:"rules_per_group_quota"`
-	GroupsPerInterfaceQuota *int   `yaml:"groups_per_interface_quota" json:"groups_per_interface_quota"`
-	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
-	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
-	AccountID               string `yaml:"account_id" json:"account_id"`
 }
 
 // Protocol is ip_protocol as written: a name (tcp, udp, icmp, icmpv6, all), -1, or a

@@ -29,6 +29,28 @@ const (
 	CodeRuleIDMalformed     = "InvalidSecurityGroupRuleId.Malformed"
 )
 
+// A Locator says where each part of a configuration was written, so that an error can
+// point there: a file and a line for the config file (Document), a request's parameter
+// for an API source. Paths are the config's own, from the top: field names as the yaml
+// tags spell them and list indexes, e.g. ("security_groups", 2, "ingress", 0, "from_port").
+type Locator interface {
+	// Locate returns where the value at path was written. A path that goes further than
+	// what was written gets the place of the nearest value on the way; nothing known is
+	// the zero Location.
+	Locate(path ...any) Location
+}
+
+// Location is where a value was written.
+type Location struct {
+	// File names the source: a file's path, or, for a source that is not a file, the
+	// place in its own terms (an API source's "IpPermissions.1.FromPort").
+	File string
+	Line int // 0 when not known, or not a file
+	// Blank: the key is written with no value at all (YAML's bare `egress:`), which reads
+	// as omitted. Only a text format can say so; other sources leave it false.
+	Blank bool
+}
+
 // Error is one problem in a configuration. It names where (file, line, the group or
 // interface, the rule, the field) and the AWS error code a real EC2 API would give.
 type Error struct {

@@ -18,12 +18,23 @@ import (
 )
 
 // Document is a loaded configuration: the model and where its parts stand in the file,
-// so that validation errors can cite lines.
+// so that validation errors can cite lines. It is the file's Locator: Locate(path) is
+// the file and the line the value at path was written on.
 type Document struct {
 	File   string
 	Hash   string // sha256 of the file's bytes, hex, for reports and metrics
 	Config Config
 	root   *yaml.Node // nil when the positions are unknown
+}
+
+// A Section is a top-level key of the config file that another package owns, such as the
+// daemon's settings under daemon: (internal/settings). Parse holds it to the type Into
+// points to as strictly as the rest of the file (keys exactly as its yaml tags spell
+// them, values of the kind each field wants) and decodes it there. The file stays one
+// document, one set of line numbers, one list of errors in the order they stand.
+type Section struct {
+	Key  string
+	Into any // a pointer to the struct the section decodes into
 }
 
 // MaxConfigSize is the largest config file sgd reads, 4 MiB. The biggest policy one
@@ -43,12 +54,12 @@ const MaxConfigSize = 4 << 20
 // bytes: a FIFO would block a reload forever and /dev/zero would grow it without bound.
 // Unknown fields are rejected (UnknownParameter): an ignored field could leave the host
 // more open than the user wrote.
-func LoadFile(path string) (*Document, error) {
+func LoadFile(path string, sections ...Section) (*Document, error) {
 	data, err := readConfig(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	return Parse(path, data, sections...)
 }
 
 // readConfig reads path under the rules of LoadFile.
@@ -126,10 +137,11 @@ func regularFile(path string, st fs.FileInfo) error {
 
 // Parse parses configuration bytes; name is used in messages only. Both formats become one
 // node tree — yaml.v3's parser for YAML, jsonTree for JSON — which checkSchema holds
-// against Config (keys exactly as the yaml tags spell them, once each; values of the kind
-// the field wants) before yaml.v3 decodes it. encoding/json never decodes a config: it
-// matches keys case-insensitively, with Unicode folding.
-func Parse(name string, data []byte) (*Document, error) {
+// against Config and the sections (keys exactly as the yaml tags spell them, once each;
+// values of the kind the field wants) before yaml.v3 decodes it. encoding/json never
+// decodes a config: it matches keys case-insensitively, with Unicode folding. A top-level
+// key that is neither Config's nor a section's is an unknown field.
+func Parse(name string, data []byte, sections ...Section) (*Document, error) {
 	if len(data) > MaxConfigSize {
 		return nil, tooBig(name, int64(len(data)))
 	}
@@ -148,14 +160,45 @@ func Parse(name string, data []byte) (*Document, error) {
 	if root == nil {
 		return doc, nil // an empty document: the empty config
 	}
-	if errs := checkSchema(name, root, reflect.TypeFor[Config]()); len(errs) > 0 {
+	extra := make(map[string]reflect.Type, len(sections))
+	for _, sec := range sections {
+		extra[sec.Key] = reflect.TypeOf(sec.Into).Elem()
+	}
+	if errs := checkSchema(name, root, reflect.TypeFor[Config](), extra); len(errs) > 0 {
 		return nil, errs
 	}
+	// yaml.v3 skips the keys Config has no field for: the sections, decoded next.
 	if err := root.Decode(&doc.Config); err != nil {
+		return nil, yamlError(name, err)
+	}
+	if err := decodeSections(root, sections); err != nil {
 		return nil, yamlError(name, err)
 	}
 	doc.root = root
 	return doc, nil
+}
+
+// decodeSections decodes the document's sections into their Into. They are read as the
+// fields of one struct made for the purpose, so that yaml.v3 resolves merge keys and
+// aliases for them exactly as it does for Config (a section written through `<<:` is
+// not lost).
+func decodeSections(root *yaml.Node, sections []Section) error {
+	if len(sections) == 0 {
+		return nil
+	}
+	fields := make([]reflect.StructField, len(sections))
+	for i, sec := range sections {
+		fields[i] = reflect.StructField{Name: fmt.Sprintf("Section%d", i), Type: reflect.TypeOf(sec.Into).Elem(),
+			Tag: reflect.StructTag(`yaml:"` + sec.Key + `"`)}
+	}
+	all := reflect.New(reflect.StructOf(fields))
+	if err := root.Decode(all.Interface()); err != nil {
+		return err
+	}
+	for i, sec := range sections {
+		reflect.ValueOf(sec.Into).Elem().Set(all.Elem().Field(i))
+	}
+	return nil
 }
 
 // yamlTree parses exactly one YAML document; nil for an empty file.
@@ -212,6 +255,16 @@ func lineAt(data []byte, off int64) int {
 		off = int64(len(data))
 	}
 	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+// Locate returns the file and the line of the value at path (Locator). Past what the file
+// has, it is the line of the nearest value on the way there.
+func (d *Document) Locate(path ...any) Location {
+	l := Location{File: d.File, Line: d.line(path...)}
+	if n := d.value(path...); n != nil && n.Kind == yaml.ScalarNode && n.Value == "" {
+		l.Blank = true
+	}
+	return l
 }
 
 // line returns the line of the node reached by following path from the document root:

@@ -40,8 +40,21 @@ const (
 // An error names the key or field and the line. Because every mapping that passes has at
 // most as many keys as its struct has fields, yaml.v3's quadratic duplicate-key scan never
 // sees a big one.
-func checkSchema(file string, root *yaml.Node, t reflect.Type) Errors {
+//
+// extra adds top-level keys that t (the root type) has no field for: the sections other
+// packages own (Section), each checked against its own type.
+func checkSchema(file string, root *yaml.Node, t reflect.Type, extra map[string]reflect.Type) Errors {
 	w := &schemaWalk{file: file, fields: map[reflect.Type]map[string]reflect.Type{}, aliases: map[aliasUse]bool{}}
+	if len(extra) > 0 {
+		top := map[string]reflect.Type{}
+		for name, ft := range w.structFields(t) {
+			top[name] = ft
+		}
+		for name, ft := range extra {
+			top[name] = ft
+		}
+		w.fields[t] = top
+	}
 	w.value(root, t, "")
 	return w.errs
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
-	"go.yaml.in/yaml/v3"
 )
 
 // Quotas and limits (SPEC 1.5; AWS VPC quotas page).
@@ -21,15 +20,40 @@ const (
 	DefaultGroupsPerInterface = 5
 	MaxGroupsPerInterface     = 16
 	MaxRulesTimesGroups       = 1000
-	DefaultMaxTracked         = 262144
 	DefaultGroupName          = "default"
 )
 
-// Options tune validation. The zero value applies every AWS quota.
+// Options tune validation. The zero value applies every AWS quota at its default.
 type Options struct {
+	// Quotas are the quotas to hold the config to; the daemon takes them from its
+	// settings (daemon.rules_per_group_quota, daemon.groups_per_interface_quota), which
+	// check their range (internal/settings).
+	Quotas Quotas
 	// Unlimited lifts the rule and group quotas. Benchmarks use it to compile
 	// 10 000 rules; no configuration file can ask for it.
 	Unlimited bool
+}
+
+// Quotas are the AWS quotas a config is held to (SPEC 1.5). A zero field is AWS's
+// default: 60 rules per group, direction and family; 5 groups per interface.
+type Quotas struct {
+	RulesPerGroup      int
+	GroupsPerInterface int
+}
+
+// limits returns the quotas in force: defaults filled in, or none at all when Unlimited.
+func (o Options) limits() (rulesPerGroup, groupsPerInterface int) {
+	if o.Unlimited {
+		return 1 << 30, 1 << 30
+	}
+	rulesPerGroup, groupsPerInterface = DefaultRulesPerGroup, DefaultGroupsPerInterface
+	if o.Quotas.RulesPerGroup > 0 {
+		rulesPerGroup = o.Quotas.RulesPerGroup
+	}
+	if o.Quotas.GroupsPerInterface > 0 {
+		groupsPerInterface = o.Quotas.GroupsPerInterface
+	}
+	return rulesPerGroup, groupsPerInterface
 }
 
 // Direction is the direction a rule judges: ingress (packets arriving for this host) or
@@ -165,27 +189,17 @@ type MemberModel struct {
 // what Compile takes.
 type Model struct {
 	File        string
-	Hash        string // of the file it came from
+	Hash        string // of the file it came from, or of what the sources proposed
 	Groups      []*GroupModel
 	PrefixLists map[string][]netip.Prefix
 	Interfaces  []IfaceModel
 	Members     []MemberModel
-	Daemon      Daemon
 
 	groupByID map[string]*GroupModel
 }
 
 // Group returns the group with the given id, or nil.
 func (m *Model) Group(id string) *GroupModel { return m.groupByID[id] }
-
-// Load reads, parses and validates a configuration file with the default options.
-func Load(path string) (*Model, error) {
-	doc, err := LoadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return Validate(doc, Options{})
-}
 
 var (
 	groupIDRe      = regexp.MustCompile(`^sg-[A-Za-z0-9-]+$`)
@@ -196,27 +210,42 @@ var (
 )
 
 type validator struct {
-	doc       *Document
-	opt       Options
+	loc       Locator // nil: nothing is known of where things were written
 	errs      Errors
 	defaultID string // the default group's id, once resolved
 }
 
-func (v *validator) add(line int, where, field, code, format string, a ...any) {
-	v.errs = append(v.errs, &Error{File: v.doc.File, Line: line, Where: where, Field: field, Code: code, Msg: fmt.Sprintf(format, a...)})
+// at is where the value at path was written.
+func (v *validator) at(path ...any) Location {
+	if v.loc == nil {
+		return Location{}
+	}
+	return v.loc.Locate(path...)
 }
 
-// Validate checks a parsed configuration against SPEC 1.5 and returns the model with the
-// defaults of SPEC 1.3 applied. On failure it returns Errors holding every problem found.
-func Validate(doc *Document, opt Options) (*Model, error) {
-	v := &validator{doc: doc, opt: opt}
-	c := &doc.Config
-	m := &Model{File: doc.File, Hash: doc.Hash, PrefixLists: map[string][]netip.Prefix{}, groupByID: map[string]*GroupModel{}, Daemon: c.Daemon}
+func (v *validator) add(l Location, where, field, code, format string, a ...any) {
+	v.errs = append(v.errs, &Error{File: l.File, Line: l.Line, Where: where, Field: field, Code: code, Msg: fmt.Sprintf(format, a...)})
+}
 
-	rulesQuota, groupsQuota := v.daemon(&c.Daemon)
-	if opt.Unlimited {
-		rulesQuota, groupsQuota = 1<<30, 1<<30
+// Validate checks a parsed configuration file against SPEC 1.5 and returns the model with
+// the defaults of SPEC 1.3 applied, errors citing the file's lines (ValidateConfig).
+func Validate(doc *Document, opt Options) (*Model, error) {
+	m, err := ValidateConfig(&doc.Config, doc, opt)
+	if err != nil {
+		return nil, err
 	}
+	m.File, m.Hash = doc.File, doc.Hash
+	return m, nil
+}
+
+// ValidateConfig checks a configuration against SPEC 1.5 and returns the model with the
+// defaults of SPEC 1.3 applied. On failure it returns Errors holding every problem found,
+// each placed where loc says its value was written (loc may be nil). It reads c only.
+func ValidateConfig(c *Config, loc Locator, opt Options) (*Model, error) {
+	v := &validator{loc: loc}
+	m := &Model{PrefixLists: map[string][]netip.Prefix{}, groupByID: map[string]*GroupModel{}}
+
+	rulesQuota, groupsQuota := opt.limits()
 	v.prefixLists(c, m)
 
 	// Groups: ids and names first, so that references resolve in any order.
@@ -224,12 +253,12 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 	for i := range c.SecurityGroups {
 		g := &c.SecurityGroups[i]
 		where := groupWhere(g, i)
-		line := doc.line("security_groups", i)
+		line := v.at("security_groups", i)
 		switch {
 		case g.GroupID == "":
 			v.add(line, where, "group_id", CodeMissingParameter, "group_id is required")
 		case !groupIDRe.MatchString(g.GroupID):
-			v.add(doc.line("security_groups", i, "group_id"), where, "group_id", CodeGroupIDMalformed,
+			v.add(v.at("security_groups", i, "group_id"), where, "group_id", CodeGroupIDMalformed,
 				"%q is not sg- followed by letters, digits or dashes", g.GroupID)
 		case m.groupByID[g.GroupID] != nil:
 			v.add(line, where, "group_id", CodeGroupDuplicate, "group id %s is defined twice", g.GroupID)
@@ -237,16 +266,16 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 		if g.GroupName != "" {
 			low := strings.ToLower(g.GroupName)
 			if strings.HasPrefix(low, "sg-") {
-				v.add(doc.line("security_groups", i, "group_name"), where, "group_name", CodeGroupReserved, "group names starting with sg- are reserved")
+				v.add(v.at("security_groups", i, "group_name"), where, "group_name", CodeGroupReserved, "group names starting with sg- are reserved")
 			}
-			v.text(doc.line("security_groups", i, "group_name"), where, "group_name", g.GroupName)
+			v.text(v.at("security_groups", i, "group_name"), where, "group_name", g.GroupName)
 			if other, dup := names[low]; dup {
-				v.add(doc.line("security_groups", i, "group_name"), where, "group_name", CodeGroupDuplicate,
+				v.add(v.at("security_groups", i, "group_name"), where, "group_name", CodeGroupDuplicate,
 					"group name %q is already used by %s (names compare case-insensitively)", g.GroupName, other)
 			}
 			names[low] = g.GroupID
 		}
-		v.text(doc.line("security_groups", i, "description"), where, "description", g.Description)
+		v.text(v.at("security_groups", i, "description"), where, "description", g.Description)
 		gm := &GroupModel{ID: g.GroupID, Name: g.GroupName, Description: g.Description}
 		if gm.Name == "" {
 			gm.Name = g.GroupID
@@ -265,8 +294,8 @@ func Validate(doc *Document, opt Options) (*Model, error) {
 			// A bare `egress:` reads as "omitted" to the parser, which means allow-all;
 			// whoever wrote it may have meant "none" (or lost the list). Refuse to guess.
 			// An explicit null (YAML null or ~, JSON null) is the omitted field.
-			if n := doc.value("security_groups", i, "egress"); n != nil && n.Kind == yaml.ScalarNode && n.Value == "" {
-				v.add(n.Line, groupWhere(g, i), "egress", CodeParameterValue,
+			if l := v.at("security_groups", i, "egress"); l.Blank {
+				v.add(l, groupWhere(g, i), "egress", CodeParameterValue,
 					"egress has no value: omit the key for AWS's default (all traffic out) or write egress: [] for none")
 			}
 			gm.Egress = defaultEgress(g.GroupID)
@@ -291,12 +320,12 @@ func groupWhere(g *Group, i int) string {
 	return fmt.Sprintf("security_groups[%d]", i)
 }
 
-func (v *validator) text(line int, where, field, s string) {
+func (v *validator) text(l Location, where, field, s string) {
 	if len(s) > 255 {
-		v.add(line, where, field, CodeParameterValue, "longer than 255 characters (%d)", len(s))
+		v.add(l, where, field, CodeParameterValue, "longer than 255 characters (%d)", len(s))
 	}
 	if !awsTextRe.MatchString(s) {
-		v.add(line, where, field, CodeParameterValue, "%q has characters outside AWS's set (a-z A-Z 0-9 space ._-:/()#,@[]+=&;{}!$*)", s)
+		v.add(l, where, field, CodeParameterValue, "%q has characters outside AWS's set (a-z A-Z 0-9 space ._-:/()#,@[]+=&;{}!$*)", s)
 	}
 }
 
@@ -317,66 +346,7 @@ func withIDs(rs []NRule) []NRule {
 	return rs
 }
 
-func (v *validator) daemon(d *Daemon) (rulesQuota, groupsQuota int) {
-	doc := v.doc
-	const where = "daemon"
-	rulesQuota, groupsQuota = DefaultRulesPerGroup, DefaultGroupsPerInterface
-	quotasOK := true
-	if d.RulesPerGroupQuota != nil {
-		rulesQuota = *d.RulesPerGroupQuota
-		if rulesQuota < 1 {
-			v.add(doc.line("daemon", "rules_per_group_quota"), where, "rules_per_group_quota", CodeParameterValue, "must be at least 1")
-			quotasOK = false
-		}
-	}
-	if d.GroupsPerInterfaceQuota != nil {
-		groupsQuota = *d.GroupsPerInterfaceQuota
-		if groupsQuota < 1 || groupsQuota > MaxGroupsPerInterface {
-			v.add(doc.line("daemon", "groups_per_interface_quota"), where, "groups_per_interface_quota", CodeParameterValue,
-				"must be 1–%d (AWS's maximum), not %d", MaxGroupsPerInterface, groupsQuota)
-			quotasOK = false
-		}
-	}
-	// Divide rather than multiply: a huge rules quota must not overflow into a small product.
-	if quotasOK && rulesQuota > MaxRulesTimesGroups/groupsQuota {
-		v.add(doc.line("daemon"), where, "rules_per_group_quota", CodeParameterValue,
-			"rules per group (%d) × groups per interface (%d) exceeds AWS's %d", rulesQuota, groupsQuota, MaxRulesTimesGroups)
-	}
-	intRange := func(p *int, field string, lo, hi int) {
-		if p != nil && (*p < lo || *p > hi) {
-			v.add(doc.line("daemon", field), where, field, CodeParameterValue, "%d is outside %d–%d", *p, lo, hi)
-		}
-	}
-	intRange(d.QueueNum, "queue_num", 0, 65535)
-	intRange(d.QueueCount, "queue_count", 1, 64)
-	if d.QueueNum != nil && d.QueueCount != nil && *d.QueueNum+*d.QueueCount > 65536 {
-		v.add(doc.line("daemon", "queue_count"), where, "queue_count", CodeParameterValue, "queue_num + queue_count exceeds 65536")
-	}
-	intRange(d.MaxTrackedConnections, "max_tracked_connections", 1, 1<<26)
-	intRange(d.FlowLogInterval, "flow_log_interval", 1, 3600)
-	intRange(d.DeniedLogPerSecond, "denied_log_per_second", 0, 1000000)
-	switch strings.ToLower(d.LogLevel) {
-	case "", "debug", "info", "warn", "error":
-	default:
-		v.add(doc.line("daemon", "log_level"), where, "log_level", CodeParameterValue, "%q is not debug, info, warn or error", d.LogLevel)
-	}
-	switch strings.ToLower(d.LogFormat) {
-	case "", "json", "console":
-	default:
-		v.add(doc.line("daemon", "log_format"), where, "log_format", CodeParameterValue, "%q is not json or console", d.LogFormat)
-	}
-	// "off" disables the server, as the flag does (README settings table; the daemon's
-	// Resolve turns it into no server). status_socket takes any path or "off" unchecked.
-	if d.MetricsListen != "" && d.MetricsListen != "off" {
-		if _, err := netip.ParseAddrPort(d.MetricsListen); err != nil {
-			v.add(doc.line("daemon", "metrics_listen"), where, "metrics_listen", CodeParameterValue, "%q is not ADDRESS:PORT or off", d.MetricsListen)
-		}
-	}
-	return rulesQuota, groupsQuota
-}
-
 func (v *validator) prefixLists(c *Config, m *Model) {
-	doc := v.doc
 	for i, pl := range c.PrefixLists {
 		where := "prefix list " + pl.PrefixListID
 		if pl.PrefixListID == "" {
@@ -384,13 +354,13 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 		}
 		switch {
 		case pl.PrefixListID == "":
-			v.add(doc.line("prefix_lists", i), where, "prefix_list_id", CodeMissingParameter, "prefix_list_id is required")
+			v.add(v.at("prefix_lists", i), where, "prefix_list_id", CodeMissingParameter, "prefix_list_id is required")
 			continue
 		case !prefixListIDRe.MatchString(pl.PrefixListID):
-			v.add(doc.line("prefix_lists", i, "prefix_list_id"), where, "prefix_list_id", CodePrefixListMalformed,
+			v.add(v.at("prefix_lists", i, "prefix_list_id"), where, "prefix_list_id", CodePrefixListMalformed,
 				"%q is not pl- followed by letters, digits or dashes", pl.PrefixListID)
 		case m.PrefixLists[pl.PrefixListID] != nil:
-			v.add(doc.line("prefix_lists", i), where, "prefix_list_id", CodePrefixListDuplicate, "prefix list %s is defined twice", pl.PrefixListID)
+			v.add(v.at("prefix_lists", i), where, "prefix_list_id", CodePrefixListDuplicate, "prefix list %s is defined twice", pl.PrefixListID)
 			continue
 		}
 		entries := make([]netip.Prefix, 0, len(pl.Entries))
@@ -398,7 +368,7 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 		for j, e := range pl.Entries {
 			p, err := netip.ParsePrefix(strings.TrimSpace(e))
 			if err != nil {
-				v.add(doc.line("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue, "%q is not a CIDR", e)
+				v.add(v.at("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue, "%q is not a CIDR", e)
 				continue
 			}
 			// An IPv4-mapped IPv6 prefix (inside ::ffff:0:0/96) is refused. Read as IPv4 it
@@ -410,7 +380,7 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 			// decide, and sgd does not guess. A shorter prefix (::ffff:0:0/80) reaches outside
 			// the mapped range and stays the IPv6 prefix it says (::/80).
 			if p.Addr().Is4In6() && p.Bits() >= 96 {
-				v.add(doc.line("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue,
+				v.add(v.at("prefix_lists", i, "entries", j), where, fmt.Sprintf("entries[%d]", j), CodeParameterValue,
 					"%q is an IPv4-mapped IPv6 prefix; write the IPv4 prefix %s if that is what you mean",
 					e, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked())
 				continue
@@ -427,7 +397,6 @@ func (v *validator) prefixLists(c *Config, m *Model) {
 
 // ruleList validates one direction of a group.
 func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rule, quota int) []NRule {
-	doc := v.doc
 	where := groupWhere(g, gi)
 	field := dir.String()
 	out := make([]NRule, 0, len(in))
@@ -436,8 +405,8 @@ func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rul
 	for i := range in {
 		r := &in[i]
 		rw := fmt.Sprintf("%s %s[%d]", where, field, i)
-		line := doc.line("security_groups", gi, field, i)
-		n, ok := v.rule(m, r, rw, gi, field, i, line)
+		line := v.at("security_groups", gi, field, i)
+		n, ok := v.rule(m, r, rw, gi, field, i)
 		if !ok {
 			continue
 		}
@@ -451,7 +420,7 @@ func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rul
 		n.ID = contentID(&n)
 		if id := r.SecurityGroupRuleID; id != "" {
 			if !ruleIDRe.MatchString(id) {
-				idLine := doc.line("security_groups", gi, field, i, "security_group_rule_id")
+				idLine := v.at("security_groups", gi, field, i, "security_group_rule_id")
 				v.add(idLine, rw, "security_group_rule_id", CodeRuleIDMalformed, "%q is not a security group rule id (sgr- and 17 lower-case hex digits, like sgr-0123456789abcdef0)", id)
 				continue
 			}
@@ -479,10 +448,10 @@ func (v *validator) ruleList(m *Model, g *Group, gi int, dir Direction, in []Rul
 		out = append(out, n)
 	}
 	if count4 > quota {
-		v.add(doc.line("security_groups", gi, field), where, field, CodeRulesLimit, "%d IPv4 %s rules (prefix lists count by entries); the quota is %d", count4, field, quota)
+		v.add(v.at("security_groups", gi, field), where, field, CodeRulesLimit, "%d IPv4 %s rules (prefix lists count by entries); the quota is %d", count4, field, quota)
 	}
 	if count6 > quota {
-		v.add(doc.line("security_groups", gi, field), where, field, CodeRulesLimit, "%d IPv6 %s rules (prefix lists count by entries); the quota is %d", count6, field, quota)
+		v.add(v.at("security_groups", gi, field), where, field, CodeRulesLimit, "%d IPv6 %s rules (prefix lists count by entries); the quota is %d", count6, field, quota)
 	}
 	return out
 }
@@ -518,11 +487,11 @@ func (v *validator) uniqueRuleIDs(m *Model) {
 			for _, r := range list {
 				at := fmt.Sprintf("group %s %s[%d]", g.ID, r.Direction, r.Index)
 				if prev, dup := first[r.ID]; dup {
-					line := 0
+					l := Location{File: v.at().File} // an implicit rule was written nowhere
 					if !r.Default {
-						line = v.doc.line("security_groups", gi, r.Direction.String(), r.Index)
+						l = v.at("security_groups", gi, r.Direction.String(), r.Index)
 					}
-					v.add(line, at, "security_group_rule_id", CodeParameterValue, "rule id %s is also the id of %s", r.ID, prev)
+					v.add(l, at, "security_group_rule_id", CodeParameterValue, "rule id %s is also the id of %s", r.ID, prev)
 					continue
 				}
 				first[r.ID] = at
@@ -531,15 +500,9 @@ func (v *validator) uniqueRuleIDs(m *Model) {
 	}
 }
 
-// rule validates one rule; line is the rule's own line.
-func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, ri int, line int) (NRule, bool) {
-	doc := v.doc
-	fl := func(f string) int {
-		if l := doc.line("security_groups", gi, field, ri, f); l > 0 {
-			return l
-		}
-		return line
-	}
+// rule validates one rule, the ri-th of the field (ingress or egress) of group gi.
+func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, ri int) (NRule, bool) {
+	fl := func(f string) Location { return v.at("security_groups", gi, field, ri, f) }
 	ok := true
 	bad := func(f, code, format string, a ...any) {
 		v.add(fl(f), where, f, code, format, a...)
@@ -675,11 +638,10 @@ func (v *validator) defaultGroup(m *Model, names map[string]string) string {
 }
 
 func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]string) {
-	doc := v.doc
 	seen := map[string]bool{}
 	for i, itf := range c.Interfaces {
 		where := "interface " + itf.Name
-		line := doc.line("interfaces", i)
+		line := v.at("interfaces", i)
 		if itf.Name == "" {
 			where = fmt.Sprintf("interfaces[%d]", i)
 		}
@@ -687,9 +649,9 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 		case itf.Name == "":
 			v.add(line, where, "name", CodeMissingParameter, "name is required")
 		case itf.Name == "lo":
-			v.add(doc.line("interfaces", i, "name"), where, "name", CodeParameterValue, "loopback traffic is never filtered; remove lo")
+			v.add(v.at("interfaces", i, "name"), where, "name", CodeParameterValue, "loopback traffic is never filtered; remove lo")
 		case !ifNameRe.MatchString(itf.Name):
-			v.add(doc.line("interfaces", i, "name"), where, "name", CodeInterfaceMalformed, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", itf.Name)
+			v.add(v.at("interfaces", i, "name"), where, "name", CodeInterfaceMalformed, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", itf.Name)
 		case seen[itf.Name]:
 			v.add(line, where, "name", CodeInterfaceDuplicate, "interface %s is listed twice", itf.Name)
 		}
@@ -697,7 +659,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 		im := IfaceModel{Name: itf.Name, Timeouts: DefaultTimeouts()}
 		dup := map[string]bool{}
 		for j, gid := range itf.SecurityGroups {
-			l := doc.line("interfaces", i, "security_groups", j)
+			l := v.at("interfaces", i, "security_groups", j)
 			if strings.EqualFold(gid, DefaultGroupName) {
 				gid = v.defaultGroup(m, names)
 			}
@@ -715,7 +677,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 			im.Groups = []string{v.defaultGroup(m, names)}
 		}
 		if len(itf.SecurityGroups) > quota {
-			v.add(doc.line("interfaces", i, "security_groups"), where, "security_groups", CodeGroupsLimit,
+			v.add(v.at("interfaces", i, "security_groups"), where, "security_groups", CodeGroupsLimit,
 				"%d groups on one interface; the quota is %d (daemon.groups_per_interface_quota, at most %d)", len(itf.SecurityGroups), quota, MaxGroupsPerInterface)
 		}
 		if ct := itf.ConnectionTracking; ct != nil {
@@ -724,7 +686,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 					return
 				}
 				if *p < lo || *p > hi {
-					v.add(doc.line("interfaces", i, "connection_tracking", field), where, "connection_tracking."+field, CodeParameterValue,
+					v.add(v.at("interfaces", i, "connection_tracking", field), where, "connection_tracking."+field, CodeParameterValue,
 						"%d s is outside AWS's range %d–%d s", *p, lo, hi)
 					return
 				}
@@ -739,31 +701,30 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 }
 
 func (v *validator) members(c *Config, m *Model, names map[string]string) {
-	doc := v.doc
 	for i, mb := range c.Members {
 		where := fmt.Sprintf("members[%d]", i)
 		a, err := netip.ParseAddr(strings.TrimSpace(mb.Address))
 		if err != nil || a.Zone() != "" {
-			v.add(doc.line("members", i, "address"), where, "address", CodeMemberAddrMalformed, "%q is not an IP address", mb.Address)
+			v.add(v.at("members", i, "address"), where, "address", CodeMemberAddrMalformed, "%q is not an IP address", mb.Address)
 			continue
 		}
 		if a.Is4In6() {
 			// ::ffff:203.0.113.9 is not 203.0.113.9 to the packet path (an IPv6 packet with
 			// that source is IPv6) and no real host sends from it: say so, do not guess.
-			v.add(doc.line("members", i, "address"), where, "address", CodeMemberAddrMalformed,
+			v.add(v.at("members", i, "address"), where, "address", CodeMemberAddrMalformed,
 				"%q is an IPv4-mapped IPv6 address; write the IPv4 address %s if that is the member", mb.Address, a.Unmap())
 			continue
 		}
 		mm := MemberModel{Addr: a}
 		if len(mb.SecurityGroups) == 0 {
-			v.add(doc.line("members", i), where, "security_groups", CodeMissingParameter, "a member carries at least one group")
+			v.add(v.at("members", i), where, "security_groups", CodeMissingParameter, "a member carries at least one group")
 		}
 		for j, gid := range mb.SecurityGroups {
 			if strings.EqualFold(gid, DefaultGroupName) {
 				gid = v.defaultGroup(m, names)
 			}
 			if m.groupByID[gid] == nil {
-				v.add(doc.line("members", i, "security_groups", j), where, fmt.Sprintf("security_groups[%d]", j), CodeGroupNotFound, "group %s is not defined in security_groups", gid)
+				v.add(v.at("members", i, "security_groups", j), where, fmt.Sprintf("security_groups[%d]", j), CodeGroupNotFound, "group %s is not defined in security_groups", gid)
 				continue
 			}
 			mm.Groups = append(mm.Groups, gid)

@@ -276,51 +276,6 @@ func TestValidateErrors(t *testing.T) {
 			"members:",
 			"  - address: 10.0.0.1"),
 			CodeMissingParameter, "members[0]", "security_groups", 2},
-		// daemon
-		{"groups quota 17", lines(
-			"daemon:",
-			"  groups_per_interface_quota: 17"),
-			CodeParameterValue, "daemon", "groups_per_interface_quota", 2},
-		{"groups quota 0", lines(
-			"daemon:",
-			"  groups_per_interface_quota: 0"),
-			CodeParameterValue, "daemon", "groups_per_interface_quota", 2},
-		{"rules quota 0", lines(
-			"daemon:",
-			"  rules_per_group_quota: 0"),
-			CodeParameterValue, "daemon", "rules_per_group_quota", 2},
-		{"quota product over 1000", lines(
-			"daemon:",
-			"  rules_per_group_quota: 63",
-			"  groups_per_interface_quota: 16"),
-			CodeParameterValue, "daemon", "rules_per_group_quota", 2},
-		{"quota product over 1000 with the default groups quota", lines(
-			"daemon:",
-			"  rules_per_group_quota: 201"),
-			CodeParameterValue, "daemon", "rules_per_group_quota", 2},
-		{"quota product overflowing int", lines(
-			"daemon:",
-			"  rules_per_group_quota: 4611686018427387904",
-			"  groups_per_interface_quota: 4"),
-			CodeParameterValue, "daemon", "rules_per_group_quota", 2},
-		{"queue_num", lines("daemon: {queue_num: 65536}"),
-			CodeParameterValue, "daemon", "queue_num", 1},
-		{"queue_count", lines("daemon: {queue_count: 0}"),
-			CodeParameterValue, "daemon", "queue_count", 1},
-		{"queue_num + queue_count", lines("daemon:", "  queue_num: 65530", "  queue_count: 7"),
-			CodeParameterValue, "daemon", "queue_count", 3},
-		{"max_tracked_connections", lines("daemon: {max_tracked_connections: 0}"),
-			CodeParameterValue, "daemon", "max_tracked_connections", 1},
-		{"log_level", lines("daemon:", "  log_level: verbose"),
-			CodeParameterValue, "daemon", "log_level", 2},
-		{"log_format", lines("daemon:", "  log_format: xml"),
-			CodeParameterValue, "daemon", "log_format", 2},
-		{"metrics_listen", lines("daemon:", "  metrics_listen: localhost:9640"),
-			CodeParameterValue, "daemon", "metrics_listen", 2},
-		{"flow_log_interval", lines("daemon:", "  flow_log_interval: 3601"),
-			CodeParameterValue, "daemon", "flow_log_interval", 2},
-		{"denied_log_per_second", lines("daemon:", "  denied_log_per_second: -1"),
-			CodeParameterValue, "daemon", "denied_log_per_second", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			es := configErrors(t, "test.yaml", tt.src, Options{})
@@ -364,13 +319,6 @@ func TestValidateAcceptsEdges(t *testing.T) {
 		"    connection_tracking: {tcp_established_timeout: 60, udp_timeout: 60, udp_stream_timeout: 60}",
 		"  - name: veth-0123456789",
 		"    connection_tracking: {tcp_established_timeout: 432000, udp_timeout: 30, udp_stream_timeout: 180}",
-		"daemon:",
-		"  rules_per_group_quota: 62",
-		"  groups_per_interface_quota: 16",
-		"  queue_num: 65535",
-		"  queue_count: 1",
-		"  log_level: WARN",
-		"  metrics_listen: \"[::1]:9640\"",
 	), Options{})
 	if got, want := fmt.Sprint(m.Interfaces[0].Timeouts), "{1m0s 1m0s 1m0s}"; got != want {
 		t.Errorf("Timeouts(eth0) = %v; want %v", got, want)
@@ -427,7 +375,6 @@ func TestValidateUnknownFields(t *testing.T) {
 		{"connection tracking", lines("interfaces:", "  - name: eth0", "    connection_tracking: {tcp_timeout: 60}"), "tcp_timeout", 3},
 		{"prefix list", lines("prefix_lists:", "  - prefix_list_id: pl-a", "    cidrs: [10.0.0.0/8]"), "cidrs", 3},
 		{"member", lines("members:", "  - addr: 10.0.0.1"), "addr", 2},
-		{"daemon", lines("daemon:", "  fail_open: true", "  queue: 3"), "queue", 3},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			es := configErrors(t, "test.yaml", tt.src, Options{})
@@ -440,16 +387,16 @@ func TestValidateUnknownFields(t *testing.T) {
 			}
 		})
 	}
-	// All of them at once: every unknown field is reported.
+	// All of them at once: every unknown field is reported (with a daemon: section too:
+	// internal/controller TestFileUnknownFields).
 	es := configErrors(t, "test.yaml", lines(
 		"bogus: 1",
 		"security_groups:",
 		"  - {group_id: sg-a, bogus: 2, ingress: [{ip_protocol: -1, cidr_ipv4: 0.0.0.0/0, bogus: 3}]}",
 		"interfaces: [{name: eth0, bogus: 4}]",
-		"daemon: {bogus: 5}",
 	), Options{})
-	if got := fmt.Sprint(es.Codes()); got != fmt.Sprint(slicesRepeat(CodeUnknownParameter, 5)) {
-		t.Errorf("Parse codes = %v; want 5 × %s\n%v", got, CodeUnknownParameter, es)
+	if got := fmt.Sprint(es.Codes()); got != fmt.Sprint(slicesRepeat(CodeUnknownParameter, 4)) {
+		t.Errorf("Parse codes = %v; want 4 × %s\n%v", got, CodeUnknownParameter, es)
 	}
 }
 
@@ -530,7 +477,6 @@ func TestParseJSON(t *testing.T) {
 		`{"security_groups": [], "bogus": 1}`,
 		`{"security_groups": [{"group_id": "sg-a", "ingress": [{"ip_protocol": "-1", "cidr_ipv4": "0.0.0.0/0", "port": 1}]}]}`,
 		`{"interfaces": [{"name": "eth0", "connection_tracking": {"tcp_timeout": 60}}]}`,
-		`{"daemon": {"failopen": true}}`,
 	} {
 		es := configErrors(t, "c.json", src, Options{})
 		if len(es) != 1 || es[0].Code != CodeUnknownParameter {
@@ -565,27 +511,28 @@ func TestValidateQuotas(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		src  string
+		q    Quotas   // daemon.rules_per_group_quota (internal/settings)
 		want []string // codes; nil = valid
 	}{
-		{"60 IPv4 rules", rules(60, 0), nil},
-		{"61 IPv4 rules", rules(61, 0), []string{CodeRulesLimit}},
-		{"60 of each family", rules(60, 60), nil},
-		{"61 IPv6 rules", rules(0, 61), []string{CodeRulesLimit}},
-		{"58 + a 2-entry prefix list", rules(58, 0, pl2), nil},
-		{"59 + a 2-entry prefix list", rules(59, 0, pl2), []string{CodeRulesLimit}},
-		{"59 + an IPv6 prefix list", rules(59, 59, pl6), nil},
-		{"60 + a group reference", rules(60, 0, ref), []string{CodeRulesLimit}},
-		{"59 + a group reference, both families", rules(59, 59, ref), nil},
-		{"62 with quota 62", rules(62, 0) + "daemon: {rules_per_group_quota: 62}\n", nil},
-		{"63 with quota 62", rules(63, 0) + "daemon: {rules_per_group_quota: 62}\n", []string{CodeRulesLimit}},
-		{"2 with quota 1", rules(2, 0) + "daemon: {rules_per_group_quota: 1}\n", []string{CodeRulesLimit}},
+		{"60 IPv4 rules", rules(60, 0), Quotas{}, nil},
+		{"61 IPv4 rules", rules(61, 0), Quotas{}, []string{CodeRulesLimit}},
+		{"60 of each family", rules(60, 60), Quotas{}, nil},
+		{"61 IPv6 rules", rules(0, 61), Quotas{}, []string{CodeRulesLimit}},
+		{"58 + a 2-entry prefix list", rules(58, 0, pl2), Quotas{}, nil},
+		{"59 + a 2-entry prefix list", rules(59, 0, pl2), Quotas{}, []string{CodeRulesLimit}},
+		{"59 + an IPv6 prefix list", rules(59, 59, pl6), Quotas{}, nil},
+		{"60 + a group reference", rules(60, 0, ref), Quotas{}, []string{CodeRulesLimit}},
+		{"59 + a group reference, both families", rules(59, 59, ref), Quotas{}, nil},
+		{"62 with quota 62", rules(62, 0), Quotas{RulesPerGroup: 62}, nil},
+		{"63 with quota 62", rules(63, 0), Quotas{RulesPerGroup: 62}, []string{CodeRulesLimit}},
+		{"2 with quota 1", rules(2, 0), Quotas{RulesPerGroup: 1}, []string{CodeRulesLimit}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			doc, err := Parse("q.yaml", []byte(tt.src))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Validate(doc, Options{})
+			_, err = Validate(doc, Options{Quotas: tt.q})
 			var got []string
 			if err != nil {
 				got = asErrors(t, err).Codes()
@@ -613,7 +560,7 @@ func TestValidateQuotas(t *testing.T) {
 	}
 
 	// Groups per interface: 5 by default, configurable up to 16.
-	groups := func(n int, daemon string) string {
+	groups := func(n int) string {
 		var b strings.Builder
 		b.WriteString("security_groups:\n")
 		var ids []string
@@ -622,26 +569,29 @@ func TestValidateQuotas(t *testing.T) {
 			ids = append(ids, fmt.Sprintf("sg-%d", i))
 		}
 		fmt.Fprintf(&b, "interfaces:\n  - name: eth0\n    security_groups: [%s]\n", strings.Join(ids, ", "))
-		return b.String() + daemon
+		return b.String()
 	}
+	// A quota out of range (17 groups) is the daemon settings' to refuse (internal/settings,
+	// and internal/controller TestFileQuotas for the whole file).
 	for _, tt := range []struct {
 		name string
 		src  string
+		q    Quotas // daemon.groups_per_interface_quota
 		want []string
 	}{
-		{"5 groups", groups(5, ""), nil},
-		{"6 groups", groups(6, ""), []string{CodeGroupsLimit}},
-		{"16 groups with quota 16", groups(16, "daemon: {groups_per_interface_quota: 16}\n"), nil},
-		{"17 groups with quota 16", groups(17, "daemon: {groups_per_interface_quota: 16}\n"), []string{CodeGroupsLimit}},
-		{"3 groups with quota 2", groups(3, "daemon: {groups_per_interface_quota: 2}\n"), []string{CodeGroupsLimit}},
-		{"17 groups with quota 17", groups(17, "daemon: {groups_per_interface_quota: 17}\n"), []string{CodeParameterValue}},
+		{"5 groups", groups(5), Quotas{}, nil},
+		{"6 groups", groups(6), Quotas{}, []string{CodeGroupsLimit}},
+		{"16 groups with quota 16", groups(16), Quotas{GroupsPerInterface: 16}, nil},
+		{"17 groups with quota 16", groups(17), Quotas{GroupsPerInterface: 16}, []string{CodeGroupsLimit}},
+		{"3 groups with quota 2", groups(3), Quotas{GroupsPerInterface: 2}, []string{CodeGroupsLimit}},
+		{"17 groups with quota 17", groups(17), Quotas{GroupsPerInterface: 17}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			doc, err := Parse("q.yaml", []byte(tt.src))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Validate(doc, Options{})
+			_, err = Validate(doc, Options{Quotas: tt.q})
 			var got []string
 			if err != nil {
 				got = asErrors(t, err).Codes()
@@ -714,28 +664,4 @@ func TestValidateMappedAddresses(t *testing.T) {
 		{tcp("192.0.2.1", 23), deny}, // ::ffff:0:0/80 is the IPv6 prefix ::/80
 		{tcp("::1", 23), allow("sg-a/ingress/1")},
 	})
-}
-
-// The README's settings table offers `off` for metrics_listen and status_socket; the
-// file takes it as the flags do.
-func TestValidateDaemonOff(t *testing.T) {
-	for _, tt := range []struct {
-		src string
-		ok  bool
-	}{
-		{"daemon: {metrics_listen: \"off\"}", true},
-		{"daemon: {metrics_listen: off}", true},
-		{"daemon: {status_socket: off}", true},
-		{"daemon: {metrics_listen: off, status_socket: off}", true},
-		{"daemon: {metrics_listen: OFF}", false}, // the daemon turns only "off" into no server
-		{"daemon: {metrics_listen: \"127.0.0.1:9640\"}", true},
-	} {
-		doc, err := Parse("c.yaml", []byte(tt.src))
-		if err == nil {
-			_, err = Validate(doc, Options{})
-		}
-		if (err == nil) != tt.ok {
-			t.Errorf("Load(%q) = %v; want ok=%v", tt.src, err, tt.ok)
-		}
-	}
 }

@@ -101,7 +101,7 @@ func TestEnslavedInterfaceRefused(t *testing.T) {
 	})
 	t.Run("bond", func(t *testing.T) {
 		if out, err := runErr("ip", "-n", h, "link", "add", "bond0", "type", "bond"); err != nil {
-			t.Skipf("this kernel cannot make a bond (%s); the bond message is unit-tested (internal/daemon TestEnslaved)", strings.TrimSpace(out))
+			t.Skipf("this kernel cannot make a bond (%s); the bond message is unit-tested (internal/controller TestEnslaved)", strings.TrimSpace(out))
 		}
 		run(t, "ip", "-n", h, "link", "add", "eth5", "type", "veth", "peer", "name", "eth6")
 		run(t, "ip", "-n", h, "link", "set", "eth5", "master", "bond0")

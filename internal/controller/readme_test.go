@@ -1,13 +1,18 @@
-package rules
+package controller
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
-// TestREADMEExamples parses and validates every YAML config block in the README, and the
-// example config the installer ships, so that what users paste works.
+// TestREADMEExamples loads every YAML config block in the README, and the example config
+// the installer ships, the way `sgd run` and `sgd check` do (the file as the one source:
+// SG model and daemon: section), so that what users paste works.
 func TestREADMEExamples(t *testing.T) {
 	for _, file := range []string{"../../README.md"} {
 		data, err := os.ReadFile(file)
@@ -19,18 +24,17 @@ func TestREADMEExamples(t *testing.T) {
 			t.Fatalf("%s has no ```yaml blocks", file)
 		}
 		for i, b := range blocks {
-			doc, err := Parse(file, []byte(b))
-			if err != nil {
-				t.Errorf("%s yaml block %d: %v", file, i, err)
-				continue
+			path := filepath.Join(t.TempDir(), "block.yaml")
+			if err := os.WriteFile(path, []byte(b), 0o600); err != nil {
+				t.Fatal(err)
 			}
-			if _, err := Validate(doc, Options{}); err != nil {
+			if _, err := Load(context.Background(), rules.Env{}, NewFile(path)); err != nil {
 				t.Errorf("%s yaml block %d: %v", file, i, err)
 			}
 		}
 	}
-	for _, file := range []string{"../../examples/sgd.yaml", "testdata/spec-example.yaml"} {
-		if _, err := Load(file); err != nil {
+	for _, file := range []string{"../../examples/sgd.yaml", "../rules/testdata/spec-example.yaml"} {
+		if _, err := Load(context.Background(), rules.Env{}, NewFile(file)); err != nil {
 			t.Errorf("Load(%s) = %v", file, err)
 		}
 	}

@@ -1,0 +1,167 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+// A Source proposes desired state: the config file today (File); an EC2 API store and
+// etcd next. A source never publishes anything; the controller reads every source,
+// validates what they propose as one whole, and publishes it or nothing.
+type Source interface {
+	// Name says which source this is, in logs (a file's path).
+	Name() string
+	// Propose returns what the source wants in force now. An error means it could not be
+	// read at all (a file that does not parse); the load fails with it, unwrapped, so
+	// that coded errors (rules.Error, rules.Errors) reach the user as they are.
+	Propose(ctx context.Context) (Proposal, error)
+}
+
+// Proposal is one source's desired state.
+type Proposal struct {
+	// Config is the Security Group part: groups, prefix lists, interfaces, members.
+	Config rules.Config
+	// Locator places Config's parts where they were written (a file's lines, an API
+	// request's parameters), for the errors validation reports; nil when unknown.
+	Locator rules.Locator
+	// Version names what was read: a file's sha256, an etcd revision. The running state's
+	// version is it, when there is one source (State.Version).
+	Version string
+	// Quotas are the SG quotas this source sets (the file's daemon: section); nil when it
+	// sets none. The first source that sets them sets them.
+	Quotas *rules.Quotas
+	// Problems are what the source itself found wrong in what it read (the file's daemon:
+	// section). They are reported ahead of validation's, and any of them rejects the whole.
+	Problems rules.Errors
+}
+
+// State is desired state made ready to publish: merged from every source, validated,
+// compiled. It is immutable once made, and shared without locks.
+type State struct {
+	Model  *rules.Model
+	Policy *rules.Policy
+	// Version is the one source's version, or, with several, a sha256 of all of theirs.
+	// Metrics (sgd_config_info) and logs show it.
+	Version string
+}
+
+// Load reads every source, merges what they propose, validates the whole with the AWS
+// rules (internal/rules) and compiles it. It changes nothing: the result is what Start or
+// a reload would publish. Validation errors come back as rules.Errors, each where its
+// source says the value was written; the sources' own problems come first.
+func Load(ctx context.Context, env rules.Env, srcs ...Source) (*State, error) {
+	ps := make([]Proposal, 0, len(srcs))
+	for _, s := range srcs {
+		p, err := s.Propose(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	c, loc := merge(ps)
+	var opt rules.Options
+	var problems rules.Errors
+	quotas := false
+	for _, p := range ps {
+		if p.Quotas != nil && !quotas {
+			opt.Quotas, quotas = *p.Quotas, true
+		}
+		problems = append(problems, p.Problems...)
+	}
+	m, err := rules.ValidateConfig(&c, loc, opt)
+	if err != nil {
+		var es rules.Errors
+		if !errors.As(err, &es) {
+			return nil, err
+		}
+		problems = append(problems, es...)
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	s := &State{Model: m, Version: version(srcs, ps)}
+	m.Hash = s.Version
+	if len(srcs) == 1 {
+		m.File = srcs[0].Name()
+	}
+	if s.Policy, err = rules.Compile(m, env); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func version(srcs []Source, ps []Proposal) string {
+	if len(ps) == 1 {
+		return ps[0].Version
+	}
+	h := sha256.New()
+	for i, p := range ps {
+		h.Write([]byte(srcs[i].Name() + "\x00" + p.Version + "\x00"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// merge puts the proposals' lists one after another, in source order, and returns a
+// locator that sends each path back to the source it came from.
+func merge(ps []Proposal) (rules.Config, rules.Locator) {
+	switch len(ps) {
+	case 0:
+		return rules.Config{}, nil
+	case 1:
+		return ps[0].Config, ps[0].Locator
+	}
+	var c rules.Config
+	for _, p := range ps {
+		c.SecurityGroups = append(c.SecurityGroups, p.Config.SecurityGroups...)
+		c.PrefixLists = append(c.PrefixLists, p.Config.PrefixLists...)
+		c.Interfaces = append(c.Interfaces, p.Config.Interfaces...)
+		c.Members = append(c.Members, p.Config.Members...)
+	}
+	return c, merged(ps)
+}
+
+// merged locates paths of a merged config: ("interfaces", 3, …) is the source's own
+// ("interfaces", 3-k, …) when the sources before it proposed k interfaces.
+type merged []Proposal
+
+func (m merged) Locate(path ...any) rules.Location {
+	if len(path) >= 2 {
+		key, _ := path[0].(string)
+		if i, ok := path[1].(int); ok {
+			for _, p := range m {
+				if n := listLen(&p.Config, key); i < n {
+					return locate(p.Locator, append([]any{key, i}, path[2:]...))
+				} else {
+					i -= n
+				}
+			}
+		}
+	}
+	return locate(m[0].Locator, path) // the top of the document, or a list as a whole
+}
+
+func locate(loc rules.Locator, path []any) rules.Location {
+	if loc == nil {
+		return rules.Location{}
+	}
+	return loc.Locate(path...)
+}
+
+// listLen is the length of c's list under the top-level key (0 for any other key).
+func listLen(c *rules.Config, key string) int {
+	switch key {
+	case "security_groups":
+		return len(c.SecurityGroups)
+	case "prefix_lists":
+		return len(c.PrefixLists)
+	case "interfaces":
+		return len(c.Interfaces)
+	case "members":
+		return len(c.Members)
+	}
+	return 0
+}

@@ -1,0 +1,147 @@
+// Package settings holds the daemon's own settings — queues, fail mode, listeners, logs,
+// limits: the daemon: section of the config file and the flags of `sgd run` that override
+// it — their schema, their validation with AWS error codes, and their resolution into the
+// values the daemon runs with. They are not the Security Group model (internal/rules);
+// the one thing they hand it is the SG quotas (Section.Quotas).
+package settings
+
+import "github.com/sgd-firewall/sgd/internal/rules"
+
+// Key is the config file's top-level key of the section (SPEC 2.1, README "Daemon
+// settings"): the file stays one document, and the SG model's loader reads this key as
+// a rules.Section owned here.
+const Key = "daemon"
+
+// Defaults (README "Daemon settings").
+const (
+	DefaultQueueNum        = 100
+	DefaultMetricsListen   = "127.0.0.1:9640"
+	DefaultStatusSocket    = "/run/sgd/sgd.sock"
+	DefaultDeniedLogPerSec = 10
+	DefaultFlowLogInterval = 60
+	DefaultMaxTracked      = 262144
+)
+
+// Section is the daemon's settings as written: the config file's daemon: section, or the
+// flags of `sgd run`, whose set fields win over it (Resolve). Every field is optional;
+// pointers mark "not set" where the zero value is meaningful. The zero value sets nothing.
+// The yaml tags are the file's field names, matched exactly (rules.Parse); the json tags,
+// the same names, are for printing.
+type Section struct {
+	QueueNum                *int   `yaml:"queue_num" json:"queue_num"`
+	QueueCount              *int   `yaml:"queue_count" json:"queue_count"`
+	FailOpen                bool   `yaml:"fail_open" json:"fail_open"`
+	ExemptDHCP              *bool  `yaml:"exempt_dhcp" json:"exempt_dhcp"`
+	AllowRelatedICMP        bool   `yaml:"allow_related_icmp" json:"allow_related_icmp"`
+	MaxTrackedConnections   *int   `yaml:"max_tracked_connections" json:"max_tracked_connections"`
+	MetricsListen           string `yaml:"metrics_listen" json:"metrics_listen"`
+	LogLevel                string `yaml:"log_level" json:"log_level"`
+	LogFormat               string `yaml:"log_format" json:"log_format"`
+	FlowLogFile             string `yaml:"flow_log_file" json:"flow_log_file"`
+	FlowLogInterval         *int   `yaml:"flow_log_interval" json:"flow_log_interval"`
+	FastPath                bool   `yaml:"fast_path" json:"fast_path"`
+	RulesPerGroupQuota      *int   `yaml:"rules_per_group_quota" json:"rules_per_group_quota"`
+	GroupsPerInterfaceQuota *int   `yaml:"groups_per_interface_quota" json:"groups_per_interface_quota"`
+	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
+	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
+	AccountID               string `yaml:"account_id" json:"account_id"`
+}
+
+// Of returns the section of the file as Parse reads it: rules.Parse(name, data, s.Of())
+// decodes the daemon: section into s.
+func (s *Section) Of() rules.Section { return rules.Section{Key: Key, Into: s} }
+
+// Quotas are the SG quotas the section sets, for rules.Options, as written: Validate
+// reports one out of range, and validation of the SG model holds the config to it as
+// written all the same (a quota of 17 groups is refused, and 17 groups are not also
+// reported over it); one not set, or below 1, is AWS's default.
+func (s *Section) Quotas() rules.Quotas {
+	var q rules.Quotas
+	if s.RulesPerGroupQuota != nil {
+		q.RulesPerGroup = *s.RulesPerGroupQuota
+	}
+	if s.GroupsPerInterfaceQuota != nil {
+		q.GroupsPerInterface = *s.GroupsPerInterfaceQuota
+	}
+	return q
+}
+
+// Daemon is the settings the daemon runs with: a config section with the command-line
+// overrides applied and defaults filled in (Resolve). It is comparable: a reload that
+// resolves to another Daemon has settings that take effect only at a restart.
+type Daemon struct {
+	QueueNum, QueueCount uint16
+	FailOpen             bool
+	ExemptDHCP           bool
+	AllowRelatedICMP     bool
+	MaxTracked           int
+	MetricsListen        string // "" = no metrics server
+	LogLevel, LogFormat  string
+	FlowLogFile          string
+	FlowLogInterval      int
+	FastPath             bool
+	DeniedLogPerSec      int
+	StatusSocket         string // "" = none
+	AccountID            string
+}
+
+// Resolve merges the config's section d with the overrides o (fields set there win) and
+// fills in defaults.
+func Resolve(d, o Section) Daemon {
+	pick := func(a, b *int) *int {
+		if b != nil {
+			return b
+		}
+		return a
+	}
+	s := Daemon{QueueNum: DefaultQueueNum, QueueCount: 1, ExemptDHCP: true, MaxTracked: DefaultMaxTracked,
+		MetricsListen: DefaultMetricsListen, LogLevel: "info", LogFormat: "json", FlowLogInterval: DefaultFlowLogInterval,
+		DeniedLogPerSec: DefaultDeniedLogPerSec, StatusSocket: DefaultStatusSocket, AccountID: "000000000000"}
+	if p := pick(d.QueueNum, o.QueueNum); p != nil {
+		s.QueueNum = uint16(*p)
+	}
+	if p := pick(d.QueueCount, o.QueueCount); p != nil {
+		s.QueueCount = uint16(*p)
+	}
+	s.FailOpen = d.FailOpen || o.FailOpen
+	if o.ExemptDHCP != nil {
+		s.ExemptDHCP = *o.ExemptDHCP
+	} else if d.ExemptDHCP != nil {
+		s.ExemptDHCP = *d.ExemptDHCP
+	}
+	s.AllowRelatedICMP = d.AllowRelatedICMP || o.AllowRelatedICMP
+	if p := pick(d.MaxTrackedConnections, o.MaxTrackedConnections); p != nil {
+		s.MaxTracked = *p
+	}
+	for _, f := range []struct {
+		dst  *string
+		a, b string
+	}{
+		{&s.MetricsListen, d.MetricsListen, o.MetricsListen},
+		{&s.LogLevel, d.LogLevel, o.LogLevel},
+		{&s.LogFormat, d.LogFormat, o.LogFormat},
+		{&s.FlowLogFile, d.FlowLogFile, o.FlowLogFile},
+		{&s.StatusSocket, d.StatusSocket, o.StatusSocket},
+		{&s.AccountID, d.AccountID, o.AccountID},
+	} {
+		if f.b != "" {
+			*f.dst = f.b
+		} else if f.a != "" {
+			*f.dst = f.a
+		}
+	}
+	if s.MetricsListen == "off" {
+		s.MetricsListen = ""
+	}
+	if s.StatusSocket == "off" {
+		s.StatusSocket = ""
+	}
+	if p := pick(d.FlowLogInterval, o.FlowLogInterval); p != nil {
+		s.FlowLogInterval = *p
+	}
+	s.FastPath = d.FastPath || o.FastPath
+	if p := pick(d.DeniedLogPerSecond, o.DeniedLogPerSecond); p != nil {
+		s.DeniedLogPerSec = *p
+	}
+	return s
+}

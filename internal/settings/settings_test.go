@@ -1,0 +1,59 @@
+package settings
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+func intp(i int) *int    { return &i }
+func boolp(b bool) *bool { return &b }
+
+func TestResolve(t *testing.T) {
+	def := Resolve(Section{}, Section{})
+	if def.MetricsListen != "127.0.0.1:9640" || def.QueueNum != DefaultQueueNum || def.QueueCount != 1 || def.FailOpen ||
+		!def.ExemptDHCP || def.MaxTracked != 262144 || def.StatusSocket != DefaultStatusSocket || def.LogFormat != "json" {
+		t.Errorf("Resolve(defaults) = %+v", def)
+	}
+	cfg := Section{QueueNum: intp(7), QueueCount: intp(2), FailOpen: true, ExemptDHCP: boolp(false),
+		MetricsListen: "127.0.0.1:9999", MaxTrackedConnections: intp(10)}
+	got := Resolve(cfg, Section{QueueNum: intp(9), MetricsListen: "off", StatusSocket: "off"})
+	if got.QueueNum != 9 || got.QueueCount != 2 || !got.FailOpen || got.ExemptDHCP || got.MetricsListen != "" ||
+		got.StatusSocket != "" || got.MaxTracked != 10 {
+		t.Errorf("Resolve(config, flags) = %+v; want flags over config over defaults", got)
+	}
+}
+
+// The section's quotas reach the SG validator as written (Validate refuses those out of
+// range); unset is the zero Quotas, AWS's defaults.
+func TestQuotas(t *testing.T) {
+	for _, tt := range []struct {
+		s    Section
+		want rules.Quotas
+	}{
+		{Section{}, rules.Quotas{}},
+		{Section{RulesPerGroupQuota: intp(62)}, rules.Quotas{RulesPerGroup: 62}},
+		{Section{GroupsPerInterfaceQuota: intp(16)}, rules.Quotas{GroupsPerInterface: 16}},
+		{Section{RulesPerGroupQuota: intp(100), GroupsPerInterfaceQuota: intp(10)}, rules.Quotas{RulesPerGroup: 100, GroupsPerInterface: 10}},
+		{Section{GroupsPerInterfaceQuota: intp(17)}, rules.Quotas{GroupsPerInterface: 17}},
+	} {
+		if got := tt.s.Quotas(); got != tt.want {
+			t.Errorf("Quotas(%+v) = %+v; want %+v", tt.s, got, tt.want)
+		}
+	}
+}
+
+// The section is decoded by yaml tags like the rest of the file (rules.Parse); the json
+// tags, used to print it, must say the same, with no options that would change a name.
+func TestSectionTags(t *testing.T) {
+	typ := reflect.TypeFor[Section]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		y, j := f.Tag.Get("yaml"), f.Tag.Get("json")
+		if y == "" || y != j || strings.ContainsAny(y, ",-") {
+			t.Errorf("%s.%s tags yaml:%q json:%q; want one plain snake_case name, the same in both", typ.Name(), f.Name, y, j)
+		}
+	}
+}
