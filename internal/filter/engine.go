@@ -270,10 +270,12 @@ func (w *Worker) Packet() *packet.Parsed { return &w.p }
 // Judge decides one packet at one attachment point. b holds the packet from its IP
 // header (possibly truncated to the copy range). It allocates nothing in the steady state.
 func (w *Worker) Judge(b []byte, at Point) Result {
-	if !w.dec.Decode(b, &w.p) {
-		return w.count(at.Dir, len(b), Result{Reason: ReasonMalformed, Dir: at.Dir})
+	res := Result{Reason: ReasonMalformed, Dir: at.Dir}
+	if w.dec.Decode(b, &w.p) {
+		w.judge(at, &res)
 	}
-	return w.count(at.Dir, len(b), w.judge(at))
+	w.count(len(b), &res)
+	return res
 }
 
 // JudgePath decides a packet that crosses two attachment points, as one between two
@@ -281,71 +283,74 @@ func (w *Worker) Judge(b []byte, at Point) Result {
 // at the second through to (its ingress), each point with its own groups and tracking. A
 // drop at from is the verdict; otherwise to's verdict is. Each point judged is counted.
 func (w *Worker) JudgePath(b []byte, from, to Point) Result {
-	if r := w.Judge(b, from); r.Verdict == Drop {
-		return r
+	res := w.Judge(b, from)
+	if res.Verdict == Drop {
+		return res
 	}
-	return w.count(to.Dir, len(b), w.judge(to))
-}
-
-// count adds the packet to the worker's counters and sets the verdict.
-func (w *Worker) count(dir Dir, n int, res Result) Result {
-	if w.p.Length != 0 {
-		n = int(w.p.Length)
-	}
-	w.C.Packets[dir&1][res.Reason].Add(1)
-	w.C.Bytes[dir&1][res.Reason].Add(uint64(n))
-	res.Verdict = res.Reason.Verdict()
+	res = Result{Dir: to.Dir}
+	w.judge(to, &res)
+	w.count(len(b), &res)
 	return res
 }
 
-// judge runs the stages over the decoded packet w.p at one point: resolve the point, then
-// exempt → track → rules. Each stage either decides or passes the packet on. (A stateless
-// stage, such as a network ACL, would go between exempt and track.)
-func (w *Worker) judge(at Point) Result {
-	e := w.e
-	st, is, res, ok := e.resolve(at)
-	if !ok {
-		return res
+// count adds the packet to the worker's counters and sets the verdict.
+func (w *Worker) count(n int, res *Result) {
+	if w.p.Length != 0 {
+		n = int(w.p.Length)
 	}
-	p := &w.p
-	if sc := screen(p, at.Dir, is.nets, st.local, e.opt.ExemptDHCP); sc != screenPass {
-		res.Reason = screenings[sc].reason
-		return res
-	}
-	now := e.opt.Now()
-	f := flowOf(p, is.id)
-	if r, ok := w.track(p, at.Dir, &f, now); ok {
-		res.Reason = r
-		return res
-	}
-	return w.decide(st, is, at.Dir, &f, res, now)
+	d := res.Dir & 1
+	w.C.Packets[d][res.Reason].Add(1)
+	w.C.Bytes[d][res.Reason].Add(uint64(n))
+	res.Verdict = res.Reason.Verdict()
 }
 
-// resolve finds the attachment point's interface in the published state. ok is false when
-// the point decides the packet on its own: an index that resolves to no interface, or an
-// interface the policy does not list.
-func (e *Engine) resolve(at Point) (st *state, is *ifaceState, res Result, ok bool) {
-	res.Dir = at.Dir
+// judge runs the stages over the decoded packet w.p at one point: resolve the point, then
+// screen → track → decide, each deciding res.Reason or passing the packet on. (A stateless
+// stage, such as a network ACL, would go between screen and track.)
+func (w *Worker) judge(at Point, res *Result) {
+	e := w.e
+	st, is, ok := e.resolve(at, res)
+	if !ok {
+		return
+	}
+	p := &w.p
+	if sc := screen(p, at.Dir, is.nets, &st.local, e.opt.ExemptDHCP); sc != screenPass {
+		res.Reason = screenings[sc].reason
+		return
+	}
+	now := e.opt.Now()
+	var f flowRef
+	f.of(p, is.id)
+	if r, ok := w.track(p, at.Dir, &f, now); ok {
+		res.Reason = r
+		return
+	}
+	w.decide(st, is, at.Dir, &f, res, now)
+}
+
+// resolve finds the attachment point's interface in the published state and names it in
+// res. ok is false when the point decides the packet on its own (res.Reason): an index
+// that resolves to no interface, or an interface the policy does not list.
+func (e *Engine) resolve(at Point, res *Result) (st *state, is *ifaceState, ok bool) {
 	st = e.state.Load()
-	if is = st.byIndex[at.Dev]; is != nil {
-		res.Iface, res.Zone = is.name, is.id
-		return st, is, res, true
-	}
-	var known bool
-	if st, is, known = e.learn(at.Dev); !known {
-		// sgd's rules queue only configured interfaces, by name: an index that does not
-		// resolve (the link went away with its packets in flight) is not let through.
-		res.Reason = ReasonUnknownIface
-		return st, nil, res, false
-	}
-	if is == nil {
-		// A name the config does not list: an interface a reload has just removed, whose
-		// hooks go away next. sgd no longer filters it.
-		res.Reason = ReasonExempt
-		return st, nil, res, false
+	if is = st.byIndex[at.Dev]; is == nil {
+		var known bool
+		if st, is, known = e.learn(at.Dev); !known {
+			// sgd's rules queue only configured interfaces, by name: an index that does
+			// not resolve (the link went away with its packets in flight) is not let
+			// through.
+			res.Reason = ReasonUnknownIface
+			return st, nil, false
+		}
+		if is == nil {
+			// A name the config does not list: an interface a reload has just removed,
+			// whose hooks go away next. sgd no longer filters it.
+			res.Reason = ReasonExempt
+			return st, nil, false
+		}
 	}
 	res.Iface, res.Zone = is.name, is.id
-	return st, is, res, true
+	return st, is, true
 }
 
 // ID is the worker's index among the engine's workers (0-based).

@@ -35,7 +35,7 @@ var (
 // off-link server (a /32 lease whose server is a gateway away) needs an egress rule, and
 // it is then tracked, so the server's answer comes back. A client's first exchange, before
 // it has an address, uses packet sockets that netfilter does not see.
-func dhcpExempt(p *packet.Parsed, dir Dir, nets []netip.Prefix, local addrSet) bool {
+func dhcpExempt(p *packet.Parsed, dir Dir, nets []netip.Prefix, local *addrSet) bool {
 	if p.Family == 6 {
 		if dir == DirIngress {
 			return p.SrcPort == dhcp6Server && p.DstPort == dhcp6Client && linkLocal6.Contains(p.Src) && linkLocal6.Contains(p.Dst)

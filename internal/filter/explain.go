@@ -20,7 +20,8 @@ func Explain(pol *rules.Policy, h Host, exemptDHCP bool, q rules.Query) rules.Ex
 		if q.Src.Is4() {
 			p.Family = 4
 		}
-		if sc := screen(&p, q.Direction, h.Nets[q.Iface], newAddrSet(h.Local), exemptDHCP); sc != screenPass {
+		local := newAddrSet(h.Local)
+		if sc := screen(&p, q.Direction, h.Nets[q.Iface], &local, exemptDHCP); sc != screenPass {
 			s := screenings[sc]
 			if s.reason.Verdict() == Accept {
 				return rules.Explanation{Allowed: true, Exempt: s.why}

@@ -119,7 +119,7 @@ func newAddrSet(addrs []netip.Addr) addrSet {
 	return addrSet{many: m}
 }
 
-func (s addrSet) has(a netip.Addr) bool {
+func (s *addrSet) has(a netip.Addr) bool {
 	if s.many != nil {
 		_, ok := s.many[a]
 		return ok

@@ -49,7 +49,7 @@ var screenings = [...]struct {
 //   - DHCP client traffic of the link passes, with exemptDHCP (dhcpExempt; SPEC 1.2).
 //
 // nets are the attachment point's on-link prefixes, local the host's own addresses.
-func screen(p *packet.Parsed, dir Dir, nets []netip.Prefix, local addrSet, exemptDHCP bool) screening {
+func screen(p *packet.Parsed, dir Dir, nets []netip.Prefix, local *addrSet, exemptDHCP bool) screening {
 	switch {
 	case p.LaterFragment:
 		return screenFragment
@@ -70,11 +70,12 @@ type flowRef struct {
 	starts bool
 }
 
-// flowOf returns the flow of p tracked in zone: TCP and UDP by ports, ICMP echo by its
+// of sets f to the flow of p tracked in zone: TCP and UDP by ports, ICMP echo by its
 // identifier (in both ports), anything else by the address pair. A TCP packet starts a
 // flow only as a bare SYN, an echo only as a request, another ICMP message never.
-func flowOf(p *packet.Parsed, zone uint16) flowRef {
-	f := flowRef{t: conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: zone}, starts: true}
+func (f *flowRef) of(p *packet.Parsed, zone uint16) {
+	f.t = conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Zone: zone}
+	f.starts = true
 	switch {
 	case p.Proto == ipproto.TCP:
 		f.t.SrcPort, f.t.DstPort = p.SrcPort, p.DstPort
@@ -89,7 +90,6 @@ func flowOf(p *packet.Parsed, zone uint16) flowRef {
 			f.starts = false
 		}
 	}
-	return f
 }
 
 // track is the second stage: a packet of a flow tracked at this point passes
@@ -143,7 +143,7 @@ func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool
 // decide is the last stage: the rules of the point's groups allow the packet or it is
 // dropped; an allowed packet that may start a flow starts one, unless its rule is
 // untracked.
-func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res Result, now int64) Result {
+func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res *Result, now int64) {
 	p := &w.p
 	remote := p.Src
 	if dir == DirEgress {
@@ -152,7 +152,7 @@ func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res Resu
 	rid, untracked := is.itf.Decide(dir, p.Proto, remote, p.DstPort, p.ICMPType, p.ICMPCode)
 	if rid == 0 {
 		res.Reason = ReasonNoRule
-		return res
+		return
 	}
 	res.Rule = &st.pol.Rules[rid]
 	if h := st.hits; w.id < len(h) && int(rid) < len(h[w.id]) {
@@ -161,16 +161,16 @@ func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res Resu
 	switch {
 	case untracked:
 		res.Reason = ReasonUntracked
-		return res
+		return
 	case !f.starts:
 		res.Reason = ReasonRuleNoFlow
-		return res
+		return
 	case ipproto.HasPorts(p.Proto) && replyOfUntracked(is.itf, dir, p.Proto, remote, p.SrcPort):
 		// The packet answers a flow the other direction allows untracked (AWS's DNS
 		// server: udp/53 in from 0.0.0.0/0, all out). It must not start a tracked flow of
 		// its own, or the untracked flow would live on through it after its rule is gone.
 		res.Reason = ReasonUntracked
-		return res
+		return
 	}
 	meta := conntrack.Meta{Timeouts: is.timeouts, Ingress: dir == DirIngress, Rule: st.refs[rid]}
 	switch w.e.table.Insert(&f.t, p.TCPFlags, meta, now) {
@@ -181,7 +181,6 @@ func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res Resu
 	default:
 		res.Reason = ReasonRule
 	}
-	return res
 }
 
 // replyOfUntracked reports whether a packet (direction dir, to or from remote, with source
