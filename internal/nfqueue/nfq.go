@@ -176,33 +176,25 @@ func parsePacket(b []byte, m *Packet) (ok bool) {
 			return seenID
 		}
 		v := a[4:al]
+		var u32 *uint32 // the field a 32-bit attribute goes to
 		switch at {
 		case nfqaPacketHdr:
-			if len(v) >= 4 {
-				m.ID, seenID = binary.BigEndian.Uint32(v), true
-			}
+			u32, seenID = &m.ID, seenID || len(v) >= 4
 		case nfqaIfInDev:
-			if len(v) >= 4 {
-				m.InDev = binary.BigEndian.Uint32(v)
-			}
+			u32 = &m.InDev
 		case nfqaIfOutDev:
-			if len(v) >= 4 {
-				m.OutDev = binary.BigEndian.Uint32(v)
-			}
+			u32 = &m.OutDev
 		case nfqaPhysInDev:
-			if len(v) >= 4 {
-				m.PhysIn = binary.BigEndian.Uint32(v)
-			}
+			u32 = &m.PhysIn
 		case nfqaPhysOutDev:
-			if len(v) >= 4 {
-				m.PhysOut = binary.BigEndian.Uint32(v)
-			}
+			u32 = &m.PhysOut
 		case nfqaMark:
-			if len(v) >= 4 {
-				m.Mark = binary.BigEndian.Uint32(v)
-			}
+			u32 = &m.Mark
 		case nfqaPayload:
 			m.Payload = v
+		}
+		if u32 != nil && len(v) >= 4 {
+			*u32 = binary.BigEndian.Uint32(v) // the packet header starts with the id
 		}
 		adv := (al + 3) &^ 3
 		if adv > len(a) {
