@@ -8,7 +8,7 @@ import (
 
 // goType matches what a Go type name looks like in a message (rules.Config, []rules.Rule,
 // *int, map[string]…, !!seq into …).
-var goType = regexp.MustCompile(`rules\.|\[\]\w|\*int|map\[|into `)
+var goType = regexp.MustCompile(`rules\.|\[\]\w|\*int|map\[|!!\w+ into `)
 
 // Files that do not parse, and values of the wrong kind, are reported in words a person
 // can act on, at the line the mistake is on (issue 10): yaml.v3's own words and lines are
