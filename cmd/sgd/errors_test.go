@@ -14,13 +14,7 @@ import (
 // the first line a person reads says what was wrong, in words (issue 10).
 func TestExitCodesAndFirstLines(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeFile(t, dir, name, body) }
 	missing := filepath.Join(dir, "missing.yaml")
 	// Under a file, not a directory: unreadable even for root, who reads any mode.
 	unreadable := filepath.Join(write("plain", ""), "sgd.yaml")
@@ -94,13 +88,10 @@ func TestExitCodesAndFirstLines(t *testing.T) {
 // configured interface, as it would on a VM whose eth0 carries the session.
 func TestCheckLockoutWarning(t *testing.T) {
 	dir := t.TempDir()
-	config := filepath.Join(dir, "sgd.yaml")
 	// SSH allowed from 203.0.113.42 only (the README's first config).
-	body := "security_groups:\n  - group_id: sg-web\n    ingress:\n      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 203.0.113.42/32}\n" +
-		"interfaces: [{name: sgdtest0, security_groups: [sg-web]}]\n"
-	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config := writeFile(t, dir, "sgd.yaml", "security_groups:\n  - group_id: sg-web\n    ingress:\n"+
+		"      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 203.0.113.42/32}\n"+
+		"interfaces: [{name: sgdtest0, security_groups: [sg-web]}]\n")
 	var asked [2]netip.Addr
 	saved := routeInterface
 	routeInterface = func(src, dst netip.Addr) (string, error) {
@@ -135,4 +126,14 @@ func TestCheckLockoutWarning(t *testing.T) {
 	if want := [2]netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("203.0.113.42")}; asked != want {
 		t.Errorf("routeInterface(%v); want the route from the server to the client, %v", asked, want)
 	}
+}
+
+// writeFile writes body to dir/name and returns the path.
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -41,6 +41,9 @@ func yamlSyntax(file string, data []byte, err error) *Error {
 	case line == 0 && isScannerProblem(problem):
 		e.Line = 1 // a scanner error on the first line comes without one
 	}
+	if words, ok := yamlPlainWords[problem]; ok {
+		e.Msg = words
+	}
 	switch problem {
 	case "found character that cannot start any token":
 		e.Msg = badTokenStart(at(src, e.Line))
@@ -60,10 +63,6 @@ func yamlSyntax(file string, data []byte, err error) *Error {
 		} else {
 			e.Msg = "a value is missing or cannot start here (YAML: did not find expected node content)"
 		}
-	case "did not find expected ',' or '}'":
-		e.Msg = "the flow mapping {…} that starts on this line is not closed with '}', or two of its entries have no ',' between them"
-	case "did not find expected ',' or ']'":
-		e.Msg = "the flow list […] that starts on this line is not closed with ']', or two of its items have no ',' between them"
 	case "did not find expected key", "did not find expected '-' indicator":
 		if n := misindented(src, e.Line); n > 0 {
 			e.Line = n
@@ -73,16 +72,21 @@ func yamlSyntax(file string, data []byte, err error) *Error {
 		} else {
 			e.Msg = "a line in the list that starts here is not a '- ' item at the items' indentation (a key: value among list items?)"
 		}
-	case "mapping values are not allowed in this context":
-		e.Msg = "a ':' where YAML cannot take a new key: a value that holds ': ' must be quoted, and a nested mapping goes on its own, more indented lines"
-	case "block sequence entries are not allowed in this context":
-		e.Msg = "a '- ' list item where YAML cannot start a list: put the list on its own lines, more indented than its key"
 	case "control characters are not allowed":
 		e.Line, e.Msg = controlLine(data), "a control character (not a tab or a line break) is in the file: YAML text cannot hold one"
 	case "invalid leading UTF-8 octet", "invalid trailing UTF-8 octet", "incomplete UTF-8 octet sequence", "invalid length of a UTF-8 sequence", "invalid Unicode character":
 		e.Line, e.Msg = invalidUTF8Line(data), "not valid UTF-8: save the file as UTF-8 text"
 	}
 	return e
+}
+
+// yamlPlainWords say the problems whose line is right as it is.
+var yamlPlainWords = map[string]string{
+	"did not find expected ',' or '}'": "the flow mapping {…} that starts on this line is not closed with '}', or two of its entries have no ',' between them",
+	"did not find expected ',' or ']'": "the flow list […] that starts on this line is not closed with ']', or two of its items have no ',' between them",
+	"mapping values are not allowed in this context": "a ':' where YAML cannot take a new key: a value that holds ': ' must be quoted, " +
+		"and a nested mapping goes on its own, more indented lines",
+	"block sequence entries are not allowed in this context": "a '- ' list item where YAML cannot start a list: put the list on its own lines, more indented than its key",
 }
 
 const tabIndent = "a tab is used for indentation; YAML indents with spaces only: replace the tab with spaces"
