@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -12,13 +10,7 @@ import (
 // or non-zero with the AWS code; explain prints ALLOW or DENY first and exits 0, 1, or 2.
 func TestCheckExplainExitCodes(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeFile(t, dir, name, body) }
 	spec := "../../internal/rules/testdata/spec-example.yaml"
 	bad := write("bad.yaml", "security_groups:\n  - group_id: sg-a\n    ingress:\n      - {ip_protocol: tcp, from_port: 22, to_port: 22, cidr_ipv4: 10.0.0.300/8}\n")
 	unknown := write("unknown.yaml", "security_groups:\n  - group_id: sg-a\n    colour: blue\n")

@@ -21,7 +21,8 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 		`Judge the first packet of a flow as the daemon would, without touching the firewall.
 The first word printed is ALLOW or DENY; then the group and rule that allowed it (or the
 rules that nearly did) and whether the flow would be tracked. Exit 0 for ALLOW, 1 for
-DENY, 2 for a usage or config error.`, stderr)
+DENY, 2 for a usage error or a config it cannot use (a --config that does not exist or
+cannot be opened, or one that is rejected: sgd check says why).`, stderr)
 	config := fs.String("config", "", "config file `path` (required)")
 	iface := fs.String("interface", "", "interface `name` the packet crosses (required)")
 	dirS := fs.String("direction", "", "ingress (arriving for this host) or egress (sent by it) (required)")
@@ -92,8 +93,8 @@ DENY, 2 for a usage or config error.`, stderr)
 	file := controller.NewFile(*config)
 	st, err := controller.Load(context.Background(), rules.Env{LocalAddrs: daemon.LocalAddrs}, file)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
+		configFailed("explain", *config, err, stderr)
+		return exitUsage // not exitNo: 1 is DENY, and no packet was judged
 	}
 	p := st.Policy
 	if p.Interface(*iface) == nil && *iface != "lo" {

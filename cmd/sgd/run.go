@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sgd-firewall/sgd/internal/daemon"
@@ -23,7 +24,11 @@ of the config file reloads; SIGINT/SIGTERM stop it and remove exactly the rules 
 If it is killed, the rules stay: traffic on the filtered interfaces is dropped until it
 runs again (fail-closed), or passes unfiltered with fail_open.
 
-Flags override the config's daemon: section.`, stderr)
+Flags override the config's daemon: section.
+
+Exit 0 after a clean stop; 1 when the config is rejected or sgd cannot start or fails
+(the message says what: the config's errors, or the flag, file or queue at fault); 2 on a
+usage error: a bad flag, or a --config that does not exist or cannot be opened.`, stderr)
 	config := fs.String("config", "", "config file `path` (required)")
 	metricsListen := fs.String("metrics-listen", "", "Prometheus `address:port` (default 127.0.0.1:9640; \"off\" disables)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -64,19 +69,23 @@ Flags override the config's daemon: section.`, stderr)
 	defer stop()
 	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Overrides: o, Version: buildVersion()})
 	if err != nil {
+		// Only the config's own problems say it was rejected; a flag, a file or a queue
+		// at fault is named by the error itself.
 		var ce *daemon.ConfigError
 		if errors.As(err, &ce) {
-			fmt.Fprintln(stderr, err)
-			fmt.Fprintf(stderr, "sgd run: %s rejected; nothing was changed\n", *config)
-			return 1
+			return configFailed("run", *config, ce.Err, stderr)
 		}
 		fmt.Fprintln(stderr, "sgd run:", err)
-		return 1
+		return exitNo
 	}
-	return 0
+	return exitOK
 }
 
 func checkOverrides(o settings.Section) error {
+	// The same checks as the file's daemon: section, in the flags' names.
+	for _, e := range o.Validate(nil) {
+		return fmt.Errorf("%s: %s", flagName(e.Field), e.Msg)
+	}
 	if o.QueueNum != nil && (*o.QueueNum < 0 || *o.QueueNum > 65535) {
 		return fmt.Errorf("--queue-num %d is outside 0–65535", *o.QueueNum)
 	}
@@ -84,4 +93,12 @@ func checkOverrides(o settings.Section) error {
 		return fmt.Errorf("--queue-count %d is outside 1–64", *o.QueueCount)
 	}
 	return nil
+}
+
+// flagName is the flag of sgd run that sets the daemon: section's field.
+func flagName(field string) string {
+	if field == "flow_log_file" {
+		return "--flow-log"
+	}
+	return "--" + strings.ReplaceAll(field, "_", "-")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, opt Options) error {
 	set := settings.Resolve(file.Settings(), opt.Overrides)
 	log, err := NewLogger(set.LogLevel, set.LogFormat)
 	if err != nil {
-		return &ConfigError{err}
+		return err // the file's settings validated: a flag's value (sgd run checks them first)
 	}
 	defer log.Sync()
 	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file}
@@ -130,7 +131,16 @@ func Run(ctx context.Context, opt Options) error {
 	if set.FlowLogFile != "" {
 		fl, err := newFlowLog(set.FlowLogFile, time.Duration(set.FlowLogInterval)*time.Second, set.AccountID, len(d.workers))
 		if err != nil {
-			return &ConfigError{err}
+			// Not the config's fault: name the setting, the path and what the system said.
+			name := "daemon.flow_log_file"
+			if opt.Overrides.FlowLogFile != "" {
+				name = "--flow-log"
+			}
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return fmt.Errorf("%s %s: %w", name, set.FlowLogFile, err)
 		}
 		d.flows = fl
 		go fl.run(ctx, log)

@@ -10,10 +10,9 @@ import (
 const (
 	CodeGroupIDMalformed    = "InvalidGroupId.Malformed"
 	CodeGroupDuplicate      = "InvalidGroup.Duplicate"
-	CodeGroupReserved       = "InvalidGroup.Reserved"
 	CodeGroupNotFound       = "InvalidGroup.NotFound"
 	CodePrefixListNotFound  = "InvalidPrefixListID.NotFound"
-	CodePrefixListMalformed = "InvalidPrefixListID.Malformed"
+	CodePrefixListMalformed = "InvalidPrefixListId.Malformed" // sic: EC2 spells this one Id, and .NotFound ID
 	CodePermissionMalformed = "InvalidPermission.Malformed"
 	CodePermissionDuplicate = "InvalidPermission.Duplicate"
 	CodeParameterValue      = "InvalidParameterValue"

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 )
@@ -59,9 +60,9 @@ func (p *Policy) Explain(q Query) Explanation {
 	}
 	switch {
 	case len(ids) == 0:
-		ex.Why = fmt.Sprintf("the groups on %s (%v) have no %s rules", q.Iface, itf.Groups, q.Direction)
+		ex.Why = fmt.Sprintf("the groups on %s (%s) have no %s rules", q.Iface, strings.Join(itf.Groups, ", "), q.Direction)
 	default:
-		ex.Why = fmt.Sprintf("no %s rule of %v allows it; the packet is dropped silently (the sender times out)", q.Direction, itf.Groups)
+		ex.Why = fmt.Sprintf("no %s rule of %s allows it; the packet is dropped silently (the sender times out)", q.Direction, strings.Join(itf.Groups, ", "))
 	}
 	for _, rid := range ids {
 		ri := &p.Rules[rid]

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -25,15 +24,7 @@ const maxJSONDepth = 32
 // matching folds case and Unicode ("egreſſ" is egress to it). Strings become !!str, numbers
 // !!int or !!float as written, true/false !!bool, null !!null; every node has its line.
 func jsonTree(file string, data []byte) (*yaml.Node, error) {
-	if !utf8.Valid(data) {
-		off := 0
-		for off < len(data) {
-			r, size := utf8.DecodeRune(data[off:])
-			if r == utf8.RuneError && size <= 1 {
-				break
-			}
-			off += size
-		}
+	if off := invalidUTF8(data); off >= 0 {
 		return nil, &Error{File: file, Line: lineAt(data, int64(off)), Code: CodeMalformedConfig, Msg: "not valid UTF-8 (RFC 8259 JSON is UTF-8)"}
 	}
 	p := &jsonParser{file: file, data: data, dec: json.NewDecoder(bytes.NewReader(data)), line: 1}

@@ -160,6 +160,9 @@ func Parse(name string, data []byte, sections ...Section) (*Document, error) {
 	if root == nil {
 		return doc, nil // an empty document: the empty config
 	}
+	if e := awsNative(name, root); e != nil {
+		return nil, Errors{e}
+	}
 	extra := make(map[string]reflect.Type, len(sections))
 	for _, sec := range sections {
 		extra[sec.Key] = reflect.TypeOf(sec.Into).Elem()
@@ -176,6 +179,28 @@ func Parse(name string, data []byte, sections ...Section) (*Document, error) {
 	}
 	doc.root = root
 	return doc, nil
+}
+
+// awsNative recognises AWS's own JSON shape — the output of aws ec2
+// describe-security-groups, or one group of it — and says what to run, rather than one
+// UnknownParameter for a key that means something to its author. Nil for anything else.
+func awsNative(name string, root *yaml.Node) *Error {
+	if root.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k := root.Content[i]
+		switch k.Value {
+		case "SecurityGroups", "IpPermissions", "IpPermissionsEgress":
+			what := "describe-security-groups output"
+			if k.Value != "SecurityGroups" {
+				what = "a security group as describe-security-groups prints it"
+			}
+			return &Error{File: name, Line: k.Line, Code: CodeMalformedConfig,
+				Msg: fmt.Sprintf("this is %s (AWS's JSON, with %s), not an sgd config; run sgd import aws %s to turn it into one", what, k.Value, name)}
+		}
+	}
+	return nil
 }
 
 // decodeSections decodes the document's sections into their Into. They are read as the
@@ -209,7 +234,7 @@ func yamlTree(name string, data []byte) (*yaml.Node, error) {
 		if err == io.EOF {
 			return nil, nil
 		}
-		return nil, yamlError(name, err)
+		return nil, yamlSyntax(name, data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {

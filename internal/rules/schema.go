@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -44,7 +45,7 @@ const (
 // extra adds top-level keys that t (the root type) has no field for: the sections other
 // packages own (Section), each checked against its own type.
 func checkSchema(file string, root *yaml.Node, t reflect.Type, extra map[string]reflect.Type) Errors {
-	w := &schemaWalk{file: file, fields: map[reflect.Type]map[string]reflect.Type{}, aliases: map[aliasUse]bool{}}
+	w := &schemaWalk{file: file, root: root, fields: map[reflect.Type]map[string]reflect.Type{}, aliases: map[aliasUse]bool{}}
 	if len(extra) > 0 {
 		top := map[string]reflect.Type{}
 		for name, ft := range w.structFields(t) {
@@ -55,15 +56,19 @@ func checkSchema(file string, root *yaml.Node, t reflect.Type, extra map[string]
 		}
 		w.fields[t] = top
 	}
-	w.value(root, t, "")
+	w.rootType = t
+	w.value(root, t)
 	return w.errs
 }
 
 type schemaWalk struct {
-	file    string
-	errs    Errors
-	fields  map[reflect.Type]map[string]reflect.Type // struct → yaml name → field type
-	aliases map[aliasUse]bool                        // anchors already checked as a type
+	file     string
+	root     *yaml.Node
+	rootType reflect.Type
+	path     []any // where the walk is: keys and list indexes from the root
+	errs     Errors
+	fields   map[reflect.Type]map[string]reflect.Type // struct → yaml name → field type
+	aliases  map[aliasUse]bool                        // anchors already checked as a type
 }
 
 // aliasUse is an anchored node read as one type. Checking each once keeps the walk linear
@@ -75,10 +80,13 @@ type aliasUse struct {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
+// add reports a problem with the value the walk is at: the error names its group or
+// interface and rule (Where) and its field as validation's errors do.
 func (w *schemaWalk) add(line int, code, format string, a ...any) {
 	switch {
 	case len(w.errs) < maxParseErrors:
-		w.errs = append(w.errs, &Error{File: w.file, Line: line, Code: code, Msg: fmt.Sprintf(format, a...)})
+		where, field := pathWhere(w.root, w.path)
+		w.errs = append(w.errs, &Error{File: w.file, Line: line, Where: where, Field: field, Code: code, Msg: fmt.Sprintf(format, a...)})
 	case len(w.errs) == maxParseErrors:
 		w.errs = append(w.errs, &Error{File: w.file, Line: line, Code: CodeMalformedConfig,
 			Msg: fmt.Sprintf("more than %d problems; stopped looking", maxParseErrors)})
@@ -87,8 +95,8 @@ func (w *schemaWalk) add(line int, code, format string, a ...any) {
 
 func (w *schemaWalk) full() bool { return len(w.errs) > maxParseErrors }
 
-// value checks n as a value of type t; field names it in messages ("" for the root).
-func (w *schemaWalk) value(n *yaml.Node, t reflect.Type, field string) {
+// value checks n, the value at w.path, as a value of type t.
+func (w *schemaWalk) value(n *yaml.Node, t reflect.Type) {
 	if w.full() {
 		return
 	}
@@ -106,56 +114,80 @@ func (w *schemaWalk) value(n *yaml.Node, t reflect.Type, field string) {
 		t = t.Elem()
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		w.want(n, yaml.ScalarNode, field, "a name or a number") // Protocol reads the scalar as written
+		w.want(n, yaml.ScalarNode, "a name or a number") // Protocol reads the scalar as written
 		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if w.want(n, yaml.MappingNode, field, "a mapping") {
+		if w.want(n, yaml.MappingNode, "a mapping") {
 			w.mapping(n, t)
 		}
 	case reflect.Slice:
-		if w.want(n, yaml.SequenceNode, field, "a list") {
-			for _, c := range n.Content {
-				w.value(c, t.Elem(), field)
+		if w.want(n, yaml.SequenceNode, "a list") {
+			for i, c := range n.Content {
+				w.path = append(w.path, i)
+				w.value(c, t.Elem())
+				w.path = w.path[:len(w.path)-1]
 			}
 		}
 	case reflect.String:
-		if w.want(n, yaml.ScalarNode, field, "a single value") && n.ShortTag() == tagBinary {
-			w.add(n.Line, CodeMalformedConfig, "%s: a !!binary value cannot be read in review; write the text", w.name(field))
+		if w.want(n, yaml.ScalarNode, "a single value") && n.ShortTag() == tagBinary {
+			w.add(n.Line, CodeMalformedConfig, "a !!binary value cannot be read in review; write the text")
 		}
 	case reflect.Int, reflect.Int64:
-		if !w.want(n, yaml.ScalarNode, field, "a whole number") {
+		if !w.want(n, yaml.ScalarNode, "a whole number") {
 			break
 		}
 		var x int64
 		if n.ShortTag() != tagInt || n.Decode(&x) != nil {
-			w.add(n.Line, CodeMalformedConfig, "%s: want a whole number, not %s", w.name(field), describe(n))
+			w.add(n.Line, CodeMalformedConfig, "want a whole number, not %s", describe(n))
 		}
 	case reflect.Bool:
-		if w.want(n, yaml.ScalarNode, field, "true or false") && n.ShortTag() != tagBool {
-			w.add(n.Line, CodeMalformedConfig, "%s: want true or false, not %s", w.name(field), describe(n))
+		if w.want(n, yaml.ScalarNode, "true or false") && n.ShortTag() != tagBool {
+			w.add(n.Line, CodeMalformedConfig, "want true or false, not %s", describe(n))
 		}
 	default:
 		// Every field type of Config is one of the above (TestConfigTags walks them all).
-		w.add(n.Line, CodeMalformedConfig, "%s: sgd cannot read a %s", w.name(field), t)
+		w.add(n.Line, CodeMalformedConfig, "sgd cannot read this field")
 	}
 }
 
 // want reports n unless it is of kind k; what says what was wanted.
-func (w *schemaWalk) want(n *yaml.Node, k yaml.Kind, field, what string) bool {
+func (w *schemaWalk) want(n *yaml.Node, k yaml.Kind, what string) bool {
 	if n.Kind == k {
 		return true
 	}
-	w.add(n.Line, CodeMalformedConfig, "%s: want %s, not %s", w.name(field), what, describe(n))
+	switch {
+	case len(w.path) == 0 && n.Kind == yaml.SequenceNode:
+		// The file itself: no Go type, no "document", but what a config is.
+		w.add(n.Line, CodeMalformedConfig, "the file is a list (it starts with \"- \"); an sgd config is a mapping with the keys %s: write security_groups: on a line of its own and indent the list of groups under it",
+			strings.Join(w.topKeys(), ", "))
+		return false
+	case len(w.path) == 0:
+		w.add(n.Line, CodeMalformedConfig, "the file is %s; an sgd config is a mapping with the keys %s", describe(n), strings.Join(w.topKeys(), ", "))
+		return false
+	}
+	w.add(n.Line, CodeMalformedConfig, "want %s, not %s", what, describe(n))
 	return false
 }
 
-func (w *schemaWalk) name(field string) string {
-	if field == "" {
-		return "the document"
+// topKeys are the top-level keys a config may have, in the order of Config's fields,
+// sections last.
+func (w *schemaWalk) topKeys() []string {
+	var keys []string
+	for i := range w.rootType.NumField() {
+		if name, _, _ := strings.Cut(w.rootType.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
 	}
-	return "field " + field
+	var extra []string
+	for name := range w.structFields(w.rootType) {
+		if !slices.Contains(keys, name) {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	return append(keys, extra...)
 }
 
 // mapping checks a mapping read as struct t: each key exactly one of t's fields, once.
@@ -187,7 +219,9 @@ func (w *schemaWalk) mapping(n *yaml.Node, t reflect.Type) {
 			w.add(k.Line, CodeUnknownParameter, "unknown field %q%s", name, hint(name, fields))
 			continue
 		}
-		w.value(v, ft, name)
+		w.path = append(w.path, name)
+		w.value(v, ft)
+		w.path = w.path[:len(w.path)-1]
 	}
 }
 
@@ -195,11 +229,11 @@ func (w *schemaWalk) mapping(n *yaml.Node, t reflect.Type) {
 func (w *schemaWalk) merge(v *yaml.Node, t reflect.Type) {
 	if v.Kind == yaml.SequenceNode {
 		for _, c := range v.Content {
-			w.value(c, t, "<<")
+			w.value(c, t)
 		}
 		return
 	}
-	w.value(v, t, "<<")
+	w.value(v, t)
 }
 
 // structFields maps the yaml names of t's fields to their types.
@@ -249,4 +283,79 @@ func describe(n *yaml.Node) string {
 		return n.Value
 	}
 	return fmt.Sprintf("%s %q", n.ShortTag(), n.Value)
+}
+
+// pathWhere names the place path points to in the terms of validation's errors: the
+// group, rule, interface, prefix list or member (Where), and the field within it (Field),
+// e.g. ("group sg-web ingress[0]", "from_port") or ("interface eth0",
+// "connection_tracking.udp_timeout"). A group or interface is named by its id or name
+// when the file gives one, by its index otherwise.
+func pathWhere(root *yaml.Node, path []any) (where, field string) {
+	if len(path) < 2 {
+		if len(path) == 1 {
+			return "", fmt.Sprint(path[0])
+		}
+		return "", ""
+	}
+	top, _ := path[0].(string)
+	i, ok := path[1].(int)
+	if !ok {
+		return top, fieldPath(path[1:])
+	}
+	item := (&Document{root: root}).value(top, i)
+	named := func(key, prefix string) string {
+		if v := scalarField(item, key); v != "" {
+			return prefix + " " + v
+		}
+		return fmt.Sprintf("%s[%d]", top, i)
+	}
+	rest := path[2:]
+	switch top {
+	case "security_groups":
+		where = named("group_id", "group")
+		if len(rest) >= 2 {
+			if dir, _ := rest[0].(string); dir == "ingress" || dir == "egress" {
+				if j, ok := rest[1].(int); ok {
+					return fmt.Sprintf("%s %s[%d]", where, dir, j), fieldPath(rest[2:])
+				}
+			}
+		}
+	case "interfaces":
+		where = named("name", "interface")
+	case "prefix_lists":
+		where = named("prefix_list_id", "prefix list")
+	default:
+		where = fmt.Sprintf("%s[%d]", top, i)
+	}
+	return where, fieldPath(rest)
+}
+
+// fieldPath writes path as a field: keys joined by dots, indexes in brackets.
+func fieldPath(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch k := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", k)
+		default:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			fmt.Fprint(&b, k)
+		}
+	}
+	return b.String()
+}
+
+// scalarField is the text of the scalar under key in mapping n, or "".
+func scalarField(n *yaml.Node, key string) string {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
 }

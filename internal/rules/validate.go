@@ -263,20 +263,23 @@ func ValidateConfig(c *Config, loc Locator, opt Options) (*Model, error) {
 		case m.groupByID[g.GroupID] != nil:
 			v.add(line, where, "group_id", CodeGroupDuplicate, "group id %s is defined twice", g.GroupID)
 		}
-		if g.GroupName != "" {
-			low := strings.ToLower(g.GroupName)
+		// EC2 drops trailing spaces from a group name before it compares or stores it:
+		// "web " is the group web.
+		name := strings.TrimRight(g.GroupName, " ")
+		if name != "" {
+			low := strings.ToLower(name)
 			if strings.HasPrefix(low, "sg-") {
-				v.add(v.at("security_groups", i, "group_name"), where, "group_name", CodeGroupReserved, "group names starting with sg- are reserved")
+				v.add(v.at("security_groups", i, "group_name"), where, "group_name", CodeParameterValue, "%q: group names may not start with sg- (that is the form of a group id)", name)
 			}
 			v.text(v.at("security_groups", i, "group_name"), where, "group_name", g.GroupName)
 			if other, dup := names[low]; dup {
 				v.add(v.at("security_groups", i, "group_name"), where, "group_name", CodeGroupDuplicate,
-					"group name %q is already used by %s (names compare case-insensitively)", g.GroupName, other)
+					"group name %q is already used by %s (names compare case-insensitively, trailing spaces dropped)", name, other)
 			}
 			names[low] = g.GroupID
 		}
 		v.text(v.at("security_groups", i, "description"), where, "description", g.Description)
-		gm := &GroupModel{ID: g.GroupID, Name: g.GroupName, Description: g.Description}
+		gm := &GroupModel{ID: g.GroupID, Name: name, Description: g.Description}
 		if gm.Name == "" {
 			gm.Name = g.GroupID
 		}
@@ -514,9 +517,9 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 	proto, pok := r.IPProtocol.Number()
 	switch {
 	case r.IPProtocol == "":
-		bad("ip_protocol", CodePermissionMalformed, "ip_protocol is required (tcp, udp, icmp, icmpv6, a number 0–255, or -1)")
+		bad("ip_protocol", CodeParameterValue, "ip_protocol is required (tcp, udp, icmp, icmpv6, a number 0–255, or -1)")
 	case !pok:
-		bad("ip_protocol", CodePermissionMalformed, "%q is not tcp, udp, icmp, icmpv6, a number 0–255, or -1", string(r.IPProtocol))
+		bad("ip_protocol", CodeParameterValue, "%q is not tcp, udp, icmp, icmpv6, a number 0–255, or -1", string(r.IPProtocol))
 	}
 	n.Proto = proto
 
@@ -526,9 +529,9 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 			name := ipproto.Name(proto)
 			switch {
 			case r.FromPort == nil:
-				bad("from_port", CodePermissionMalformed, "from_port is required for %s", name)
+				bad("from_port", CodeParameterValue, "from_port is required for %s (both from_port and to_port)", name)
 			case r.ToPort == nil:
-				bad("to_port", CodePermissionMalformed, "to_port is required for %s", name)
+				bad("to_port", CodeParameterValue, "to_port is required for %s (both from_port and to_port)", name)
 			case *r.FromPort < 0 || *r.FromPort > 65535:
 				bad("from_port", CodePermissionMalformed, "%d is not a port (0–65535)", *r.FromPort)
 			case *r.ToPort < 0 || *r.ToPort > 65535:
@@ -541,10 +544,10 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 		case ipproto.ICMP, ipproto.ICMPv6:
 			t, c := -1, -1
 			if proto == ipproto.ICMP && r.FromPort == nil {
-				bad("from_port", CodePermissionMalformed, "from_port (the ICMP type, or -1) is required for icmp")
+				bad("from_port", CodeParameterValue, "from_port (the ICMP type, or -1) is required for icmp")
 			}
 			if proto == ipproto.ICMP && r.ToPort == nil {
-				bad("to_port", CodePermissionMalformed, "to_port (the ICMP code, or -1) is required for icmp")
+				bad("to_port", CodeParameterValue, "to_port (the ICMP code, or -1) is required for icmp")
 			}
 			if r.FromPort != nil {
 				t = *r.FromPort
@@ -554,9 +557,9 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 			}
 			switch {
 			case t < -1 || t > 255:
-				bad("from_port", CodePermissionMalformed, "ICMP type %d is outside -1–255", t)
+				bad("from_port", CodeParameterValue, "ICMP type %d is outside -1–255", t)
 			case c < -1 || c > 255:
-				bad("to_port", CodePermissionMalformed, "ICMP code %d is outside -1–255", c)
+				bad("to_port", CodeParameterValue, "ICMP code %d is outside -1–255", c)
 			case t == -1 && c != -1:
 				bad("to_port", CodeParameterValue, "ICMP type -1 (all types) requires code -1, not %d", c)
 			default:
@@ -577,7 +580,7 @@ func (v *validator) rule(m *Model, r *Rule, where string, gi int, field string, 
 	}
 	switch {
 	case len(peers) == 0:
-		bad("", CodePermissionMalformed, "a rule needs exactly one peer: cidr_ipv4, cidr_ipv6, prefix_list_id or referenced_group_id")
+		bad("", CodeMissingParameter, "a rule needs exactly one peer: cidr_ipv4, cidr_ipv6, prefix_list_id or referenced_group_id")
 	case len(peers) > 1:
 		bad(peers[1], CodePermissionMalformed, "a rule has exactly one peer, this one has %s", strings.Join(peers, " and "))
 	case r.CidrIPv4 != "":

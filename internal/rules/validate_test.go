@@ -3,7 +3,11 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,6 +15,47 @@ import (
 )
 
 // Validation (SPEC 1.5): every code, with the group, rule, field and line it names.
+
+// ec2Source says, for every code sgd reports, where AWS documents it or a public thread
+// quotes EC2 returning it for the same mistake. "errors-overview" is the EC2 API
+// Reference's "Error codes for the Amazon EC2 API" page
+// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html): its
+// "Common client error codes" or "Client error codes for specific actions" table.
+// TestValidateErrors refuses a row whose code has no source here.
+var ec2Source = map[string]string{
+	CodeGroupIDMalformed:    "errors-overview, specific actions; returned: github.com/aws/aws-cdk/issues/20800",
+	CodeGroupDuplicate:      "errors-overview, specific actions (a name already used in the VPC)",
+	CodeGroupNotFound:       "errors-overview, specific actions",
+	CodePrefixListNotFound:  "errors-overview, specific actions (spelled InvalidPrefixListID.NotFound)",
+	CodePrefixListMalformed: "errors-overview, specific actions (spelled InvalidPrefixListId.Malformed)",
+	// The page: "the specified security group rule is malformed … use CIDR notation".
+	// Ports out of range: github.com/boto/boto3/issues/336 ("TCP/UDP port (-1) out of
+	// range"); github.com/aws/aws-cli/issues/1066 quotes InvalidParameterValue for the
+	// same text, so sgd keeps the documented code.
+	CodePermissionMalformed: "errors-overview, specific actions; returned: github.com/boto/boto3/issues/336",
+	CodePermissionDuplicate: "errors-overview, specific actions; returned: github.com/galaxyproject/cloudlaunch/issues/56",
+	// Unknown protocol: github.com/hashicorp/terraform-provider-aws/issues/1793 ("Invalid
+	// value 'all' for IP protocol. Unknown protocol."); none: github.com/nanovms/ops/issues/735
+	// ("VPC security group rules must specify protocols explicitly"). Missing ports:
+	// github.com/aws/aws-sdk-go-v2/issues/1203 ("Must specify both from and to ports with
+	// TCP/UDP"), github.com/lucidsoftware/cumulus/issues/64 ("… with ICMP"). ICMP code out
+	// of range: github.com/terraform-aws-modules/terraform-aws-security-group/issues/7,
+	// github.com/hashicorp/terraform/issues/13015 (type and code). A group name sg-*:
+	// github.com/pulumi/pulumi-awsx/issues/328 ("Group names may not be in the format sg-*").
+	CodeParameterValue:      "errors-overview, common client errors; returned: see the comment above",
+	CodeMissingParameter:    "errors-overview, common client errors; no peer: github.com/boto/boto3/issues/1078 (\"Missing source specification\")",
+	CodeRulesLimit:          "errors-overview, specific actions",
+	CodeGroupsLimit:         "errors-overview, specific actions",
+	CodeUnknownParameter:    "errors-overview, common client errors",
+	CodeInterfaceMalformed:  "errors-overview, specific actions (an eni- id there; a device name here)",
+	CodeMemberAddrMalformed: "errors-overview, specific actions",
+	CodeRuleIDMalformed:     "errors-overview, specific actions",
+	// sgd's own, for what no EC2 request can say: a file that does not parse, an
+	// interface or a prefix list defined twice in one file (EC2 assigns those ids).
+	CodeMalformedConfig:     "sgd's own",
+	CodeInterfaceDuplicate:  "sgd's own",
+	CodePrefixListDuplicate: "sgd's own",
+}
 
 // lines joins its arguments as the lines of a file, so that line N of the file is
 // argument N and a test can say which line an error must cite.
@@ -69,7 +114,12 @@ func TestValidateErrors(t *testing.T) {
 			"security_groups:",
 			"  - group_id: sg-a",
 			"    group_name: SG-web"),
-			CodeGroupReserved, "group sg-a", "group_name", 3},
+			CodeParameterValue, "group sg-a", "group_name", 3},
+		{"group name twice, trailing spaces dropped", lines(
+			"security_groups:",
+			"  - {group_id: sg-a, group_name: web}",
+			"  - {group_id: sg-b, group_name: \"Web  \"}"),
+			CodeGroupDuplicate, "group sg-b", "group_name", 3},
 		{"group name characters", lines(
 			"security_groups:",
 			"  - group_id: sg-a",
@@ -87,18 +137,18 @@ func TestValidateErrors(t *testing.T) {
 			CodeParameterValue, "group sg-a", "description", 3},
 		// rules: protocol
 		{"protocol missing", rule1("{from_port: 1, to_port: 2, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "ip_protocol", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "ip_protocol", 4},
 		{"protocol name", rule1("{ip_protocol: tcpx, from_port: 1, to_port: 2, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "ip_protocol", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "ip_protocol", 4},
 		{"protocol 256", rule1("{ip_protocol: 256, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "ip_protocol", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "ip_protocol", 4},
 		{"protocol -2", rule1("{ip_protocol: -2, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "ip_protocol", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "ip_protocol", 4},
 		// rules: ports
 		{"tcp without from_port", rule1("{ip_protocol: tcp, to_port: 2, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "from_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "from_port", 4},
 		{"udp without to_port", rule1("{ip_protocol: udp, from_port: 2, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "to_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "to_port", 4},
 		{"tcp from > to", rule1("{ip_protocol: tcp, from_port: 81, to_port: 80, cidr_ipv4: 10.0.0.0/8}"),
 			CodePermissionMalformed, "group sg-a ingress[0]", "from_port", 4},
 		{"tcp port -1", rule1("{ip_protocol: tcp, from_port: -1, to_port: -1, cidr_ipv4: 10.0.0.0/8}"),
@@ -106,20 +156,20 @@ func TestValidateErrors(t *testing.T) {
 		{"udp port 65536", rule1("{ip_protocol: udp, from_port: 1, to_port: 65536, cidr_ipv4: 10.0.0.0/8}"),
 			CodePermissionMalformed, "group sg-a ingress[0]", "to_port", 4},
 		{"icmp without type", rule1("{ip_protocol: icmp, to_port: -1, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "from_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "from_port", 4},
 		{"icmp without code", rule1("{ip_protocol: icmp, from_port: 8, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "to_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "to_port", 4},
 		{"icmp type 256", rule1("{ip_protocol: icmp, from_port: 256, to_port: 0, cidr_ipv4: 10.0.0.0/8}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "from_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "from_port", 4},
 		{"icmpv6 code -2", rule1("{ip_protocol: icmpv6, from_port: 1, to_port: -2, cidr_ipv6: \"::/0\"}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "to_port", 4},
+			CodeParameterValue, "group sg-a ingress[0]", "to_port", 4},
 		{"icmp type -1 code 0", rule1("{ip_protocol: icmp, from_port: -1, to_port: 0, cidr_ipv4: 10.0.0.0/8}"),
 			CodeParameterValue, "group sg-a ingress[0]", "to_port", 4},
 		{"icmpv6 code without type", rule1("{ip_protocol: icmpv6, to_port: 4, cidr_ipv6: \"::/0\"}"),
 			CodeParameterValue, "group sg-a ingress[0]", "to_port", 4},
 		// rules: peers
 		{"no peer", rule1("{ip_protocol: tcp, from_port: 1, to_port: 2}"),
-			CodePermissionMalformed, "group sg-a ingress[0]", "", 4},
+			CodeMissingParameter, "group sg-a ingress[0]", "", 4},
 		{"two peers", rule1("{ip_protocol: tcp, from_port: 1, to_port: 2, cidr_ipv4: 10.0.0.0/8, referenced_group_id: sg-a}"),
 			CodePermissionMalformed, "group sg-a ingress[0]", "referenced_group_id", 4},
 		{"cidr_ipv4 /33", rule1("{ip_protocol: tcp, from_port: 1, to_port: 2, cidr_ipv4: 10.0.0.0/33}"),
@@ -278,6 +328,9 @@ func TestValidateErrors(t *testing.T) {
 			CodeMissingParameter, "members[0]", "security_groups", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			if ec2Source[tt.code] == "" {
+				t.Errorf("code %s has no source in ec2Source: cite where EC2 documents or returns it", tt.code)
+			}
 			es := configErrors(t, "test.yaml", tt.src, Options{})
 			if len(es) != 1 {
 				t.Fatalf("Validate = %d errors; want 1\n%v", len(es), es)
@@ -664,4 +717,35 @@ func TestValidateMappedAddresses(t *testing.T) {
 		{tcp("192.0.2.1", 23), deny}, // ::ffff:0:0/80 is the IPv6 prefix ::/80
 		{tcp("::1", 23), allow("sg-a/ingress/1")},
 	})
+}
+
+// Every code sgd can report (the Code constants of errors.go) says where it comes from.
+func TestEveryCodeHasASource(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !strings.HasPrefix(name.Name, "Code") || !ok {
+					continue
+				}
+				n++
+				if code, _ := strconv.Unquote(lit.Value); ec2Source[code] == "" {
+					t.Errorf("%s (%s) has no source in ec2Source", name.Name, code)
+				}
+			}
+		}
+	}
+	if n != len(ec2Source) {
+		t.Errorf("errors.go has %d codes, ec2Source %d", n, len(ec2Source))
+	}
 }

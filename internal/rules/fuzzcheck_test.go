@@ -13,55 +13,54 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// FuzzLoad feeds arbitrary bytes through the whole config path — Parse, Validate,
-// Compile — and judges a few packets on every interface of what compiles. Nothing may
-// panic; errors must be sgd's coded errors; and every verdict must agree with the
+// CheckLoad is the body of FuzzLoad (load_fuzz_test.go, in package rules_test so that
+// it can read the file's daemon: section with internal/settings, which imports this
+// package): data goes through the whole config path — Parse with the section sec,
+// the section's own validation (settingsErrs), Validate with the quotas the section sets,
+// Compile — and a few packets are judged on every interface of what compiles. Nothing
+// may panic; errors must be sgd's coded errors; and every verdict must agree with the
 // reference evaluator. What Parse accepts is also checked against oracles that share no
 // code with it: for JSON (input starting with '{'), every object key encoding/json's
-// tokenizer sees is exactly one of Config's field names; for YAML, yaml.v3's own strict
-// decoder (KnownFields) reads the same Config. Seeds live in testdata/fuzz/FuzzLoad (the
-// SPEC example, JSON, key-folding and duplicate-key attacks, broken files). Run it by hand:
-//
-//	go test -run '^$' -fuzz FuzzLoad -fuzztime 20s -fuzzminimizetime 2s ./internal/rules/
-//
-// (minimising a new input from the ~1 KB seeds takes up to a minute by default).
-func FuzzLoad(f *testing.F) {
-	f.Fuzz(func(t *testing.T, data []byte) {
-		doc, err := Parse("fuzz", data)
-		if err != nil {
-			checkCoded(t, err)
+// tokenizer sees is exactly one of the field names of Config or the section; for YAML,
+// yaml.v3's own strict decoder (KnownFields) reads the same Config and section.
+func CheckLoad(t *testing.T, data []byte, sec Section, settingsErrs func(*Document) Errors, quotas func() Quotas) {
+	doc, err := Parse("fuzz", data, sec)
+	if err != nil {
+		checkCoded(t, err)
+		return
+	}
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		checkJSONKeys(t, data, sec)
+	} else {
+		checkYAMLStrict(t, data, &doc.Config, sec)
+	}
+	if es := settingsErrs(doc); len(es) > 0 {
+		checkCoded(t, es)
+	}
+	m, err := Validate(doc, Options{Quotas: quotas()})
+	if err != nil {
+		checkCoded(t, err)
+		// Unlimited lifts quotas only; a config it accepts must still compile.
+		if m, err = Validate(doc, Options{Unlimited: true}); err != nil {
 			return
 		}
-		if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
-			checkJSONKeys(t, data)
-		} else {
-			checkYAMLStrict(t, data, &doc.Config)
-		}
-		m, err := Validate(doc, Options{})
-		if err != nil {
-			checkCoded(t, err)
-			// Unlimited lifts quotas only; a config it accepts must still compile.
-			if m, err = Validate(doc, Options{Unlimited: true}); err != nil {
-				return
+	}
+	env := locals("eth0=192.0.2.10", "eth0=2001:db8::10", "eth1=198.51.100.1")
+	p, err := Compile(m, env)
+	if err != nil {
+		t.Fatalf("Compile of a validated model: %v", err)
+	}
+	if len(p.InterfaceNames()) != len(m.Interfaces) {
+		t.Fatalf("InterfaceNames() = %v; want %d interfaces", p.InterfaceNames(), len(m.Interfaces))
+	}
+	ref := &reference{m: m, locals: env.LocalAddrs}
+	for _, k := range fuzzPackets(m) {
+		for _, name := range p.InterfaceNames() {
+			if !checkAgainstReference(t, p, ref, name, k, "fuzz") {
+				t.FailNow()
 			}
 		}
-		env := locals("eth0=192.0.2.10", "eth0=2001:db8::10", "eth1=198.51.100.1")
-		p, err := Compile(m, env)
-		if err != nil {
-			t.Fatalf("Compile of a validated model: %v", err)
-		}
-		if len(p.InterfaceNames()) != len(m.Interfaces) {
-			t.Fatalf("InterfaceNames() = %v; want %d interfaces", p.InterfaceNames(), len(m.Interfaces))
-		}
-		ref := &reference{m: m, locals: env.LocalAddrs}
-		for _, k := range fuzzPackets(m) {
-			for _, name := range p.InterfaceNames() {
-				if !checkAgainstReference(t, p, ref, name, k, "fuzz") {
-					t.FailNow()
-				}
-			}
-		}
-	})
+	}
 }
 
 // checkCoded: a rejected config yields *Error or Errors, each with a code.
@@ -123,13 +122,14 @@ func fuzzPackets(m *Model) []pkt {
 }
 
 // checkJSONKeys: accepted JSON is valid JSON whose every object key is, byte for byte, the
-// name of some Config field (a folded key like "egreſſ" is in no struct).
-func checkJSONKeys(t *testing.T, data []byte) {
+// name of some field of Config or of the section (a folded key like "egreſſ" is in no struct).
+func checkJSONKeys(t *testing.T, data []byte, sec Section) {
 	t.Helper()
 	if !json.Valid(data) {
 		t.Fatalf("Parse accepted invalid JSON %q", data)
 	}
-	names := fieldNames(reflect.TypeFor[Config](), map[string]bool{})
+	names := fieldNames(reflect.TypeFor[Config](), map[string]bool{sec.Key: true})
+	fieldNames(reflect.TypeOf(sec.Into), names)
 	type frame struct{ object, wantKey bool }
 	var stack []frame
 	valueDone := func() {
@@ -183,16 +183,25 @@ func fieldNames(t reflect.Type, names map[string]bool) map[string]bool {
 	return names
 }
 
-// checkYAMLStrict: yaml.v3's own strict decoder reads accepted YAML as the same Config.
-func checkYAMLStrict(t *testing.T, data []byte, got *Config) {
+// checkYAMLStrict: yaml.v3's own strict decoder reads accepted YAML as the same Config,
+// and the same section, decoding both as fields of one struct.
+func checkYAMLStrict(t *testing.T, data []byte, got *Config, sec Section) {
 	t.Helper()
-	var want Config
+	secType := reflect.TypeOf(sec.Into).Elem()
+	all := reflect.New(reflect.StructOf([]reflect.StructField{
+		{Name: "Config", Type: reflect.TypeFor[Config](), Tag: `yaml:",inline"`},
+		{Name: "Section", Type: secType, Tag: reflect.StructTag(`yaml:"` + sec.Key + `"`)},
+	}))
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&want); err != nil && err != io.EOF {
+	if err := dec.Decode(all.Interface()); err != nil && err != io.EOF {
 		t.Fatalf("Parse accepted YAML that yaml.v3 KnownFields refuses (%v):\n%s", err, data)
 	}
-	if !reflect.DeepEqual(&want, got) {
-		t.Fatalf("Parse read %+v; yaml.v3 KnownFields reads %+v:\n%s", *got, want, data)
+	want := all.Elem().Field(0).Addr().Interface().(*Config)
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("Parse read %+v; yaml.v3 KnownFields reads %+v:\n%s", *got, *want, data)
+	}
+	if gotSec, wantSec := reflect.ValueOf(sec.Into).Elem().Interface(), all.Elem().Field(1).Interface(); !reflect.DeepEqual(wantSec, gotSec) {
+		t.Fatalf("Parse read the %s section %+v; yaml.v3 KnownFields reads %+v:\n%s", sec.Key, gotSec, wantSec, data)
 	}
 }
