@@ -62,8 +62,9 @@ func Lockout(pol *rules.Policy, h Host, exemptDHCP bool, s SSHSession, iface str
 		peer = "cidr_ipv6: \"" + netip.PrefixFrom(s.Client.Addr(), 128).String() + "\""
 	}
 	var b strings.Builder
+	why, _, _ := strings.Cut(ex.Why, ";") // the reason, without what a drop means
 	fmt.Fprintf(&b, "LOCK-OUT WARNING: you are connected over SSH from %s to %s on %s, and this config does not allow that: "+
-		"a new SSH connection from %s would be dropped (%s).\n", s.Client.Addr(), s.Server, iface, s.Client.Addr(), ex.Why)
+		"a new SSH connection from %s would be dropped (%s).\n", s.Client.Addr(), s.Server, iface, s.Client.Addr(), why)
 	if adopt {
 		b.WriteString("  This session is open, so sgd adopts it at start and it stays; the next one will hang.\n")
 	} else {
