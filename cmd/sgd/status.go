@@ -34,6 +34,13 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 		_ = enc.Encode(s)
 		return 0
 	}
+	printStatus(stdout, s)
+	return 0
+}
+
+// printStatus writes the status as `sgd status` shows it: audit mode first, so that
+// nobody takes an auditing sgd for an enforcing one.
+func printStatus(stdout io.Writer, s *daemon.Status) {
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
 	if s.Audit {
 		w("AUDIT MODE: nothing is dropped; packets the rules deny pass and are counted as would_drop\n")
@@ -50,8 +57,10 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 	}
 	w("queues:   %d–%d, fail %s, fast path %v\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
 		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen], s.Settings.FastPath)
-	if s.Adopted != nil {
+	if s.Settings.AdoptEstablished {
 		w("adopted:  %s at start\n", adoptedSummary(s.Adopted))
+	} else {
+		w("adopted:  none (adopt_established: false)\n")
 	}
 	w("\ninterfaces:\n")
 	for _, i := range s.Interfaces {
@@ -71,7 +80,6 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 	for _, k := range s.SortedPackets() {
 		w("  %-36s %d\n", k, s.Packets[k])
 	}
-	return 0
 }
 
 // adoptedSummary is "3 established TCP connections (eth0 2, eth1 1)".

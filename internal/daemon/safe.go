@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -119,12 +120,13 @@ func (d *Daemon) adopt() {
 		d.log.Warn("reading the host's established TCP connections", zap.Error(err))
 	}
 	d.adopted = d.engine.Adopt(conns)
-	total := 0
-	for _, n := range d.adopted {
-		total += n
+	total, by := 0, []zap.Field{}
+	for _, name := range slices.Sorted(maps.Keys(d.adopted)) {
+		total += d.adopted[name]
+		by = append(by, zap.Int(name, d.adopted[name]))
 	}
 	d.log.Info("adopted the host's established TCP connections as tracked flows",
-		zap.Int("connections", total), zap.Any("by_interface", d.adopted))
+		zap.Int("connections", total), zap.Dict("by_interface", by...))
 }
 
 // LockoutWarning says, in words a person acts on, whether p would cut off the SSH
