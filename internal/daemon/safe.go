@@ -139,6 +139,12 @@ func LockoutWarning(p *rules.Policy, exemptDHCP, adopt bool, sshConnection strin
 	if !ok {
 		return ""
 	}
+	h := filter.ReadHost(p.InterfaceNames())
+	if !slices.Contains(h.Local, s.Server.Addr()) {
+		// The session ends on another host, or in another network namespace than this
+		// sgd's (a lab started from an SSH session): not this sgd's to cut.
+		return ""
+	}
 	idx, err := filter.RouteDev(s.Server.Addr(), s.Client.Addr())
 	if err != nil {
 		return ""
@@ -147,7 +153,7 @@ func LockoutWarning(p *rules.Policy, exemptDHCP, adopt bool, sshConnection strin
 	if err != nil {
 		return ""
 	}
-	return filter.Lockout(p, filter.ReadHost(p.InterfaceNames()), exemptDHCP, s, ifi.Name, adopt)
+	return filter.Lockout(p, h, exemptDHCP, s, ifi.Name, adopt)
 }
 
 // warnLockout prints and logs the lock-out warning for the session sgd was started

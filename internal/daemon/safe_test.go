@@ -134,3 +134,15 @@ func TestAuditVerdict(t *testing.T) {
 		}
 	}
 }
+
+// No SSH session, or one that ends on another host (or in another network namespace),
+// gets no lock-out warning: it is not this sgd's to cut. (One it would cut: test/netns
+// TestAdoptEstablished.)
+func TestLockoutWarningElsewhere(t *testing.T) {
+	p := policy(t, sshOnly)
+	for _, conn := range []string{"", "garbage", "203.0.113.9 50000 198.51.100.250 22"} {
+		if w := LockoutWarning(p, true, true, conn); w != "" {
+			t.Errorf("LockoutWarning(%q) = %q; want none", conn, w)
+		}
+	}
+}
