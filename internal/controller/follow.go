@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +31,7 @@ func (c *Controller) FollowHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rtnetlink (to follow the host's devices): %w", err)
 	}
-	f := &follower{c: c, byName: map[string]uint32{}, byIndex: map[uint32]string{}}
+	f := &follower{c: c, byName: map[string]uint32{}, byIndex: map[uint32]device{}}
 	// Seed after subscribing: a change between the two is both seen in the seed and
 	// received as an event, never lost.
 	f.seed()
@@ -71,16 +70,24 @@ func (c *Controller) FollowHost(ctx context.Context) error {
 type follower struct {
 	c       *Controller
 	byName  map[string]uint32
-	byIndex map[uint32]string
+	byIndex map[uint32]device
 }
 
 func (f *follower) seed() {
-	ifs, err := net.Interfaces()
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return
 	}
-	for _, ifi := range ifs {
-		f.byName[ifi.Name], f.byIndex[uint32(ifi.Index)] = uint32(ifi.Index), ifi.Name
+	defer c.Close()
+	msgs, err := c.Execute(netlink.Message{Header: netlink.Header{Type: unix.RTM_GETLINK, Flags: netlink.Request | netlink.Dump},
+		Data: make([]byte, unix.SizeofIfInfomsg)})
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if dev, err := parseLink(m.Data); err == nil && m.Header.Type == unix.RTM_NEWLINK {
+			f.byName[dev.name], f.byIndex[dev.index] = dev.index, dev
+		}
 	}
 }
 
@@ -109,7 +116,7 @@ func (f *follower) receive(ctx context.Context, conn *netlink.Conn, changed chan
 			if errors.Is(err, unix.ENOBUFS) {
 				// Events were lost: look at the host afresh.
 				f.c.log.Warn("rtnetlink events overran; looking at the host's devices again")
-				f.byName, f.byIndex = map[string]uint32{}, map[uint32]string{}
+				f.byName, f.byIndex = map[string]uint32{}, map[uint32]device{}
 				f.seed()
 				send("events lost")
 				continue
@@ -137,14 +144,16 @@ func (f *follower) receive(ctx context.Context, conn *netlink.Conn, changed chan
 }
 
 // link records a link event and returns what it changed for the policy ("" for
-// nothing: a flag change, or a device sgd does not filter).
+// nothing: a flag change, or a device sgd does not filter). A configured device that is
+// enslaved (to a bridge, a bond) counts: the refresh's check then says that it is no
+// longer filtered by its own name.
 func (f *follower) link(dev device, up bool) string {
 	log := f.c.log
 	old, had := f.byIndex[dev.index]
 	if !up {
 		delete(f.byIndex, dev.index)
-		if had && f.byName[old] == dev.index {
-			delete(f.byName, old)
+		if had && f.byName[old.name] == dev.index {
+			delete(f.byName, old.name)
 		}
 		if f.configured(dev.name) {
 			log.Warn("interface went away; sgd filters it again when it reappears", zap.String("interface", dev.name))
@@ -152,22 +161,24 @@ func (f *follower) link(dev device, up bool) string {
 		}
 		return ""
 	}
-	if had && old == dev.name && f.byName[dev.name] == dev.index {
-		return "" // flags, MTU, carrier: nothing the policy reads
-	}
 	var why []string
-	if had && old != dev.name {
-		delete(f.byName, old)
-		if f.configured(old) {
+	if had && old.name != dev.name {
+		delete(f.byName, old.name)
+		if f.configured(old.name) {
 			log.Warn("interface renamed away; sgd filters it again when a device of that name appears",
-				zap.String("interface", old), zap.String("now", dev.name))
-			why = append(why, "interface "+old+" renamed")
+				zap.String("interface", old.name), zap.String("now", dev.name))
+			why = append(why, "interface "+old.name+" renamed")
 		}
 	}
-	f.byName[dev.name], f.byIndex[dev.index] = dev.index, dev.name
-	if f.configured(dev.name) {
+	appeared := !had || old.name != dev.name || f.byName[dev.name] != dev.index
+	f.byName[dev.name], f.byIndex[dev.index] = dev.index, dev
+	switch {
+	case !f.configured(dev.name):
+	case appeared:
 		log.Info("interface appeared; sgd filters it", zap.String("interface", dev.name), zap.Uint32("index", dev.index))
 		why = append(why, "interface "+dev.name+" appeared")
+	case old.master != dev.master:
+		why = append(why, "interface "+dev.name+" master changed")
 	}
 	return strings.Join(why, ", ")
 }

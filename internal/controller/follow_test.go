@@ -109,20 +109,23 @@ func (refuser) Check(p *rules.Policy) error {
 func (refuser) Publish(context.Context, *rules.Policy) error { return nil }
 
 // The follower tells which link events concern the policy's interfaces: a configured
-// device that appears (also under a new index), goes, or is renamed away; not a flag
-// change, nor a device the policy does not list.
+// device that appears (also under a new index), goes, is renamed away or enslaved; not a
+// flag change, nor a device the policy does not list.
 func TestFollowerLink(t *testing.T) {
 	r := start(t, config(22, "eth0", "eth7"))
-	f := &follower{c: r.ctl, byName: map[string]uint32{"eth0": 2, "lo": 1}, byIndex: map[uint32]string{2: "eth0", 1: "lo"}}
+	f := &follower{c: r.ctl, byName: map[string]uint32{"eth0": 2, "lo": 1},
+		byIndex: map[uint32]device{2: {name: "eth0", index: 2}, 1: {name: "lo", index: 1}}}
 	for _, tc := range []struct {
 		dev  device
 		up   bool
 		want string
 	}{
-		{device{name: "eth0", index: 2}, true, ""},                        // a flag change
-		{device{name: "veth3", index: 5}, true, ""},                       // not configured
-		{device{name: "eth7", index: 6}, true, "interface eth7 appeared"}, // the missing one
-		{device{name: "eth7", index: 6}, true, ""},                        // then it goes up
+		{device{name: "eth0", index: 2}, true, ""},                                         // a flag change
+		{device{name: "veth3", index: 5}, true, ""},                                        // not configured
+		{device{name: "eth7", index: 6}, true, "interface eth7 appeared"},                  // the missing one
+		{device{name: "eth7", index: 6}, true, ""},                                         // then it goes up
+		{device{name: "eth7", index: 6, master: 3}, true, "interface eth7 master changed"}, // enslaved
+		{device{name: "eth7", index: 6, master: 3}, true, ""},
 		{device{name: "eth7", index: 6}, false, "interface eth7 gone"},
 		{device{name: "eth7", index: 8}, true, "interface eth7 appeared"}, // back, a new index
 		{device{name: "wan0", index: 2}, true, "interface eth0 renamed"},  // eth0 renamed away

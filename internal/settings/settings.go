@@ -46,7 +46,8 @@ type Section struct {
 	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
 	AccountID               string `yaml:"account_id" json:"account_id"`
 	// Audit judges, tracks, counts and logs every packet as usual but drops none: what
-	// would have been dropped is counted as verdict would_drop (SPEC 4.8).
+	// would have been dropped is counted as verdict would_drop (SPEC 4.8). It implies
+	// fail_open: nothing is dropped while no daemon answers either.
 	Audit bool `yaml:"audit" json:"audit"`
 	// AdoptEstablished tracks the host's established TCP connections at start, so that
 	// starting sgd cuts none of them (default true).
@@ -154,6 +155,8 @@ func Resolve(d, o Section) Daemon {
 	}
 	s.FastPath = d.FastPath || o.FastPath
 	s.Audit = d.Audit || o.Audit
+	// Audit mode drops nothing, so not even while no daemon answers: its hooks fail open.
+	s.FailOpen = s.FailOpen || s.Audit
 	s.AllowMissingInterfaces = d.AllowMissingInterfaces || o.AllowMissingInterfaces
 	if o.AdoptEstablished != nil {
 		s.AdoptEstablished = *o.AdoptEstablished

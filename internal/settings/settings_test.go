@@ -45,6 +45,10 @@ func TestResolveSafety(t *testing.T) {
 			t.Errorf("Resolve(%+v, %+v) = audit %v, adopt %v, allow missing %v; want %v, %v, %v", tt.file, tt.flags,
 				got.Audit, got.AdoptEstablished, got.AllowMissingInterfaces, tt.audit, tt.adopt, tt.miss)
 		}
+		// Audit mode drops nothing, not even while no daemon answers.
+		if got.FailOpen != tt.audit {
+			t.Errorf("Resolve(%+v, %+v).FailOpen = %v; want %v (audit implies fail_open)", tt.file, tt.flags, got.FailOpen, tt.audit)
+		}
 	}
 }
 

@@ -166,7 +166,7 @@ func TestMissingInterfaceFilteredWhenItAppears(t *testing.T) {
 
 // TestAuditMode: with --audit a connection the rules deny goes through, and is counted
 // as would_drop (never drop), logged as "would drop" and flow-logged as REJECT; sgd
-// status says AUDIT on its first line.
+// status says AUDIT on its first line; the hooks fail open.
 func TestAuditMode(t *testing.T) {
 	t.Parallel()
 	requireEnv(t)
@@ -174,6 +174,9 @@ func TestAuditMode(t *testing.T) {
 	flows := filepath.Join(t.TempDir(), "flows.log")
 	d := startSGD(t, h, writeConfig(t, fmt.Sprintf(safeConfig, hostIf, "")), nextQueue(), "--audit", "--flow-log", flows)
 	d.waitLog("AUDIT MODE", 1)
+	if rs := nsExec(t, h, "iptables", "-t", "mangle", "-S", "SGD-INPUT"); !strings.Contains(rs, "--queue-bypass") {
+		t.Errorf("audit mode's queue rule fails closed (no --queue-bypass): a stopped sgd would drop:\n%s", rs)
+	}
 	listenEcho(t, h, ":8081", peerFirst)
 	checkTCP(t, c, netip.AddrPortFrom(safeHost, 8081), works)
 	checkTCP(t, c, netip.AddrPortFrom(safeHost, 9), refused) // nothing listens: the host's own RST
