@@ -21,6 +21,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 to start on any error), binds its NFQUEUE queues, installs its own iptables/ip6tables
 chains for the configured interfaces, and judges every packet on them. SIGHUP or a change
 of the config file reloads; SIGINT/SIGTERM stop it and remove exactly the rules it added.
+It refuses a config that lists no interface, or one this host does not have (unless
+--allow-missing-interfaces). It adopts the host's established TCP connections, so
+starting it cuts none, and warns when the SSH session it is started from would be
+denied. --audit judges and counts everything and drops nothing.
 If it is killed, the rules stay: traffic on the filtered interfaces is dropped until it
 runs again (fail-closed), or passes unfiltered with fail_open.
 
@@ -39,6 +43,8 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	fastPath := fs.Bool("fast-path", false, "accept packets of flows sgd already allowed in the kernel (connmark)")
 	statusSocket := fs.String("status-socket", "", "`path` of the root-only status socket (default /run/sgd/sgd.sock; \"off\" disables)")
 	flowLog := fs.String("flow-log", "", "append VPC Flow Log records to this `file`")
+	audit := fs.Bool("audit", false, "judge, track, count and log every packet but drop none (would-be drops count as would_drop)")
+	allowMissing := fs.Bool("allow-missing-interfaces", false, "start although a configured interface does not exist; filter it once it appears")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -57,6 +63,7 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 		o.QueueCount = queueCount
 	}
 	o.FailOpen, o.FastPath = *failOpen, *fastPath
+	o.Audit, o.AllowMissingInterfaces = *audit, *allowMissing
 	if err := checkOverrides(o); err != nil {
 		fmt.Fprintln(stderr, "sgd run:", err)
 		return 2
@@ -65,9 +72,11 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 		fmt.Fprintln(stderr, "sgd run: needs root (CAP_NET_ADMIN) to bind NFQUEUE and install iptables rules")
 		return 1
 	}
+	opt := daemon.Options{ConfigPath: *config, Overrides: o, Version: buildVersion(),
+		SSHConnection: os.Getenv("SSH_CONNECTION"), Stderr: stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Overrides: o, Version: buildVersion()})
+	err := daemon.Run(ctx, opt)
 	if err != nil {
 		// Only the config's own problems say it was rejected; a flag, a file or a queue
 		// at fault is named by the error itself.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/daemon"
@@ -32,7 +34,17 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 		_ = enc.Encode(s)
 		return 0
 	}
+	printStatus(stdout, s)
+	return 0
+}
+
+// printStatus writes the status as `sgd status` shows it: audit mode first, so that
+// nobody takes an auditing sgd for an enforcing one.
+func printStatus(stdout io.Writer, s *daemon.Status) {
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
+	if s.Audit {
+		w("AUDIT MODE: nothing is dropped; packets the rules deny pass and are counted as would_drop\n")
+	}
 	w("sgd %s, pid %d, running since %s\n", s.Version, s.PID, s.Started.Format("2006-01-02 15:04:05 MST"))
 	w("config:   %s (sha256 %s)\n", s.ConfigFile, short(s.ConfigHash))
 	w("reloads:  %d ok, %d failed", s.ReloadsOK, s.ReloadsBad)
@@ -45,9 +57,18 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 	}
 	w("queues:   %d–%d, fail %s, fast path %v\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
 		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen], s.Settings.FastPath)
+	if s.Settings.AdoptEstablished {
+		w("adopted:  %s at start\n", adoptedSummary(s.Adopted))
+	} else {
+		w("adopted:  none (adopt_established: false)\n")
+	}
 	w("\ninterfaces:\n")
 	for _, i := range s.Interfaces {
-		w("  %-15s %s\n", i.Name, strings.Join(i.Groups, ", "))
+		w("  %-15s %s", i.Name, strings.Join(i.Groups, ", "))
+		if i.Missing {
+			w("  (MISSING: no such device here; filtered once it appears)")
+		}
+		w("\n")
 	}
 	w("\ngroups:\n")
 	for _, g := range s.Groups {
@@ -59,7 +80,24 @@ runs (or the socket is not reachable: it is root-only).`, stderr)
 	for _, k := range s.SortedPackets() {
 		w("  %-36s %d\n", k, s.Packets[k])
 	}
-	return 0
+}
+
+// adoptedSummary is "3 established TCP connections (eth0 2, eth1 1)".
+func adoptedSummary(by map[string]int) string {
+	total := 0
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(by)) {
+		total += by[name]
+		parts = append(parts, fmt.Sprintf("%s %d", name, by[name]))
+	}
+	noun := "connections"
+	if total == 1 {
+		noun = "connection"
+	}
+	if total == 0 {
+		return "no established TCP connections"
+	}
+	return fmt.Sprintf("%d established TCP %s (%s)", total, noun, strings.Join(parts, ", "))
 }
 
 func short(h string) string {

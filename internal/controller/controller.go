@@ -172,15 +172,20 @@ func (c *Controller) reloadLocked(ctx context.Context) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s, c.publishLocked(ctx, s)
+}
+
+// publishLocked has every publisher check s, then publishes it to each in order. The
+// judge comes before the hooks, so that an added interface's first packets find its
+// groups, and a removed one's last packets are simply no longer filtered. If one fails,
+// it and every one before it get the running state back, so that a rejected state really
+// leaves everything as it was. c.write is held.
+func (c *Controller) publishLocked(ctx context.Context, s *State) error {
 	for _, p := range c.pubs {
 		if err := p.Check(s.Policy); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	// Publishers take the new state in order: the judge before the hooks, so that an
-	// added interface's first packets find its groups, and a removed one's last packets
-	// are simply no longer filtered. If one fails, it and every one before it get the
-	// previous state back, so that a rejected reload really leaves everything as it was.
 	prev := c.Running()
 	for i, p := range c.pubs {
 		if err := p.Publish(ctx, s.Policy); err != nil {
@@ -189,10 +194,41 @@ func (c *Controller) reloadLocked(ctx context.Context) (*State, error) {
 					c.log.Error("restore the previous "+q.Name(), zap.Error(rerr))
 				}
 			}
-			return nil, err
+			return err
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// Refresh compiles the running model again against the host as it is now and publishes
+// it, reading no source: what a policy takes from the host — the addresses of this
+// host's interfaces that group references match (rules.Env), and what the judge knows of
+// the devices (filter.ReadHost: indexes, the host's addresses, link prefixes) — follows
+// a device that appears, goes or changes its addresses, under the same configuration.
+// It is not a reload: the version stays and no reload is counted. When compiling or a
+// publisher fails, the running state stays in force, as for a reload. why says what
+// changed, for the log.
+func (c *Controller) Refresh(ctx context.Context, why string) error {
+	c.write.Lock()
+	defer c.write.Unlock()
+	cur := c.Running()
+	if cur == nil {
+		return errors.New("controller: Refresh before Start")
+	}
+	pol, err := rules.Compile(cur.Model, c.opt.Env)
+	if err == nil {
+		s := &State{Model: cur.Model, Policy: pol, Version: cur.Version}
+		if err = c.publishLocked(ctx, s); err == nil {
+			c.mu.Lock()
+			c.running = s
+			c.mu.Unlock()
+			c.log.Debug("policy re-published for the host as it is now", zap.String("trigger", why))
+			return nil
+		}
+	}
+	c.log.Error("the host changed, and the policy could not follow it; the running rules stay in force",
+		zap.String("trigger", why), zap.Error(err))
+	return err
 }
 
 // short is a version as logs show it: its first 12 characters.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -37,6 +38,10 @@ type Options struct {
 	Version   string
 	// Netfilter runs the iptables commands (zero value: netfilter.DefaultOptions()).
 	Netfilter *netfilter.Options
+	// SSHConnection is $SSH_CONNECTION of the session sgd is started from ("": none), for
+	// the lock-out warning, which goes to Stderr (nil: the log only) and the log.
+	SSHConnection string
+	Stderr        io.Writer
 }
 
 // Daemon is a running sgd.
@@ -56,6 +61,7 @@ type Daemon struct {
 	debug   bool                   // the log takes debug lines (each new flow, with its rule)
 	file    *controller.File       // the config file, the controller's one source
 	ctl     *controller.Controller // the only writer of the running policy
+	adopted map[string]int         // established connections adopted at start, per interface
 }
 
 // ConfigError is a configuration that failed to load or validate; the daemon did not start.
@@ -93,6 +99,14 @@ func Run(ctx context.Context, opt Options) error {
 	if opt.Netfilter != nil {
 		nfo = *opt.Netfilter
 	}
+	// Refuse what filters nothing before anything is touched (SPEC 4.8).
+	missing, err := CheckInterfaces(pol, set.AllowMissingInterfaces)
+	if err != nil {
+		return &ConfigError{err}
+	}
+	if len(missing) > 0 {
+		log.Warn("configured interfaces do not exist; sgd filters each from the moment it appears", zap.Strings("missing", missing))
+	}
 	d.nf = netfilter.New(nfo)
 	hooks := controller.NewHooks(d.nf, hookSpec(set), d.zones)
 	if err := hooks.Check(pol); err != nil {
@@ -117,7 +131,7 @@ func Run(ctx context.Context, opt Options) error {
 	d.ctl = controller.New(copt)
 	// The judge takes the policy before the queues have readers: until it has one, the
 	// engine drops every packet. The hooks join once the queues read (below).
-	if err := d.ctl.Start(ctx, want, controller.Judge(d.engine)); err != nil {
+	if err := d.ctl.Start(ctx, want, controller.Judge(d.engine), guard{}); err != nil {
 		return err
 	}
 
@@ -152,6 +166,12 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer queues.Close()
 
+	// Before the hooks go in: the host's open connections become tracked flows, and the
+	// person starting sgd over SSH hears whether the config would cut them off.
+	if set.AdoptEstablished {
+		d.adopt()
+	}
+	d.warnLockout(pol)
 	if err := d.ctl.Attach(ctx, hooks); err != nil {
 		_ = d.nf.Remove(context.Background())
 		return fmt.Errorf("install netfilter rules: %w", err)
@@ -160,7 +180,17 @@ func Run(ctx context.Context, opt Options) error {
 		zap.String("version", opt.Version), zap.String("config", opt.ConfigPath), zap.String("config_hash", want.Version[:12]),
 		zap.Strings("interfaces", pol.InterfaceNames()), zap.Int("groups", len(m.Groups)), zap.Int("rules", len(pol.Rules)-1),
 		zap.Uint16("queue_num", set.QueueNum), zap.Uint16("queue_count", set.QueueCount), zap.Bool("fail_open", set.FailOpen),
-		zap.Bool("fast_path", set.FastPath), zap.String("metrics", set.MetricsListen))
+		zap.Bool("fast_path", set.FastPath), zap.String("metrics", set.MetricsListen),
+		zap.Bool("audit", set.Audit), zap.Bool("adopt_established", set.AdoptEstablished), zap.Strings("missing_interfaces", missing))
+	if set.Audit {
+		log.Warn("AUDIT MODE: every packet is judged, tracked, counted and logged, and none is dropped; " +
+			"what would have been dropped is counted as verdict would_drop")
+	}
+	go func() {
+		if err := d.ctl.FollowHost(ctx); err != nil {
+			log.Warn("not following the host's devices: an interface that appears later is filtered, but its addresses are learnt only at a reload", zap.Error(err))
+		}
+	}()
 
 	if set.StatusSocket != "" {
 		if err := d.serveStatus(ctx, set.StatusSocket); err != nil {
@@ -221,6 +251,13 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 		// Queues, limits and listeners are bound at start; say so rather than half-apply.
 		d.log.Warn("daemon settings changed in the config; they take effect at the next restart (rules and interfaces reload now)")
 	}
+	if err == nil {
+		// A reload may name a device to come (TestReloadAddsAndRemovesInterfaces): it is
+		// taken, as with allow_missing_interfaces, since sgd already runs; say so.
+		if missing := d.missingInterfaces(); len(missing) > 0 {
+			d.log.Warn("configured interfaces do not exist; sgd filters each from the moment it appears", zap.Strings("missing", missing))
+		}
+	}
 	return err
 }
 
@@ -234,7 +271,7 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 			if pk[dir][r] == 0 {
 				continue
 			}
-			c := metrics.Count{Direction: filter.Dir(dir).String(), Verdict: reason.Verdict().String(), Reason: reason.String()}
+			c := metrics.Count{Direction: filter.Dir(dir).String(), Verdict: d.verdict(reason), Reason: reason.String()}
 			c.Value = pk[dir][r]
 			s.Packets = append(s.Packets, c)
 			c.Value = by[dir][r]
@@ -250,8 +287,22 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
 	s.Interfaces = append(s.Interfaces, d.ctl.Running().Policy.InterfaceNames()...)
+	s.Missing = d.missingInterfaces()
 	return s
 }
+
+// verdict is the verdict label of packets judged for reason: in audit mode, nothing is
+// dropped, and what would have been is "would_drop".
+func (d *Daemon) verdict(r filter.Reason) string {
+	if d.set.Audit && r.Verdict() == filter.Drop {
+		return verdictWouldDrop
+	}
+	return r.Verdict().String()
+}
+
+// verdictWouldDrop is the verdict label (metrics, status) of a packet the rules drop
+// that audit mode let through.
+const verdictWouldDrop = "would_drop"
 
 var errNoDaemon = errors.New("no sgd daemon is running")
 

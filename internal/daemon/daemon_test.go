@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/filter"
-	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
 func TestLimiter(t *testing.T) {
@@ -35,10 +35,8 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-// TestFlowLog feeds judged packets through a real engine and checks the VPC Flow Log v2
-// records written for them.
-func TestFlowLog(t *testing.T) {
-	const cfg = `
+// sshOnly allows ssh to eth0 from one address.
+const sshOnly = `
 security_groups:
   - group_id: sg-a
     ingress:
@@ -46,23 +44,36 @@ security_groups:
 interfaces:
   - {name: eth0, security_groups: [sg-a]}
 `
-	doc, err := rules.Parse("t.yaml", []byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rules.Validate(doc, rules.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := rules.Compile(m, rules.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := filter.New(filter.Options{Table: conntrack.New(conntrack.Config{}), Now: func() int64 { return 1 },
+
+// judge returns a worker of a real engine judging cfg, with eth0 at index 2, and the
+// engine's connection table.
+func judge(t *testing.T, cfg string) (*filter.Worker, *conntrack.Table) {
+	t.Helper()
+	table := conntrack.New(conntrack.Config{})
+	e := filter.New(filter.Options{Table: table, Now: func() int64 { return 1 },
 		IfName: func(uint32) (string, bool) { return "eth0", true }})
 	w := e.NewWorker()
-	e.SetPolicy(p, filter.Host{Index: map[string]uint32{"eth0": 2}})
+	e.SetPolicy(policy(t, cfg), filter.Host{Index: map[string]uint32{"eth0": 2}})
+	return w, table
+}
 
+// syn is a TCP SYN from src:40000 to 192.0.2.10:22.
+func syn(src string) []byte {
+	b := []byte{
+		0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, // IPv4, total length 40, TTL 64, TCP
+		0, 0, 0, 0, 192, 0, 2, 10, // source (set below), destination 192.0.2.10
+		0x9c, 0x40, 0, 22, 0, 0, 0, 0, 0, 0, 0, 0, // ports 40000 → 22, seq, ack
+		0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0, // data offset 5, SYN, window
+	}
+	a := netip.MustParseAddr(src).As4()
+	copy(b[12:16], a[:])
+	return b
+}
+
+// TestFlowLog feeds judged packets through a real engine and checks the VPC Flow Log v2
+// records written for them.
+func TestFlowLog(t *testing.T) {
+	w, _ := judge(t, sshOnly)
 	path := filepath.Join(t.TempDir(), "flows.log")
 	fl, err := newFlowLog(path, time.Minute, "123456789012", 1)
 	if err != nil {

@@ -18,6 +18,7 @@ type reader struct {
 	d        *Daemon
 	w        *filter.Worker
 	fastMask uint32 // Settings.FastPath: the mark field for the kernel fast path (0: off)
+	audit    bool   // Settings.Audit: accept what the judge drops (it is counted would_drop)
 	drops    limiter
 }
 
@@ -25,7 +26,7 @@ type reader struct {
 func (d *Daemon) readers() []nfqueue.Handler {
 	hs := make([]nfqueue.Handler, len(d.workers))
 	for i, w := range d.workers {
-		r := &reader{d: d, w: w, drops: limiter{rate: int64(d.set.DeniedLogPerSec)}}
+		r := &reader{d: d, w: w, audit: d.set.Audit, drops: limiter{rate: int64(d.set.DeniedLogPerSec)}}
 		if d.set.FastPath {
 			r.fastMask = FastPathMask
 		}
@@ -36,6 +37,17 @@ func (d *Daemon) readers() []nfqueue.Handler {
 
 // Handle judges a packet of sgd's INPUT chain at its input interface (ingress) and one of
 // its OUTPUT chain at its output interface (egress).
+//
+// In audit mode a packet the judge drops is accepted instead, after being counted, logged
+// and flow-logged as the drop it would be. The judge is the same in both modes, so a
+// would-drop packet changes the connection table exactly as a drop does: not at all. It
+// starts no flow and advances none, and what follows it is judged as if it had been
+// dropped (the rest of a blocked TCP connection is would_drop too, by the rules alone). So
+// the would_drop counts are what enforcing would drop, but for one difference: the
+// host's own answers to would-drop packets are judged by the egress rules, and an allowed
+// UDP answer starts a tracked flow as any outbound datagram does (with enforcing, the
+// host would never have answered), so the client's later datagrams of that exchange
+// count as tracked.
 func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 	at := filter.Point{Dev: p.InDev, Dir: filter.DirIngress}
 	if p.InDev == 0 {
@@ -49,7 +61,7 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		if r.drops.allow(time.Now().Unix()) {
 			r.d.logDrop(r.w, res)
 		}
-		return nfqueue.Verdict{}
+		return nfqueue.Verdict{Accept: r.audit}
 	}
 	if res.Reason == filter.ReasonRule && r.d.debug {
 		r.d.logFlow(r.w, res)
@@ -67,9 +79,14 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 	return v
 }
 
-// logDrop logs a dropped packet (at the denied_log_per_second rate).
+// logDrop logs a dropped packet, or in audit mode one that would have been (at the
+// denied_log_per_second rate).
 func (d *Daemon) logDrop(w *filter.Worker, r filter.Result) {
-	d.log.Info("dropped", packetFields(w, r)...)
+	msg := "dropped"
+	if d.set.Audit {
+		msg = "would drop"
+	}
+	d.log.Info(msg, packetFields(w, r)...)
 }
 
 // logFlow logs, at debug level, a new tracked flow and the rule that let it in.

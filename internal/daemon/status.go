@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,27 +19,34 @@ import (
 
 // Status is what `sgd status` prints, served as JSON on the daemon's root-only socket.
 type Status struct {
-	Version      string            `json:"version"`
-	PID          int               `json:"pid"`
-	Started      time.Time         `json:"started"`
-	ConfigFile   string            `json:"config_file"`
-	ConfigHash   string            `json:"config_hash"`
-	LastReload   *time.Time        `json:"last_reload,omitempty"`
-	ReloadsOK    uint64            `json:"reloads_ok"`
-	ReloadsBad   uint64            `json:"reloads_failed"`
-	LastError    string            `json:"last_reload_error,omitempty"`
-	Interfaces   []IfaceStatus     `json:"interfaces"`
-	Groups       []GroupStatus     `json:"groups"`
-	TrackedFlows map[string]int    `json:"tracked_flows"`
-	Capacity     int               `json:"max_tracked_connections"`
-	Packets      map[string]uint64 `json:"packets"` // "ingress/accept/tracked" → count
-	Settings     settings.Daemon   `json:"settings"`
+	// Audit is audit mode: nothing is dropped (would-be drops count as verdict would_drop).
+	Audit        bool           `json:"audit"`
+	Version      string         `json:"version"`
+	PID          int            `json:"pid"`
+	Started      time.Time      `json:"started"`
+	ConfigFile   string         `json:"config_file"`
+	ConfigHash   string         `json:"config_hash"`
+	LastReload   *time.Time     `json:"last_reload,omitempty"`
+	ReloadsOK    uint64         `json:"reloads_ok"`
+	ReloadsBad   uint64         `json:"reloads_failed"`
+	LastError    string         `json:"last_reload_error,omitempty"`
+	Interfaces   []IfaceStatus  `json:"interfaces"`
+	Groups       []GroupStatus  `json:"groups"`
+	TrackedFlows map[string]int `json:"tracked_flows"`
+	Capacity     int            `json:"max_tracked_connections"`
+	// Adopted counts, per interface, the established TCP connections adopted at start
+	// (nil when adopt_established is off).
+	Adopted  map[string]int    `json:"adopted_at_start,omitempty"`
+	Packets  map[string]uint64 `json:"packets"` // "ingress/accept/tracked" → count
+	Settings settings.Daemon   `json:"settings"`
 }
 
 // IfaceStatus is one filtered interface.
 type IfaceStatus struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
+	// Missing: this host has no device of that name (yet); sgd filters it once it appears.
+	Missing bool `json:"missing,omitempty"`
 }
 
 // GroupStatus is one group in force.
@@ -52,14 +60,15 @@ type GroupStatus struct {
 func (d *Daemon) status() Status {
 	running, reloads := d.ctl.Status()
 	m := running.Model
-	s := Status{Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: running.Version,
+	s := Status{Audit: d.set.Audit, Adopted: d.adopted, Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: running.Version,
 		ReloadsOK: reloads.OK, ReloadsBad: reloads.Failed, LastError: reloads.LastError, Settings: d.set, Capacity: d.set.MaxTracked}
 	if !reloads.Last.IsZero() {
 		t := reloads.Last
 		s.LastReload = &t
 	}
+	missing := d.missingInterfaces()
 	for _, itf := range m.Interfaces {
-		s.Interfaces = append(s.Interfaces, IfaceStatus{Name: itf.Name, Groups: itf.Groups})
+		s.Interfaces = append(s.Interfaces, IfaceStatus{Name: itf.Name, Groups: itf.Groups, Missing: slices.Contains(missing, itf.Name)})
 	}
 	for _, g := range m.Groups {
 		s.Groups = append(s.Groups, GroupStatus{ID: g.ID, Name: g.Name, Ingress: len(g.Ingress), Egress: len(g.Egress)})
@@ -72,7 +81,7 @@ func (d *Daemon) status() Status {
 		for r := range filter.NumReasons {
 			if n := pk[dir][r]; n > 0 {
 				reason := filter.Reason(r)
-				s.Packets[fmt.Sprintf("%s/%s/%s", filter.Dir(dir), reason.Verdict(), reason)] = n
+				s.Packets[fmt.Sprintf("%s/%s/%s", filter.Dir(dir), d.verdict(reason), reason)] = n
 			}
 		}
 	}

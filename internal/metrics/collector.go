@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // snapshotCollector turns one Options.Snapshot call per scrape into const metrics,
 // so the packet path counts with plain atomics and never touches a prometheus type.
@@ -22,7 +26,7 @@ func newSnapshotCollector(opt Options) *snapshotCollector {
 	c := &snapshotCollector{
 		snapshot: opt.Snapshot,
 		packets: prometheus.NewDesc("sgd_packets_total",
-			"Packets judged by sgd, by direction (ingress|egress), verdict (accept|drop) and reason.", traffic, nil),
+			"Packets judged by sgd, by direction (ingress|egress), verdict (accept|drop; would_drop in audit mode) and reason.", traffic, nil),
 		bytes: prometheus.NewDesc("sgd_bytes_total",
 			"Bytes (whole IP packets) judged by sgd, by direction, verdict and reason.", traffic, nil),
 		ruleHits: prometheus.NewDesc("sgd_rule_hits_total",
@@ -34,7 +38,8 @@ func newSnapshotCollector(opt Options) *snapshotCollector {
 		allowanceExceeded: prometheus.NewDesc("sgd_conntrack_allowance_exceeded_total",
 			"Packets dropped because the connection table was full and could not track a new flow.", nil, nil),
 		interfaces: prometheus.NewDesc("sgd_interfaces",
-			"Interfaces sgd filters, from the configuration; always 1.", []string{"interface"}, nil),
+			"Interfaces sgd filters, from the configuration, by state: present, or missing (not on this host yet: filtered once it appears); always 1.",
+			[]string{"interface", "state"}, nil),
 		build: prometheus.NewDesc("sgd_build_info",
 			"Build information of the running sgd; always 1.", []string{"version", "goversion"}, nil),
 	}
@@ -86,7 +91,11 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, name := range s.Interfaces {
 		if !seen[name] {
 			seen[name] = true
-			ch <- constMetric(c.interfaces, prometheus.GaugeValue, 1, name)
+			state := "present"
+			if slices.Contains(s.Missing, name) {
+				state = "missing"
+			}
+			ch <- constMetric(c.interfaces, prometheus.GaugeValue, 1, name, state)
 		}
 	}
 }

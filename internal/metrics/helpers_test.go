@@ -21,6 +21,7 @@ func fullSnapshot() Snapshot {
 			{"egress", "accept", "untracked", 5},
 			{"egress", "drop", "conntrack_full", 2},
 			{"ingress", "drop", "malformed", 1},
+			{"ingress", "would_drop", "no_rule", 4}, // audit mode
 		},
 		Bytes: []Count{
 			{"ingress", "accept", "rule", 600},
@@ -38,6 +39,7 @@ func fullSnapshot() Snapshot {
 		TrackedFlows:               map[string]int{"tcp": 4, "udp": 2, "icmp": 1, "other": 0},
 		ConntrackAllowanceExceeded: 2,
 		Interfaces:                 []string{"eth0", "veth-sgd"},
+		Missing:                    []string{"veth-sgd"},
 	}
 }
 

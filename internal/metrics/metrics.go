@@ -32,7 +32,7 @@ const scrapeTimeout = 10 * time.Second
 // since the daemon started; a counter that goes down reads as a reset to Prometheus.
 type Snapshot struct {
 	// Packets and Bytes are counted by direction (ingress|egress), verdict
-	// (accept|drop) and reason (a bounded set: no_rule, malformed, conntrack_full,
+	// (accept|drop, or would_drop in audit mode) and reason (a bounded set: no_rule, malformed, conntrack_full,
 	// tracked, rule, untracked, rule_no_flow, related_icmp, exempt, ...).
 	// Entries with the same three labels are summed.
 	Packets []Count
@@ -50,6 +50,9 @@ type Snapshot struct {
 	ConntrackAllowanceExceeded uint64
 	// Interfaces are the configured interfaces.
 	Interfaces []string
+	// Missing are those of Interfaces this host does not have (yet): sgd_interfaces
+	// labels them state="missing", the others state="present".
+	Missing []string
 }
 
 // Count is one packet or byte counter.

@@ -50,7 +50,7 @@ func TestFamiliesAndLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowed := []string{"direction", "verdict", "reason", "group", "rule", "protocol",
-		"result", "hash", "queue", "interface", "version", "goversion"}
+		"result", "hash", "queue", "interface", "state", "version", "goversion"}
 	got := map[string]bool{}
 	for _, mf := range mfs {
 		name := mf.GetName()
@@ -109,7 +109,9 @@ func TestScrapeValues(t *testing.T) {
 		{`sgd_queue_waiting{queue="1"}`, "12"},
 		{`sgd_queue_waiting{queue="0"}`, "0"},
 		{`sgd_build_info{goversion="go1.26.8",version="v0.1.0"}`, "1"},
-		{`sgd_interfaces{interface="veth-sgd"}`, "1"},
+		{`sgd_packets_total{direction="ingress",reason="no_rule",verdict="would_drop"}`, "4"},
+		{`sgd_interfaces{interface="eth0",state="present"}`, "1"},
+		{`sgd_interfaces{interface="veth-sgd",state="missing"}`, "1"},
 	} {
 		if got, ok := s[tc.series]; !ok || got != tc.want {
 			t.Errorf("scrape[%s] = %q (present %v); want %q", tc.series, got, ok, tc.want)
@@ -139,7 +141,7 @@ func TestDuplicatesSummed(t *testing.T) {
 		{`sgd_packets_total{direction="ingress",reason="no_rule",verdict="drop"}`, "5"},
 		{`sgd_rule_hits_total{group="sg-a",rule="sg-a/ingress/0"}`, "5"},
 		{`sgd_group_hits_total{group="sg-a"}`, "5"},
-		{`sgd_interfaces{interface="eth0"}`, "1"},
+		{`sgd_interfaces{interface="eth0",state="present"}`, "1"},
 	} {
 		if got := s[tc.series]; got != tc.want {
 			t.Errorf("scrape[%s] = %q; want %q", tc.series, got, tc.want)

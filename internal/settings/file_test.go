@@ -161,6 +161,12 @@ func TestParseStrict(t *testing.T) {
 		{"json kelvin", "c.json", lines(`{"daemon": {"ac\u212Aount_id": "1"}}`), rules.CodeUnknownParameter, 1, "ac\u212Aount_id"},
 		{"yaml bool as yes", "c.yaml", lines("daemon:", "  fail_open: yes"), rules.CodeMalformedConfig, 2, ""},
 		{"json bool as text", "c.json", lines(`{"daemon": {`, `"fail_open": "on"}}`), rules.CodeMalformedConfig, 2, ""},
+		// SPEC 4.8's switches are booleans as written, and a misspelt one is never ignored
+		// (an ignored "audit" would enforce; an ignored "adopt_established: false" would not).
+		{"audit as yes", "c.yaml", lines("daemon:", "  audit: yes"), rules.CodeMalformedConfig, 2, ""},
+		{"adopt as text", "c.json", lines(`{"daemon": {`, `"adopt_established": "false"}}`), rules.CodeMalformedConfig, 2, ""},
+		{"audit misspelt", "c.yaml", lines("daemon:", "  audit_mode: true"), rules.CodeUnknownParameter, 2, "audit_mode"},
+		{"allow missing misspelt", "c.yaml", lines("daemon:", "  allow_missing_interface: true"), rules.CodeUnknownParameter, 2, "allow_missing_interface"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			es := fileErrors(t, tt.file, tt.src)

@@ -45,6 +45,16 @@ type Section struct {
 	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
 	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
 	AccountID               string `yaml:"account_id" json:"account_id"`
+	// Audit judges, tracks, counts and logs every packet as usual but drops none: what
+	// would have been dropped is counted as verdict would_drop (SPEC 4.8). It implies
+	// fail_open: nothing is dropped while no daemon answers either.
+	Audit bool `yaml:"audit" json:"audit"`
+	// AdoptEstablished tracks the host's established TCP connections at start, so that
+	// starting sgd cuts none of them (default true).
+	AdoptEstablished *bool `yaml:"adopt_established" json:"adopt_established"`
+	// AllowMissingInterfaces starts sgd although a configured interface does not exist
+	// (yet); it is filtered from the moment it appears.
+	AllowMissingInterfaces bool `yaml:"allow_missing_interfaces" json:"allow_missing_interfaces"`
 }
 
 // Of returns the section of the file as Parse reads it: rules.Parse(name, data, s.Of())
@@ -70,19 +80,22 @@ func (s *Section) Quotas() rules.Quotas {
 // overrides applied and defaults filled in (Resolve). It is comparable: a reload that
 // resolves to another Daemon has settings that take effect only at a restart.
 type Daemon struct {
-	QueueNum, QueueCount uint16
-	FailOpen             bool
-	ExemptDHCP           bool
-	AllowRelatedICMP     bool
-	MaxTracked           int
-	MetricsListen        string // "" = no metrics server
-	LogLevel, LogFormat  string
-	FlowLogFile          string
-	FlowLogInterval      int
-	FastPath             bool
-	DeniedLogPerSec      int
-	StatusSocket         string // "" = none
-	AccountID            string
+	QueueNum, QueueCount   uint16
+	FailOpen               bool
+	ExemptDHCP             bool
+	AllowRelatedICMP       bool
+	MaxTracked             int
+	MetricsListen          string // "" = no metrics server
+	LogLevel, LogFormat    string
+	FlowLogFile            string
+	FlowLogInterval        int
+	FastPath               bool
+	DeniedLogPerSec        int
+	StatusSocket           string // "" = none
+	AccountID              string
+	Audit                  bool // drop nothing; count would_drop
+	AdoptEstablished       bool
+	AllowMissingInterfaces bool
 }
 
 // Resolve merges the config's section d with the overrides o (fields set there win) and
@@ -96,7 +109,8 @@ func Resolve(d, o Section) Daemon {
 	}
 	s := Daemon{QueueNum: DefaultQueueNum, QueueCount: 1, ExemptDHCP: true, MaxTracked: DefaultMaxTracked,
 		MetricsListen: DefaultMetricsListen, LogLevel: "info", LogFormat: "json", FlowLogInterval: DefaultFlowLogInterval,
-		DeniedLogPerSec: DefaultDeniedLogPerSec, StatusSocket: DefaultStatusSocket, AccountID: "000000000000"}
+		DeniedLogPerSec: DefaultDeniedLogPerSec, StatusSocket: DefaultStatusSocket, AccountID: "000000000000",
+		AdoptEstablished: true}
 	if p := pick(d.QueueNum, o.QueueNum); p != nil {
 		s.QueueNum = uint16(*p)
 	}
@@ -140,6 +154,15 @@ func Resolve(d, o Section) Daemon {
 		s.FlowLogInterval = *p
 	}
 	s.FastPath = d.FastPath || o.FastPath
+	s.Audit = d.Audit || o.Audit
+	// Audit mode drops nothing, so not even while no daemon answers: its hooks fail open.
+	s.FailOpen = s.FailOpen || s.Audit
+	s.AllowMissingInterfaces = d.AllowMissingInterfaces || o.AllowMissingInterfaces
+	if o.AdoptEstablished != nil {
+		s.AdoptEstablished = *o.AdoptEstablished
+	} else if d.AdoptEstablished != nil {
+		s.AdoptEstablished = *d.AdoptEstablished
+	}
 	if p := pick(d.DeniedLogPerSecond, o.DeniedLogPerSecond); p != nil {
 		s.DeniedLogPerSec = *p
 	}

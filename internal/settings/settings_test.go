@@ -26,6 +26,32 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// SPEC 4.8's switches: audit and allow_missing_interfaces are off and adoption on by
+// default; the first two are on when the file or a flag turns them on (as fail_open
+// is), and adopt_established is the flag's value where one is set, else the file's.
+func TestResolveSafety(t *testing.T) {
+	for _, tt := range []struct {
+		file, flags        Section
+		audit, adopt, miss bool
+	}{
+		{Section{}, Section{}, false, true, false},
+		{Section{Audit: true}, Section{}, true, true, false},
+		{Section{}, Section{Audit: true, AllowMissingInterfaces: true}, true, true, true},
+		{Section{AdoptEstablished: boolp(false), AllowMissingInterfaces: true}, Section{}, false, false, true},
+		{Section{AdoptEstablished: boolp(false)}, Section{AdoptEstablished: boolp(true)}, false, true, false},
+	} {
+		got := Resolve(tt.file, tt.flags)
+		if got.Audit != tt.audit || got.AdoptEstablished != tt.adopt || got.AllowMissingInterfaces != tt.miss {
+			t.Errorf("Resolve(%+v, %+v) = audit %v, adopt %v, allow missing %v; want %v, %v, %v", tt.file, tt.flags,
+				got.Audit, got.AdoptEstablished, got.AllowMissingInterfaces, tt.audit, tt.adopt, tt.miss)
+		}
+		// Audit mode drops nothing, not even while no daemon answers.
+		if got.FailOpen != tt.audit {
+			t.Errorf("Resolve(%+v, %+v).FailOpen = %v; want %v (audit implies fail_open)", tt.file, tt.flags, got.FailOpen, tt.audit)
+		}
+	}
+}
+
 // The section's quotas reach the SG validator as written (Validate refuses those out of
 // range); unset is the zero Quotas, AWS's defaults.
 func TestQuotas(t *testing.T) {

@@ -100,7 +100,16 @@ func sgdCommand(t *testing.T, ns, config string, queue int, extra ...string) (cm
 // when the test failed.
 func startSGD(t *testing.T, ns, config string, queue int, extra ...string) *sgd {
 	t.Helper()
+	return startSGDEnv(t, ns, config, queue, nil, extra...)
+}
+
+// startSGDEnv is startSGD with env (NAME=value) added to sgd's environment.
+func startSGDEnv(t *testing.T, ns, config string, queue int, env []string, extra ...string) *sgd {
+	t.Helper()
 	cmd, metrics, socket := sgdCommand(t, ns, config, queue, extra...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	d := &sgd{t: t, ns: ns, queue: queue, config: config, metrics: metrics, socket: socket, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	if err := cmd.Start(); err != nil {
