@@ -33,6 +33,8 @@ func init() {
 		"ModifySecurityGroupRules":                   modifySecurityGroupRules,
 		"UpdateSecurityGroupRuleDescriptionsIngress": updateDescriptions(false),
 		"UpdateSecurityGroupRuleDescriptionsEgress":  updateDescriptions(true),
+		"DescribeNetworkInterfaces":                  describeNetworkInterfaces,
+		"ModifyNetworkInterfaceAttribute":            modifyNetworkInterfaceAttribute,
 	}
 }
 
@@ -40,7 +42,7 @@ func init() {
 // yet: UnsupportedOperation rather than InvalidAction, which says the action does not
 // exist at all.
 var notImplemented = []string{"CreateManagedPrefixList", "DescribeManagedPrefixLists", "ModifyManagedPrefixList",
-	"DeleteManagedPrefixList", "GetManagedPrefixListEntries", "DescribeNetworkInterfaces", "ModifyNetworkInterfaceAttribute",
+	"DeleteManagedPrefixList", "GetManagedPrefixListEntries",
 	"DescribeTags", "DescribeInstances", "DescribeVpcs", "DescribeRegions", "RunInstances"}
 
 func knownEC2Action(name string) bool { return slices.Contains(notImplemented, name) }
@@ -205,7 +207,7 @@ func (c *call) tagsOf(id string) []tag {
 }
 
 // matchTags handles the tag filters (tag:KEY, tag-key, tag-value); ok false for another name.
-func matchTags(f filter, ts []tag) (match, ok bool) {
+func matchTags(f queryFilter, ts []tag) (match, ok bool) {
 	switch {
 	case strings.HasPrefix(f.Name, "tag:"):
 		key := f.Name[4:]

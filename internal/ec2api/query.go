@@ -175,18 +175,18 @@ func (q *query) tags(name string) ([]tag, error) {
 	return out, nil
 }
 
-// filter is one Filter.N: a name and the values any of which may match.
-type filter struct {
+// queryFilter is one Filter.N: a name and the values any of which may match.
+type queryFilter struct {
 	Name   string
 	Values []string
 }
 
-func (q *query) filters() ([]filter, error) {
+func (q *query) filters() ([]queryFilter, error) {
 	ms, err := q.members("Filter")
 	if err != nil {
 		return nil, err
 	}
-	var out []filter
+	var out []queryFilter
 	for _, m := range ms {
 		name, err := m.required("Name")
 		if err != nil {
@@ -196,14 +196,14 @@ func (q *query) filters() ([]filter, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, filter{Name: name, Values: vals})
+		out = append(out, queryFilter{Name: name, Values: vals})
 	}
 	return out, nil
 }
 
 // match says whether s matches one of the filter's values, which may hold AWS's
 // wildcards: * any run of characters, ? any one.
-func (f filter) match(s string) bool {
+func (f queryFilter) match(s string) bool {
 	for _, v := range f.Values {
 		if glob(v, s) {
 			return true
