@@ -39,7 +39,7 @@ const fileConfig = `security_groups:
 // rig is the API as the daemon will run it: a real store in a temp dir, the config file,
 // a controller publishing to a real filter.Engine, the handler on a loopback server.
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	file    string
 	st      *store.Dir
@@ -52,7 +52,7 @@ type rig struct {
 	client  *ec2.Client
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{t: t, dir: t.TempDir()}
 	r.file = filepath.Join(r.dir, "sgd.yaml")
