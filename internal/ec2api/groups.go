@@ -176,6 +176,37 @@ func deleteSecurityGroup(c *call) (response, error) {
 	return ok("DeleteSecurityGroup"), nil
 }
 
+// filterPage keeps the items every filter matches — fields gives an item's values for a
+// filter name (false: no such filter for this action), tags its tags for tag:KEY, tag-key
+// and tag-value — and cuts the page MaxResults and NextToken ask for.
+func filterPage[T any](items []T, filters []queryFilter, max *int, token string, id func(T) string,
+	fields func(T, string) ([]string, bool), tags func(string) []tag) ([]T, string, error) {
+	var kept []T
+	var ids []string
+	for _, it := range items {
+		keep := true
+		for _, f := range filters {
+			vals, known := fields(it, f.Name)
+			m := slices.ContainsFunc(vals, f.match)
+			if !known {
+				if m, known = matchTags(f, tags(id(it))); !known {
+					return nil, "", errf(codeInvalidParameterValue, "The filter '%s' is invalid", f.Name)
+				}
+			}
+			keep = keep && m
+		}
+		if keep {
+			kept = append(kept, it)
+			ids = append(ids, id(it))
+		}
+	}
+	from, to, next, err := page(ids, max, token)
+	if err != nil {
+		return nil, "", err
+	}
+	return kept[from:to], next, nil
+}
+
 // page cuts one page of n items at token (the id of the page's first item, as the last
 // page's NextToken said), at most max long (nil: all).
 func page(ids []string, max *int, token string) (from, to int, next string, err error) {
@@ -263,42 +294,29 @@ func describeSecurityGroups(c *call) (response, error) {
 			len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, g.Name) }) {
 			continue
 		}
-		keep := true
-		for _, f := range filters {
-			var m bool
-			switch f.Name {
+		groups = append(groups, g)
+	}
+	groups, next, err := filterPage(groups, filters, max, token, func(g *rules.GroupModel) string { return g.ID },
+		func(g *rules.GroupModel, name string) ([]string, bool) {
+			switch name {
 			case "group-id":
-				m = f.match(g.ID)
+				return []string{g.ID}, true
 			case "group-name":
-				m = f.match(g.Name)
+				return []string{g.Name}, true
 			case "description":
-				m = f.match(g.Description)
+				return []string{g.Description}, true
 			case "vpc-id":
-				m = f.match(c.h.opt.VpcID)
+				return []string{c.h.opt.VpcID}, true
 			case "owner-id":
-				m = f.match(c.h.opt.OwnerID)
-			default:
-				var known bool
-				if m, known = matchTags(f, c.tagsOf(g.ID)); !known {
-					return nil, errf(codeInvalidParameterValue, "The filter '%s' is invalid", f.Name)
-				}
+				return []string{c.h.opt.OwnerID}, true
 			}
-			keep = keep && m
-		}
-		if keep {
-			groups = append(groups, g)
-		}
-	}
-	gids := make([]string, len(groups))
-	for i, g := range groups {
-		gids[i] = g.ID
-	}
-	from, to, next, err := page(gids, max, token)
+			return nil, false
+		}, c.tagsOf)
 	if err != nil {
 		return nil, err
 	}
 	resp := &describeGroupsResponse{NextToken: next}
-	for _, g := range groups[from:to] {
+	for _, g := range groups {
 		resp.Groups.Items = append(resp.Groups.Items, c.xmlGroup(g))
 	}
 	return resp, nil
@@ -337,39 +355,25 @@ func describeSecurityGroupRules(c *call) (response, error) {
 	}
 	var picked []*rules.NRule
 	for _, r := range all {
-		if len(ids) > 0 && !slices.Contains(ids, r.ID) {
-			continue
-		}
-		keep := true
-		for _, f := range filters {
-			var m bool
-			switch f.Name {
-			case "group-id":
-				m = f.match(r.GroupID)
-			case "security-group-rule-id":
-				m = f.match(r.ID)
-			default:
-				var known bool
-				if m, known = matchTags(f, c.tagsOf(r.ID)); !known {
-					return nil, errf(codeInvalidParameterValue, "The filter '%s' is invalid", f.Name)
-				}
-			}
-			keep = keep && m
-		}
-		if keep {
+		if len(ids) == 0 || slices.Contains(ids, r.ID) {
 			picked = append(picked, r)
 		}
 	}
-	rids := make([]string, len(picked))
-	for i, r := range picked {
-		rids[i] = r.ID
-	}
-	from, to, next, err := page(rids, max, token)
+	picked, next, err := filterPage(picked, filters, max, token, func(r *rules.NRule) string { return r.ID },
+		func(r *rules.NRule, name string) ([]string, bool) {
+			switch name {
+			case "group-id":
+				return []string{r.GroupID}, true
+			case "security-group-rule-id":
+				return []string{r.ID}, true
+			}
+			return nil, false
+		}, c.tagsOf)
 	if err != nil {
 		return nil, err
 	}
 	resp := &describeRulesResponse{NextToken: next}
-	for _, r := range picked[from:to] {
+	for _, r := range picked {
 		resp.Rules.Items = append(resp.Rules.Items, c.xmlRule(r))
 	}
 	return resp, nil

@@ -90,27 +90,29 @@ func describeNetworkInterfaces(c *call) (response, error) {
 			return nil, errf(codeInterfaceNotFound, "The networkInterface ID '%s' does not exist", id)
 		}
 	}
-	resp := &describeENIsResponse{}
+	var picked []iface
 	for _, itf := range all {
-		if len(ids) > 0 && !slices.Contains(ids, itf.ID) {
-			continue
+		if len(ids) == 0 || slices.Contains(ids, itf.ID) {
+			picked = append(picked, itf)
 		}
-		keep := true
-		for _, f := range filters {
-			switch f.Name {
+	}
+	picked, _, err = filterPage(picked, filters, nil, "", func(i iface) string { return i.ID },
+		func(i iface, name string) ([]string, bool) {
+			switch name {
 			case "network-interface-id":
-				keep = keep && f.match(itf.ID)
+				return []string{i.ID}, true
 			case "description":
-				keep = keep && f.match(itf.Name)
+				return []string{i.Name}, true
 			case "group-id":
-				keep = keep && slices.ContainsFunc(itf.groups, f.match)
-			default:
-				return nil, errf(codeInvalidParameterValue, "The filter '%s' is invalid", f.Name)
+				return i.groups, true
 			}
-		}
-		if !keep {
-			continue
-		}
+			return nil, false
+		}, func(string) []tag { return nil })
+	if err != nil {
+		return nil, err
+	}
+	resp := &describeENIsResponse{}
+	for _, itf := range picked {
 		x := xmlENI{ID: itf.ID, Description: itf.Name, InterfaceType: "interface", OwnerID: c.h.opt.OwnerID,
 			VpcID: c.h.opt.VpcID, Status: "in-use", SourceDestCheck: true}
 		if len(itf.Addresses) > 0 {
