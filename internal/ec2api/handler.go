@@ -16,7 +16,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -283,5 +282,3 @@ type returnResponse struct {
 func ok(action string) *returnResponse {
 	return &returnResponse{XMLName: xml.Name{Local: action + "Response"}, Return: true}
 }
-
-var errNotFound = errors.New("not found")
