@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sgd-firewall/sgd/internal/controller"
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
+
+// Source is a Store as a source of desired state for the controller (controller.Source),
+// and the one way the API changes the store (Apply): a change is proposed to the
+// controller, validated with every other source's state, published, and only then
+// committed. Safe for use by several goroutines.
+type Source struct {
+	st Store
+
+	write sync.Mutex // serialises Apply
+
+	mu        sync.Mutex // guards the fields below
+	committed *Snapshot  // what the store holds
+	staged    *Snapshot  // during Apply: what is being proposed; nil otherwise
+}
+
+// NewSource loads the store's state and returns it as a source.
+func NewSource(ctx context.Context, st Store) (*Source, error) {
+	s, err := st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{st: st, committed: s}, nil
+}
+
+// Name is "api", as logs show the source.
+func (s *Source) Name() string { return "api" }
+
+// Propose returns the state to put in force: the committed one, or during Apply the
+// change being applied. Its locator names API objects (group, rule, prefix list,
+// interface ids), not lines.
+func (s *Source) Propose(context.Context) (controller.Proposal, error) {
+	s.mu.Lock()
+	snap := s.committed
+	if s.staged != nil {
+		snap = s.staged
+	}
+	s.mu.Unlock()
+	return controller.Proposal{Config: snap.Config(), Locator: locator{snap}, Version: Version(snap)}, nil
+}
+
+// Snapshot returns a copy of the committed state, for reading (Describe*).
+func (s *Source) Snapshot() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed.Clone()
+}
+
+// Version names a snapshot's content (not its revision, so that two stores holding the
+// same state agree): a sha256 of its objects.
+func Version(snap *Snapshot) string {
+	c := *snap
+	c.Revision = 0
+	b, _ := json.Marshal(&c)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Reloader is the controller (controller.Controller.Reload): it reads every source,
+// validates the whole, and publishes it or nothing.
+type Reloader interface {
+	Reload(ctx context.Context, why string) error
+}
+
+// ApplyFunc changes the API's state: change edits a copy of the committed snapshot, and the
+// result is in force and committed when ApplyFunc returns nil. An error from change, from
+// validation (rules.Errors) or from the store leaves everything as it was. why names the
+// change in the controller's log (the API action).
+type ApplyFunc func(ctx context.Context, why string, change func(*Snapshot) error) error
+
+// Applier returns the ApplyFunc that runs changes through r (the daemon's controller,
+// whose sources include s).
+//
+// The order is: change a copy; stage it, so that s proposes it; reload (the controller
+// validates it with the config file's state, compiles and publishes it — or changes
+// nothing); commit it to the store; unstage. A reload that fails leaves the running policy
+// and the store as they were. A commit that fails after a good reload is undone by a
+// second reload with the committed state, so the policy in force is never one the store
+// would not give back after a restart. A crash between the reload and the commit loses the
+// change, which the caller was never told had succeeded.
+func (s *Source) Applier(r Reloader) ApplyFunc {
+	return func(ctx context.Context, why string, change func(*Snapshot) error) error {
+		s.write.Lock()
+		defer s.write.Unlock()
+		next := s.Snapshot()
+		if err := change(next); err != nil {
+			return err
+		}
+		s.stage(next)
+		if err := r.Reload(ctx, why); err != nil {
+			s.stage(nil)
+			return err
+		}
+		if err := s.st.Commit(ctx, next); err != nil {
+			s.stage(nil)
+			if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
+				return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
+			}
+			return err
+		}
+		s.mu.Lock()
+		s.committed, s.staged = next, nil
+		s.mu.Unlock()
+		return nil
+	}
+}
+
+func (s *Source) stage(snap *Snapshot) {
+	s.mu.Lock()
+	s.staged = snap
+	s.mu.Unlock()
+}
+
+// locator places the config's parts at the API objects they came from.
+type locator struct{ s *Snapshot }
+
+func (l locator) Locate(path ...any) rules.Location {
+	key, _ := at[string](path, 0)
+	i, ok := at[int](path, 1)
+	if !ok {
+		return rules.Location{File: "api"}
+	}
+	switch key {
+	case "security_groups":
+		if i >= len(l.s.Groups) {
+			break
+		}
+		g := &l.s.Groups[i]
+		dir, _ := at[string](path, 2)
+		j, ok := at[int](path, 3)
+		list := g.Ingress
+		if dir == "egress" {
+			list = g.Egress
+		}
+		if ok && j < len(list) {
+			return rules.Location{File: "api: security group " + g.ID + " rule " + list[j].ID}
+		}
+		return rules.Location{File: "api: security group " + g.ID}
+	case "prefix_lists":
+		if i < len(l.s.PrefixLists) {
+			return rules.Location{File: "api: prefix list " + l.s.PrefixLists[i].ID}
+		}
+	case "interfaces":
+		if i < len(l.s.Interfaces) {
+			return rules.Location{File: "api: interface " + l.s.Interfaces[i].Interface}
+		}
+	}
+	return rules.Location{File: "api"}
+}
+
+func at[T any](path []any, i int) (T, bool) {
+	var zero T
+	if i >= len(path) {
+		return zero, false
+	}
+	v, ok := path[i].(T)
+	return v, ok
+}
