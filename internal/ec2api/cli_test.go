@@ -24,6 +24,9 @@ type cli struct {
 func newCLI(t *testing.T, r *rig) *cli {
 	t.Helper()
 	if _, err := os.Stat(awsCLI); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed, and CI must run this test (.ci/run installs awscli): %v", awsCLI, err)
+		}
 		t.Skipf("%s is not installed (Debian: apt-get install awscli, AWS CLI v2): %v", awsCLI, err)
 	}
 	dir := t.TempDir()
