@@ -43,6 +43,8 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	fastPath := fs.Bool("fast-path", false, "accept packets of flows sgd already allowed in the kernel (connmark)")
 	statusSocket := fs.String("status-socket", "", "`path` of the root-only status socket (default /run/sgd/sgd.sock; \"off\" disables)")
 	flowLog := fs.String("flow-log", "", "append VPC Flow Log records to this `file`")
+	apiListen := fs.String("api-listen", "", "serve the EC2 Query API on `address:port` (off by default; requests signed with a key of daemon.api_credentials_file)")
+	stateDir := fs.String("state-dir", "", "`directory` where objects created through the API are kept (default /var/lib/sgd)")
 	audit := fs.Bool("audit", false, "judge, track, count and log every packet but drop none (would-be drops count as would_drop)")
 	allowMissing := fs.Bool("allow-missing-interfaces", false, "start although a configured interface does not exist; filter it once it appears")
 	if code, done := parseFlags(fs, args); done {
@@ -56,6 +58,7 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	o.MetricsListen, o.LogLevel, o.LogFormat, o.StatusSocket, o.FlowLogFile = *metricsListen, *logLevel, *logFormat, *statusSocket, *flowLog
+	o.APIListen, o.StateDir = *apiListen, *stateDir
 	if set["queue-num"] {
 		o.QueueNum = queueNum
 	}

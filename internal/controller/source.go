@@ -106,7 +106,10 @@ func version(srcs []Source, ps []Proposal) string {
 }
 
 // merge puts the proposals' lists one after another, in source order, and returns a
-// locator that sends each path back to the source it came from.
+// locator that sends each path back to the source it came from. One exception: an
+// interface a later source names that an earlier one lists without groups takes its
+// groups from the later source (the API attaches groups to an interface the file lists
+// with none, ModifyNetworkInterfaceAttribute); errors about it are the earlier source's.
 func merge(ps []Proposal) (rules.Config, rules.Locator) {
 	switch len(ps) {
 	case 0:
@@ -115,33 +118,51 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		return ps[0].Config, ps[0].Locator
 	}
 	var c rules.Config
-	for _, p := range ps {
-		c.SecurityGroups = append(c.SecurityGroups, p.Config.SecurityGroups...)
-		c.PrefixLists = append(c.PrefixLists, p.Config.PrefixLists...)
-		c.Interfaces = append(c.Interfaces, p.Config.Interfaces...)
-		c.Members = append(c.Members, p.Config.Members...)
-	}
-	return c, merged(ps)
-}
-
-// merged locates paths of a merged config: ("interfaces", 3, …) is the source's own
-// ("interfaces", 3-k, …) when the sources before it proposed k interfaces.
-type merged []Proposal
-
-func (m merged) Locate(path ...any) rules.Location {
-	if len(path) >= 2 {
-		key, _ := path[0].(string)
-		if i, ok := path[1].(int); ok {
-			for _, p := range m {
-				if n := listLen(&p.Config, key); i < n {
-					return locate(p.Locator, append([]any{key, i}, path[2:]...))
-				} else {
-					i -= n
-				}
-			}
+	m := &merged{ps: ps, at: map[string][]origin{}}
+	add := func(key string, src, n int) {
+		for i := range n {
+			m.at[key] = append(m.at[key], origin{src, i})
 		}
 	}
-	return locate(m[0].Locator, path) // the top of the document, or a list as a whole
+	byName := map[string]int{} // interface name → index in c.Interfaces
+	for k, p := range ps {
+		c.SecurityGroups = append(c.SecurityGroups, p.Config.SecurityGroups...)
+		add("security_groups", k, len(p.Config.SecurityGroups))
+		c.PrefixLists = append(c.PrefixLists, p.Config.PrefixLists...)
+		add("prefix_lists", k, len(p.Config.PrefixLists))
+		c.Members = append(c.Members, p.Config.Members...)
+		add("members", k, len(p.Config.Members))
+		for i, itf := range p.Config.Interfaces {
+			if j, ok := byName[itf.Name]; ok && c.Interfaces[j].SecurityGroups == nil && itf.SecurityGroups != nil {
+				c.Interfaces[j].SecurityGroups = itf.SecurityGroups
+				continue
+			}
+			byName[itf.Name] = len(c.Interfaces)
+			c.Interfaces = append(c.Interfaces, itf)
+			m.at["interfaces"] = append(m.at["interfaces"], origin{k, i})
+		}
+	}
+	return c, m
+}
+
+// merged locates paths of a merged config: ("interfaces", 3, …) is the path of the
+// source the merged list's fourth interface came from, at its index there.
+type merged struct {
+	ps []Proposal
+	at map[string][]origin // by top-level key, for each merged index
+}
+
+type origin struct{ src, index int }
+
+func (m *merged) Locate(path ...any) rules.Location {
+	if len(path) >= 2 {
+		key, _ := path[0].(string)
+		if i, ok := path[1].(int); ok && i >= 0 && i < len(m.at[key]) {
+			o := m.at[key][i]
+			return locate(m.ps[o.src].Locator, append([]any{key, o.index}, path[2:]...))
+		}
+	}
+	return locate(m.ps[0].Locator, path) // the top of the document, or a list as a whole
 }
 
 func locate(loc rules.Locator, path []any) rules.Location {
@@ -149,19 +170,4 @@ func locate(loc rules.Locator, path []any) rules.Location {
 		return rules.Location{}
 	}
 	return loc.Locate(path...)
-}
-
-// listLen is the length of c's list under the top-level key (0 for any other key).
-func listLen(c *rules.Config, key string) int {
-	switch key {
-	case "security_groups":
-		return len(c.SecurityGroups)
-	case "prefix_lists":
-		return len(c.PrefixLists)
-	case "interfaces":
-		return len(c.Interfaces)
-	case "members":
-		return len(c.Members)
-	}
-	return 0
 }

@@ -169,3 +169,30 @@ func TestFileQuotas(t *testing.T) {
 		})
 	}
 }
+
+// An interface the file lists without groups takes its groups from a later source (the
+// API attaching groups to it); one the file gives groups stays the file's, and the
+// duplicate is reported at the later source's entry.
+func TestLoadMergesInterfaceGroups(t *testing.T) {
+	file := NewFile(writeFile(t, "sgd.yaml", strings.Join([]string{
+		"security_groups:",
+		"  - group_id: sg-file",
+		"interfaces:",
+		"  - {name: eth0}",
+		"  - {name: eth1, security_groups: [sg-file]}",
+	}, "\n")+"\n"))
+	api := apiSource{ver: "1", cfg: rules.Config{SecurityGroups: []rules.Group{{GroupID: "sg-api"}},
+		Interfaces: []rules.Interface{{Name: "eth0", SecurityGroups: []string{"sg-api"}}}}}
+	st, err := Load(context.Background(), rules.Env{}, file, api)
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if len(st.Model.Interfaces) != 2 || st.Model.Interfaces[0].Name != "eth0" || fmt.Sprint(st.Model.Interfaces[0].Groups) != "[sg-api]" {
+		t.Errorf("interfaces = %+v; want eth0 with sg-api (from the API), then eth1", st.Model.Interfaces)
+	}
+	api.cfg.Interfaces = []rules.Interface{{Name: "eth1", SecurityGroups: []string{"sg-api"}}}
+	es := loadErrors(t, file, api)
+	if len(es) != 1 || es[0].Code != rules.CodeInterfaceDuplicate || es[0].File != "api" {
+		t.Errorf("Load = %v; want one %s located at the API's entry", es, rules.CodeInterfaceDuplicate)
+	}
+}

@@ -92,6 +92,20 @@ func Run(ctx context.Context, opt Options) error {
 		return err // the file's settings validated: a flag's value (sgd run checks them first)
 	}
 	defer log.Sync()
+	sources := []controller.Source{file}
+	var ea *api
+	if set.APIListen != "" {
+		// The API's store is a source of what is in force from the start: load again with it.
+		if ea, err = openAPI(ctx, set); err != nil {
+			return err
+		}
+		defer ea.dir.Close()
+		sources = append(sources, ea.src)
+		if want, err = controller.Load(ctx, env, sources...); err != nil {
+			return &ConfigError{err}
+		}
+		m, pol = want.Model, want.Policy
+	}
 	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file}
 	d.epoch = d.start
 	d.debug = log.Core().Enabled(zap.DebugLevel)
@@ -123,7 +137,7 @@ func Run(ctx context.Context, opt Options) error {
 	for range set.QueueCount {
 		d.workers = append(d.workers, d.engine.NewWorker())
 	}
-	copt := controller.Options{Sources: []controller.Source{file}, Env: env, Log: log}
+	copt := controller.Options{Sources: sources, Env: env, Log: log}
 	if set.MetricsListen != "" {
 		d.metrics = metrics.New(metrics.Options{Snapshot: d.snapshot, Queues: d.queueNumbers(), Version: opt.Version, GoVersion: runtime.Version()})
 		copt.Metrics = d.metrics
@@ -141,6 +155,13 @@ func Run(ctx context.Context, opt Options) error {
 		}); err != nil {
 			return fmt.Errorf("metrics on %s: %w", set.MetricsListen, err)
 		}
+	}
+	if ea != nil {
+		// Bound before anything is installed, so that a taken port changes nothing.
+		if err := d.serveAPI(ctx, ea); err != nil {
+			return fmt.Errorf("EC2 API on %s: %w", set.APIListen, err)
+		}
+		log.Info("EC2 API listening", zap.String("address", set.APIListen), zap.String("state_dir", set.StateDir))
 	}
 	if set.FlowLogFile != "" {
 		fl, err := newFlowLog(set.FlowLogFile, time.Duration(set.FlowLogInterval)*time.Second, set.AccountID, len(d.workers))

@@ -21,14 +21,16 @@ func eniID(name string) string {
 type iface struct {
 	Interface
 	groups []string
-	file   bool
+	file   bool // the config file sets its groups: read-only through the API
 }
 
 // interfaces are the model's interfaces and the host's others (Options.Interfaces).
 func (c *call) interfaces() []iface {
 	var out []iface
 	for _, m := range c.model.Interfaces {
-		out = append(out, iface{Interface: Interface{Name: m.Name}, groups: m.Groups, file: c.snap.Attachment(m.Name) == nil})
+		// An interface the file lists without groups carries the default group, and the API
+		// may attach groups to it (the controller's merge gives the API's to it).
+		out = append(out, iface{Interface: Interface{Name: m.Name}, groups: m.Groups, file: c.snap.Attachment(m.Name) == nil && !m.DefaultGroup})
 	}
 	if c.h.opt.Interfaces != nil {
 		for _, itf := range c.h.opt.Interfaces() {
@@ -155,7 +157,7 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 		return nil, errf(codeInterfaceNotFound, "The networkInterface ID '%s' does not exist", id)
 	}
 	itf := all[i]
-	if itf.file && itf.groups != nil {
+	if itf.file {
 		return nil, errf(codeReadOnly, "The network interface '%s' (%s) is listed in sgd's config file and is read-only through the API; change its security_groups in the file", id, itf.Name)
 	}
 	err = c.change(func(s *store.Snapshot) error {

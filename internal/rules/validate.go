@@ -163,9 +163,11 @@ type GroupModel struct {
 
 // IfaceModel is a validated interface.
 type IfaceModel struct {
-	Name     string
-	Groups   []string // group ids, after the default-group rule
-	Timeouts Timeouts
+	Name   string
+	Groups []string // group ids, after the default-group rule
+	// DefaultGroup: the config listed no groups, so Groups is the default group alone.
+	DefaultGroup bool
+	Timeouts     Timeouts
 }
 
 // Timeouts are the interface's AWS connection-tracking timeouts.
@@ -677,7 +679,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 			dup[gid] = true
 		}
 		if len(itf.SecurityGroups) == 0 {
-			im.Groups = []string{v.defaultGroup(m, names)}
+			im.Groups, im.DefaultGroup = []string{v.defaultGroup(m, names)}, true
 		}
 		if len(itf.SecurityGroups) > quota {
 			v.add(v.at("interfaces", i, "security_groups"), where, "security_groups", CodeGroupsLimit,

@@ -20,6 +20,7 @@ const (
 	DefaultDeniedLogPerSec = 10
 	DefaultFlowLogInterval = 60
 	DefaultMaxTracked      = 262144
+	DefaultStateDir        = "/var/lib/sgd"
 )
 
 // Section is the daemon's settings as written: the config file's daemon: section, or the
@@ -45,6 +46,10 @@ type Section struct {
 	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
 	StatusSocket            string `yaml:"status_socket" json:"status_socket"`
 	AccountID               string `yaml:"account_id" json:"account_id"`
+	// APIListen, when set, is where the EC2 Query API listens (SPEC 4.4; off by default).
+	APIListen          string `yaml:"api_listen" json:"api_listen"`
+	APICredentialsFile string `yaml:"api_credentials_file" json:"api_credentials_file"`
+	StateDir           string `yaml:"state_dir" json:"state_dir"`
 	// Audit judges, tracks, counts and logs every packet as usual but drops none: what
 	// would have been dropped is counted as verdict would_drop (SPEC 4.8). It implies
 	// fail_open: nothing is dropped while no daemon answers either.
@@ -96,6 +101,9 @@ type Daemon struct {
 	Audit                  bool // drop nothing; count would_drop
 	AdoptEstablished       bool
 	AllowMissingInterfaces bool
+	APIListen              string // "" = no EC2 API
+	APICredentialsFile     string
+	StateDir               string
 }
 
 // Resolve merges the config's section d with the overrides o (fields set there win) and
@@ -110,7 +118,7 @@ func Resolve(d, o Section) Daemon {
 	s := Daemon{QueueNum: DefaultQueueNum, QueueCount: 1, ExemptDHCP: true, MaxTracked: DefaultMaxTracked,
 		MetricsListen: DefaultMetricsListen, LogLevel: "info", LogFormat: "json", FlowLogInterval: DefaultFlowLogInterval,
 		DeniedLogPerSec: DefaultDeniedLogPerSec, StatusSocket: DefaultStatusSocket, AccountID: "000000000000",
-		AdoptEstablished: true}
+		AdoptEstablished: true, StateDir: DefaultStateDir}
 	if p := pick(d.QueueNum, o.QueueNum); p != nil {
 		s.QueueNum = uint16(*p)
 	}
@@ -137,6 +145,9 @@ func Resolve(d, o Section) Daemon {
 		{&s.FlowLogFile, d.FlowLogFile, o.FlowLogFile},
 		{&s.StatusSocket, d.StatusSocket, o.StatusSocket},
 		{&s.AccountID, d.AccountID, o.AccountID},
+		{&s.APIListen, d.APIListen, o.APIListen},
+		{&s.APICredentialsFile, d.APICredentialsFile, o.APICredentialsFile},
+		{&s.StateDir, d.StateDir, o.StateDir},
 	} {
 		if f.b != "" {
 			*f.dst = f.b
@@ -149,6 +160,9 @@ func Resolve(d, o Section) Daemon {
 	}
 	if s.StatusSocket == "off" {
 		s.StatusSocket = ""
+	}
+	if s.APIListen == "off" {
+		s.APIListen = ""
 	}
 	if p := pick(d.FlowLogInterval, o.FlowLogInterval); p != nil {
 		s.FlowLogInterval = *p

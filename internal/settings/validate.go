@@ -73,6 +73,11 @@ func (s *Section) Validate(loc rules.Locator) rules.Errors {
 			add(at(Key, "metrics_listen"), "metrics_listen", "%q is not ADDRESS:PORT or off", s.MetricsListen)
 		}
 	}
+	if s.APIListen != "" && s.APIListen != "off" {
+		if _, err := netip.ParseAddrPort(s.APIListen); err != nil {
+			add(at(Key, "api_listen"), "api_listen", "%q is not ADDRESS:PORT or off", s.APIListen)
+		}
+	}
 	return errs
 }
 
