@@ -33,9 +33,18 @@ const (
 	codeInterfaceNotFound     = "InvalidNetworkInterfaceID.NotFound"
 	codeDependencyViolation   = "DependencyViolation"
 	codePrefixListVersion     = "PrefixListVersionMismatch"
-	codeTagLimitExceeded      = "TagLimitExceeded"
-	codeInvalidID             = "InvalidID"
-	codeInvalidNextToken      = "InvalidNextToken"
+	// Prefix-list codes as EC2 returns them to its clients (the AWS Terraform provider
+	// matches InvalidPrefixListModification "… does not exist." for an entry removed that
+	// is not there; sgd gives the same code to an entry added that is already there, which
+	// AWS refuses rather than overwriting); more entries than MaxEntries is
+	// PrefixListMaxEntriesExceeded; a ClientToken reused with other parameters is
+	// IdempotentParameterMismatch (EC2's "Ensuring idempotency" page).
+	codePrefixListModification = "InvalidPrefixListModification"
+	codePrefixListMaxEntries   = "PrefixListMaxEntriesExceeded"
+	codeIdempotentMismatch     = "IdempotentParameterMismatch"
+	codeTagLimitExceeded       = "TagLimitExceeded"
+	codeInvalidID              = "InvalidID"
+	codeInvalidNextToken       = "InvalidNextToken"
 	// codeReadOnly: a group (or rule, prefix list, interface) of the config file, changed
 	// through the API. EC2's OperationNotPermitted is its code for "this object does not
 	// allow this operation" given by the object's own state (a protected instance, an

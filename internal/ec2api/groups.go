@@ -35,15 +35,20 @@ func init() {
 		"UpdateSecurityGroupRuleDescriptionsEgress":  updateDescriptions(true),
 		"DescribeNetworkInterfaces":                  describeNetworkInterfaces,
 		"ModifyNetworkInterfaceAttribute":            modifyNetworkInterfaceAttribute,
+		"CreateManagedPrefixList":                    createManagedPrefixList,
+		"DescribeManagedPrefixLists":                 describeManagedPrefixLists,
+		"ModifyManagedPrefixList":                    modifyManagedPrefixList,
+		"DeleteManagedPrefixList":                    deleteManagedPrefixList,
+		"GetManagedPrefixListEntries":                getManagedPrefixListEntries,
 	}
 }
 
-// notImplemented are EC2 actions of SPEC 4.4 (and common neighbours) sgd does not serve
-// yet: UnsupportedOperation rather than InvalidAction, which says the action does not
-// exist at all.
-var notImplemented = []string{"CreateManagedPrefixList", "DescribeManagedPrefixLists", "ModifyManagedPrefixList",
-	"DeleteManagedPrefixList", "GetManagedPrefixListEntries",
-	"DescribeTags", "DescribeInstances", "DescribeVpcs", "DescribeRegions", "RunInstances"}
+// notImplemented are EC2 actions next to those served (prefix-list versions and
+// associations, the read calls tools make first) that sgd does not serve:
+// UnsupportedOperation rather than InvalidAction, which says the action does not exist at
+// all.
+var notImplemented = []string{"RestoreManagedPrefixListVersion", "GetManagedPrefixListAssociations",
+	"DescribePrefixLists", "DescribeTags", "DescribeInstances", "DescribeVpcs", "DescribeRegions", "RunInstances"}
 
 func knownEC2Action(name string) bool { return slices.Contains(notImplemented, name) }
 
@@ -176,15 +181,24 @@ func deleteSecurityGroup(c *call) (response, error) {
 	return ok("DeleteSecurityGroup"), nil
 }
 
-// filterPage keeps the items every filter matches — fields gives an item's values for a
-// filter name (false: no such filter for this action), tags its tags for tag:KEY, tag-key
-// and tag-value — and cuts the page MaxResults and NextToken ask for.
-func filterPage[T any](items []T, filters []queryFilter, max *int, token string, id func(T) string,
+// bounds are the MaxResults an action allows, from the service model.
+type bounds struct{ min, max int }
+
+var (
+	groupBounds      = bounds{5, 1000} // DescribeSecurityGroups, DescribeSecurityGroupRules, DescribeNetworkInterfaces
+	prefixListBounds = bounds{1, 100}  // PrefixListMaxResults: DescribeManagedPrefixLists, GetManagedPrefixListEntries
+)
+
+// filterPage keeps the items listed by id (none listed: all) that every filter matches —
+// fields gives an item's values for a filter name (false: no such filter for this action),
+// tags its tags for tag:KEY, tag-key and tag-value — and cuts the page MaxResults (within
+// lim) and NextToken ask for.
+func filterPage[T any](items []T, listed []string, filters []queryFilter, lim bounds, max *int, token string, id func(T) string,
 	fields func(T, string) ([]string, bool), tags func(string) []tag) ([]T, string, error) {
 	var kept []T
 	var ids []string
 	for _, it := range items {
-		keep := true
+		keep := len(listed) == 0 || slices.Contains(listed, id(it))
 		for _, f := range filters {
 			vals, known := fields(it, f.Name)
 			m := slices.ContainsFunc(vals, f.match)
@@ -200,7 +214,7 @@ func filterPage[T any](items []T, filters []queryFilter, max *int, token string,
 			ids = append(ids, id(it))
 		}
 	}
-	from, to, next, err := page(ids, max, token)
+	from, to, next, err := page(ids, lim, max, token)
 	if err != nil {
 		return nil, "", err
 	}
@@ -208,10 +222,10 @@ func filterPage[T any](items []T, filters []queryFilter, max *int, token string,
 }
 
 // page cuts one page of n items at token (the id of the page's first item, as the last
-// page's NextToken said), at most max long (nil: all).
-func page(ids []string, max *int, token string) (from, to int, next string, err error) {
-	if max != nil && (*max < 5 || *max > 1000) {
-		return 0, 0, "", errf(codeInvalidParameterValue, "MaxResults must be between 5 and 1000, not %d", *max)
+// page's NextToken said), at most max long (nil: all; otherwise within lim).
+func page(ids []string, lim bounds, max *int, token string) (from, to int, next string, err error) {
+	if max != nil && (*max < lim.min || *max > lim.max) {
+		return 0, 0, "", errf(codeInvalidParameterValue, "MaxResults must be between %d and %d, not %d", lim.min, lim.max, *max)
 	}
 	if token != "" {
 		from = slices.Index(ids, token)
@@ -234,6 +248,9 @@ func (c *call) tagsOf(id string) []tag {
 	if r, _, _ := c.snap.Rule(id); r != nil {
 		return r.Tags
 	}
+	if pl := c.snap.PrefixList(id); pl != nil {
+		return pl.Tags
+	}
 	return nil
 }
 
@@ -252,7 +269,7 @@ func matchTags(f queryFilter, ts []tag) (match, ok bool) {
 }
 
 func describeSecurityGroups(c *call) (response, error) {
-	ids, err := c.q.strs("GroupId")
+	ids, filters, err := c.q.selection("GroupId")
 	if err != nil {
 		return nil, err
 	}
@@ -260,15 +277,10 @@ func describeSecurityGroups(c *call) (response, error) {
 	if err != nil {
 		return nil, err
 	}
-	filters, err := c.q.filters()
+	max, token, err := c.q.paging()
 	if err != nil {
 		return nil, err
 	}
-	max, err := c.q.integer("MaxResults")
-	if err != nil {
-		return nil, err
-	}
-	token := c.q.str("NextToken")
 	if max != nil && (len(ids) > 0 || len(names) > 0) {
 		return nil, errf(codeInvalidCombination, "The parameter GroupIds or GroupNames cannot be used with the parameter MaxResults")
 	}
@@ -296,7 +308,7 @@ func describeSecurityGroups(c *call) (response, error) {
 		}
 		groups = append(groups, g)
 	}
-	groups, next, err := filterPage(groups, filters, max, token, func(g *rules.GroupModel) string { return g.ID },
+	groups, next, err := filterPage(groups, nil, filters, groupBounds, max, token, func(g *rules.GroupModel) string { return g.ID },
 		func(g *rules.GroupModel, name string) ([]string, bool) {
 			switch name {
 			case "group-id":
@@ -323,19 +335,14 @@ func describeSecurityGroups(c *call) (response, error) {
 }
 
 func describeSecurityGroupRules(c *call) (response, error) {
-	ids, err := c.q.strs("SecurityGroupRuleId")
+	ids, filters, err := c.q.selection("SecurityGroupRuleId")
 	if err != nil {
 		return nil, err
 	}
-	filters, err := c.q.filters()
+	max, token, err := c.q.paging()
 	if err != nil {
 		return nil, err
 	}
-	max, err := c.q.integer("MaxResults")
-	if err != nil {
-		return nil, err
-	}
-	token := c.q.str("NextToken")
 	if err := c.read(); err != nil {
 		return nil, err
 	}
@@ -353,13 +360,7 @@ func describeSecurityGroupRules(c *call) (response, error) {
 			return nil, errf(codeRuleIDNotFound, "The security group rule ID '%s' does not exist", id)
 		}
 	}
-	var picked []*rules.NRule
-	for _, r := range all {
-		if len(ids) == 0 || slices.Contains(ids, r.ID) {
-			picked = append(picked, r)
-		}
-	}
-	picked, next, err := filterPage(picked, filters, max, token, func(r *rules.NRule) string { return r.ID },
+	picked, next, err := filterPage(all, ids, filters, groupBounds, max, token, func(r *rules.NRule) string { return r.ID },
 		func(r *rules.NRule, name string) ([]string, bool) {
 			switch name {
 			case "group-id":

@@ -75,11 +75,7 @@ type describeENIsResponse struct {
 }
 
 func describeNetworkInterfaces(c *call) (response, error) {
-	ids, err := c.q.strs("NetworkInterfaceId")
-	if err != nil {
-		return nil, err
-	}
-	filters, err := c.q.filters()
+	ids, filters, err := c.q.selection("NetworkInterfaceId")
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +88,7 @@ func describeNetworkInterfaces(c *call) (response, error) {
 			return nil, errf(codeInterfaceNotFound, "The networkInterface ID '%s' does not exist", id)
 		}
 	}
-	var picked []iface
-	for _, itf := range all {
-		if len(ids) == 0 || slices.Contains(ids, itf.ID) {
-			picked = append(picked, itf)
-		}
-	}
-	picked, _, err = filterPage(picked, filters, nil, "", func(i iface) string { return i.ID },
+	picked, _, err := filterPage(all, ids, filters, groupBounds, nil, "", func(i iface) string { return i.ID },
 		func(i iface, name string) ([]string, bool) {
 			switch name {
 			case "network-interface-id":

@@ -62,6 +62,19 @@ func (q *query) integer(name string) (*int, error) {
 	return &n, nil
 }
 
+// long returns the parameter as an int64 (the service model's Long); nil when absent.
+func (q *query) long(name string) (*int64, error) {
+	if !q.has(name) {
+		return nil, nil
+	}
+	s := q.str(name)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return nil, errf(codeInvalidParameterValue, "Invalid value '%s' for %s: not an integer", s, q.prefix+name)
+	}
+	return &n, nil
+}
+
 // boolean returns the parameter as a bool (false when absent).
 func (q *query) boolean(name string) (bool, error) {
 	if !q.has(name) {
@@ -173,6 +186,22 @@ func (q *query) tags(name string) ([]tag, error) {
 		out = append(out, tag{Key: k, Value: m.str("Value")})
 	}
 	return out, nil
+}
+
+// selection reads what a Describe call picks: the ids listed as idParam.N, and Filter.N.
+func (q *query) selection(idParam string) ([]string, []queryFilter, error) {
+	ids, err := q.strs(idParam)
+	if err != nil {
+		return nil, nil, err
+	}
+	filters, err := q.filters()
+	return ids, filters, err
+}
+
+// paging reads MaxResults and NextToken.
+func (q *query) paging() (*int, string, error) {
+	max, err := q.integer("MaxResults")
+	return max, q.str("NextToken"), err
 }
 
 // queryFilter is one Filter.N: a name and the values any of which may match.

@@ -103,13 +103,11 @@ func (c *call) taggable(s *store.Snapshot, id string) (*[]tag, error) {
 		}
 		return &g.Tags, nil
 	case strings.HasPrefix(id, "pl-"):
-		if pl := s.PrefixList(id); pl != nil {
-			return &pl.Tags, nil
+		pl, err := c.writablePrefixList(s, id)
+		if err != nil {
+			return nil, err
 		}
-		if _, inModel := c.model.PrefixLists[id]; inModel {
-			return nil, errf(codeReadOnly, "The prefix list '%s' is defined in sgd's config file and is read-only through the API", id)
-		}
-		return nil, errf(codePrefixListNotFound, "The prefix list ID '%s' does not exist", id)
+		return &pl.Tags, nil
 	}
 	return nil, errf(codeInvalidID, "The ID '%s' is not valid: sgd tags security groups (sg-), their rules (sgr-) and prefix lists (pl-)", id)
 }

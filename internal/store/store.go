@@ -82,18 +82,25 @@ type Rule struct {
 	Tags              []Tag  `json:"tags,omitempty"`
 }
 
-// PrefixList is a customer-managed prefix list. Version counts its changes, from 1.
+// PrefixList is a customer-managed prefix list. Version counts the changes of its entries,
+// from 1 (a new name or size is not a new version, as in AWS); History holds the changes
+// that made the versions after the oldest one kept (Edit, EntriesAt).
 type PrefixList struct {
-	ID            string        `json:"id"`
-	Name          string        `json:"name"`
-	AddressFamily string        `json:"address_family"` // IPv4 or IPv6
-	MaxEntries    int           `json:"max_entries"`
-	Version       int64         `json:"version"`
-	Entries       []PrefixEntry `json:"entries"`
-	Tags          []Tag         `json:"tags,omitempty"`
+	ID            string             `json:"id"`
+	Name          string             `json:"name"`
+	AddressFamily string             `json:"address_family"` // IPv4 or IPv6
+	MaxEntries    int                `json:"max_entries"`
+	Version       int64              `json:"version"`
+	Entries       []PrefixEntry      `json:"entries"`
+	Tags          []Tag              `json:"tags,omitempty"`
+	State         string             `json:"state,omitempty"` // create-complete, modify-complete
+	History       []PrefixListChange `json:"history,omitempty"`
+	// ClientToken is CreateManagedPrefixList's idempotency token, when it had one: the
+	// same create retried returns this list instead of making a second one.
+	ClientToken string `json:"client_token,omitempty"`
 }
 
-// PrefixEntry is one CIDR of a prefix list.
+// PrefixEntry is one CIDR of a prefix list, in canonical form (masked, as netip prints it).
 type PrefixEntry struct {
 	Cidr        string `json:"cidr"`
 	Description string `json:"description,omitempty"`
