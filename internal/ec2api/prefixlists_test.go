@@ -311,3 +311,38 @@ func TestSDKPrefixListEntriesPaging(t *testing.T) {
 		t.Errorf("GetManagedPrefixListEntries(a bad NextToken) = %v; want InvalidNextToken", err)
 	}
 }
+
+// EC2's optimistic concurrency: writers that all read version 1 race; exactly one wins,
+// every other is told PrefixListVersionMismatch, and the list has the winner's entry only.
+func TestSDKPrefixListVersionRace(t *testing.T) {
+	r := newRig(t)
+	ctx, c := r.ctx(), r.client
+	cr, err := c.CreateManagedPrefixList(ctx, &ec2.CreateManagedPrefixListInput{PrefixListName: aws.String("raced"), AddressFamily: aws.String("IPv4"), MaxEntries: aws.Int32(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cr.PrefixList.PrefixListId
+	const writers = 8
+	codes := make(chan string, writers)
+	for i := range writers {
+		go func() {
+			_, err := c.ModifyManagedPrefixList(ctx, &ec2.ModifyManagedPrefixListInput{PrefixListId: id, CurrentVersion: aws.Int64(1),
+				AddEntries: []types.AddPrefixListEntry{plEntry(fmt.Sprintf("10.0.%d.0/24", i), "")}})
+			codes <- code(err)
+		}()
+	}
+	won := 0
+	for range writers {
+		switch got := <-codes; got {
+		case "":
+			won++
+		case "PrefixListVersionMismatch":
+		default:
+			t.Errorf("a racing ModifyManagedPrefixList = %s; want success or PrefixListVersionMismatch", got)
+		}
+	}
+	en, err := c.GetManagedPrefixListEntries(ctx, &ec2.GetManagedPrefixListEntriesInput{PrefixListId: id})
+	if won != 1 || err != nil || len(en.Entries) != 1 {
+		t.Errorf("%d writers won, the list has %+v (%v); want 1 and its one entry", won, en, err)
+	}
+}
