@@ -39,7 +39,7 @@ the same permissions. An empty IpPermissionsEgress is egress: [] (nothing out).
 
 A rule that references a group not in FILE is kept, with a comment: sgd check rejects it
 (InvalidGroup.NotFound) until that group is added — nothing is invented or dropped. So is
-a prefix list whose entries were not given (InvalidPrefixListID.NotFound). Rules keep
+a rule whose prefix list's entries were not given (InvalidPrefixListID.NotFound). Rules keep
 sgd's content-derived ids (describe-security-groups has none); the groups' OwnerId becomes
 daemon.account_id; tags and VpcId become comments. AWS's JSON names no interfaces: add
 interfaces: before sgd run (the first lines say how).
@@ -60,7 +60,7 @@ func cmdImport(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("import aws", "FILE [--prefix-lists FILE] [--entries PL-ID=FILE]...", importAbout, stderr)
 	lists := fs.String("prefix-lists", "", "`file` of aws ec2 describe-managed-prefix-lists: the lists' names")
 	var entries []entriesFlag
-	fs.Func("entries", "`PL-ID=FILE`: the output of aws ec2 get-managed-prefix-list-entries --prefix-list-id PL-ID (repeat for each list)", func(s string) error {
+	fs.Func("entries", "`PL-ID=FILE`: FILE is the output of aws ec2 get-managed-prefix-list-entries --prefix-list-id PL-ID (repeat for each list)", func(s string) error {
 		id, file, ok := strings.Cut(s, "=")
 		switch {
 		case !ok || id == "" || file == "":
