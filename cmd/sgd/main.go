@@ -22,6 +22,8 @@ func commands() []command {
 		{"run", "run the daemon in the foreground (systemd runs this)", cmdRun},
 		{"check", "validate a config file without touching the firewall", cmdCheck},
 		{"explain", "say whether one packet would pass, and which rule allows it", cmdExplain},
+		{"import", "turn aws ec2 describe-security-groups JSON into an sgd config", cmdImport},
+		{"export", "print the config's groups as aws ec2 describe-security-groups JSON", cmdExport},
 		{"status", "show what the running daemon enforces", cmdStatus},
 		{"demo", "lab demo in network namespaces: timeout vs connection refused", cmdDemo},
 		{"bench", "benchmark: no filter vs kernel conntrack vs sgd", cmdBench},
