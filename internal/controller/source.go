@@ -107,9 +107,10 @@ func version(srcs []Source, ps []Proposal) string {
 
 // merge puts the proposals' lists one after another, in source order, and returns a
 // locator that sends each path back to the source it came from. One exception: an
-// interface a later source names that an earlier one lists without groups takes its
-// groups from the later source (the API attaches groups to an interface the file lists
-// with none, ModifyNetworkInterfaceAttribute); errors about it are the earlier source's.
+// interface a later source names that an earlier one lists without groups (or without
+// connection_tracking) takes them from the later source — the API sets them on an
+// interface the file lists without (ModifyNetworkInterfaceAttribute); errors about it are
+// the earlier source's. One both set is listed twice (InvalidNetworkInterface.Duplicate).
 func merge(ps []Proposal) (rules.Config, rules.Locator) {
 	switch len(ps) {
 	case 0:
@@ -133,9 +134,17 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		c.Members = append(c.Members, p.Config.Members...)
 		add("members", k, len(p.Config.Members))
 		for i, itf := range p.Config.Interfaces {
-			if j, ok := byName[itf.Name]; ok && c.Interfaces[j].SecurityGroups == nil && itf.SecurityGroups != nil {
-				c.Interfaces[j].SecurityGroups = itf.SecurityGroups
-				continue
+			if j, ok := byName[itf.Name]; ok {
+				e := &c.Interfaces[j]
+				if (e.SecurityGroups == nil || itf.SecurityGroups == nil) && (e.ConnectionTracking == nil || itf.ConnectionTracking == nil) {
+					if e.SecurityGroups == nil {
+						e.SecurityGroups = itf.SecurityGroups
+					}
+					if e.ConnectionTracking == nil {
+						e.ConnectionTracking = itf.ConnectionTracking
+					}
+					continue
+				}
 			}
 			byName[itf.Name] = len(c.Interfaces)
 			c.Interfaces = append(c.Interfaces, itf)

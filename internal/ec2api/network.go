@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"slices"
 
+	"github.com/sgd-firewall/sgd/internal/rules"
 	"github.com/sgd-firewall/sgd/internal/store"
 )
 
@@ -22,6 +23,10 @@ type iface struct {
 	Interface
 	groups []string
 	file   bool // the config file sets its groups: read-only through the API
+	fileCT bool // the config file sets its connection_tracking: read-only through the API
+	// timeouts are the ones in force (AWS's defaults unless set); nil for an interface
+	// the model does not list.
+	timeouts *rules.Timeouts
 }
 
 // interfaces are the model's interfaces and the host's others (Options.Interfaces).
@@ -29,8 +34,12 @@ func (c *call) interfaces() []iface {
 	var out []iface
 	for _, m := range c.model.Interfaces {
 		// An interface the file lists without groups carries the default group, and the API
-		// may attach groups to it (the controller's merge gives the API's to it).
-		out = append(out, iface{Interface: Interface{Name: m.Name}, groups: m.Groups, file: c.snap.Attachment(m.Name) == nil && !m.DefaultGroup})
+		// may attach groups to it (the controller's merge gives the API's to it); the same
+		// for its connection-tracking timeouts.
+		a := c.snap.Attachment(m.Name)
+		out = append(out, iface{Interface: Interface{Name: m.Name}, groups: m.Groups, timeouts: &m.Timeouts,
+			file:   !m.DefaultGroup && (a == nil || a.Groups == nil),
+			fileCT: m.TimeoutsSet && (a == nil || a.ConnectionTracking == nil)})
 	}
 	if c.h.opt.Interfaces != nil {
 		for _, itf := range c.h.opt.Interfaces() {
@@ -61,6 +70,14 @@ type xmlENI struct {
 	SourceDestCheck bool              `xml:"sourceDestCheck"`
 	Groups          list[xmlGroupRef] `xml:"groupSet"`
 	Tags            list[xmlTag]      `xml:"tagSet"`
+	// ConnectionTracking is the NetworkInterface's ConnectionTrackingConfiguration.
+	ConnectionTracking *xmlConnTrack `xml:"connectionTrackingConfiguration,omitempty"`
+}
+
+type xmlConnTrack struct {
+	TCPEstablished int `xml:"tcpEstablishedTimeout"`
+	UDPStream      int `xml:"udpStreamTimeout"`
+	UDP            int `xml:"udpTimeout"`
 }
 
 type xmlGroupRef struct {
@@ -110,6 +127,9 @@ func describeNetworkInterfaces(c *call) (response, error) {
 		if len(itf.Addresses) > 0 {
 			x.PrivateIP = itf.Addresses[0]
 		}
+		if to := itf.timeouts; to != nil {
+			x.ConnectionTracking = &xmlConnTrack{TCPEstablished: int(to.TCPEstablished.Seconds()), UDPStream: int(to.UDPStream.Seconds()), UDP: int(to.UDP.Seconds())}
+		}
 		for _, gid := range itf.groups {
 			name := gid
 			if g := c.model.Group(gid); g != nil {
@@ -122,8 +142,9 @@ func describeNetworkInterfaces(c *call) (response, error) {
 	return resp, nil
 }
 
-// modifyNetworkInterfaceAttribute sets the groups an interface carries (--groups); the
-// interface must not be one the config file lists (it is read-only through the API).
+// modifyNetworkInterfaceAttribute sets the groups an interface carries (--groups) and its
+// connection-tracking timeouts (--connection-tracking-specification); what the config
+// file sets of an interface is read-only through the API.
 func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 	id, err := c.q.required("NetworkInterfaceId")
 	if err != nil {
@@ -133,8 +154,12 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(groups) == 0 {
-		return nil, errf(codeUnsupported, "sgd sets only the groups of an interface (SecurityGroupId.N, the CLI's --groups)")
+	ct, err := connectionTracking(c.q.member("ConnectionTrackingSpecification"))
+	if err != nil {
+		return nil, err
+	}
+	if len(groups) == 0 && ct == nil {
+		return nil, errf(codeUnsupported, "sgd sets the groups of an interface (SecurityGroupId.N, the CLI's --groups) and its connection tracking (ConnectionTrackingSpecification), nothing else")
 	}
 	for _, g := range groups {
 		if err := checkGroupID(g); err != nil {
@@ -147,8 +172,11 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 		return nil, errf(codeInterfaceNotFound, "The networkInterface ID '%s' does not exist", id)
 	}
 	itf := all[i]
-	if itf.file {
+	if len(groups) > 0 && itf.file {
 		return nil, errf(codeReadOnly, "The network interface '%s' (%s) is listed in sgd's config file and is read-only through the API; change its security_groups in the file", id, itf.Name)
+	}
+	if ct != nil && itf.fileCT {
+		return nil, errf(codeReadOnly, "The network interface '%s' (%s) has connection_tracking in sgd's config file, read-only through the API; change it in the file", id, itf.Name)
 	}
 	err = c.change(func(s *store.Snapshot) error {
 		for _, g := range groups {
@@ -156,10 +184,16 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 				return errf(codeGroupNotFound, "The security group '%s' does not exist", g)
 			}
 		}
-		if a := s.Attachment(itf.Name); a != nil {
+		a := s.Attachment(itf.Name)
+		if a == nil {
+			s.Interfaces = append(s.Interfaces, store.Attachment{Interface: itf.Name})
+			a = &s.Interfaces[len(s.Interfaces)-1]
+		}
+		if len(groups) > 0 {
 			a.Groups = groups
-		} else {
-			s.Interfaces = append(s.Interfaces, store.Attachment{Interface: itf.Name, Groups: groups})
+		}
+		if ct != nil {
+			a.ConnectionTracking = ct
 		}
 		return nil
 	})
@@ -167,4 +201,28 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 		return nil, err
 	}
 	return ok("ModifyNetworkInterfaceAttribute"), nil
+}
+
+// connectionTracking reads a ConnectionTrackingSpecificationRequest (TcpEstablishedTimeout,
+// UdpStreamTimeout, UdpTimeout, in seconds); nil when none is given. The ranges are
+// checked with the config's, by the validator.
+func connectionTracking(q *query) (*rules.ConnectionTracking, error) {
+	var ct rules.ConnectionTracking
+	any := false
+	for _, f := range []struct {
+		name string
+		dst  **int
+	}{{"TcpEstablishedTimeout", &ct.TCPEstablishedTimeout}, {"UdpStreamTimeout", &ct.UDPStreamTimeout}, {"UdpTimeout", &ct.UDPTimeout}} {
+		n, err := q.integer(f.name)
+		if err != nil {
+			return nil, err
+		}
+		if n != nil {
+			*f.dst, any = n, true
+		}
+	}
+	if !any {
+		return nil, nil
+	}
+	return &ct, nil
 }

@@ -168,6 +168,8 @@ type IfaceModel struct {
 	// DefaultGroup: the config listed no groups, so Groups is the default group alone.
 	DefaultGroup bool
 	Timeouts     Timeouts
+	// TimeoutsSet: the config gave connection_tracking (else Timeouts are AWS's defaults).
+	TimeoutsSet bool
 }
 
 // Timeouts are the interface's AWS connection-tracking timeouts.
@@ -686,6 +688,7 @@ func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]
 				"%d groups on one interface; the quota is %d (daemon.groups_per_interface_quota, at most %d)", len(itf.SecurityGroups), quota, MaxGroupsPerInterface)
 		}
 		if ct := itf.ConnectionTracking; ct != nil {
+			im.TimeoutsSet = true
 			set := func(p *int, field string, lo, hi int, dst *time.Duration) {
 				if p == nil {
 					return

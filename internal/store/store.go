@@ -109,7 +109,10 @@ type PrefixEntry struct {
 // Attachment is the groups one interface carries, as set through the API.
 type Attachment struct {
 	Interface string   `json:"interface"`
-	Groups    []string `json:"groups"`
+	Groups    []string `json:"groups"` // nil: not set through the API
+	// ConnectionTracking, when set, are the interface's timeouts set through the API
+	// (ModifyNetworkInterfaceAttribute --connection-tracking-specification).
+	ConnectionTracking *rules.ConnectionTracking `json:"connection_tracking,omitempty"`
 }
 
 // Clone returns a deep copy of s.
@@ -208,7 +211,8 @@ func (s *Snapshot) Config() rules.Config {
 		c.PrefixLists = append(c.PrefixLists, p)
 	}
 	for _, a := range s.Interfaces {
-		c.Interfaces = append(c.Interfaces, rules.Interface{Name: a.Interface, SecurityGroups: slices.Clone(a.Groups)})
+		c.Interfaces = append(c.Interfaces, rules.Interface{Name: a.Interface, SecurityGroups: slices.Clone(a.Groups),
+			ConnectionTracking: a.ConnectionTracking})
 	}
 	return c
 }
