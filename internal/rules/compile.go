@@ -38,12 +38,13 @@ type GroupInfo struct {
 // Policy is a compiled configuration: immutable, safe for concurrent use by any number of
 // readers without locks. A reload compiles a new Policy and publishes it whole.
 type Policy struct {
-	Model  *Model
-	Rules  []RuleInfo // index = RuleID; Rules[0] is unused
-	Groups []GroupInfo
-	ifaces map[string]*Iface // interfaces and ports
-	names  []string
-	ports  []string
+	Model   *Model
+	Rules   []RuleInfo // index = RuleID; Rules[0] is unused
+	Groups  []GroupInfo
+	ifaces  map[string]*Iface // interfaces and ports
+	names   []string
+	ports   []string
+	devices []string // names, then ports
 }
 
 // Iface is the compiled policy of one interface.
@@ -82,6 +83,9 @@ func (p *Policy) InterfaceNames() []string { return p.names }
 
 // PortNames lists the configured ports in config order.
 func (p *Policy) PortNames() []string { return p.ports }
+
+// DeviceNames lists every device the policy filters: the interfaces, then the ports.
+func (p *Policy) DeviceNames() []string { return p.devices }
 
 // RuleIDs lists the rules merged into one direction of the interface, in order.
 func (i *Iface) RuleIDs(d Direction) []RuleID { return i.dir[d&1].rules }
@@ -176,6 +180,7 @@ func Compile(m *Model, env Env) (*Policy, error) {
 		attach(&pt.IfaceModel).Port = &PortInfo{InstanceID: pt.InstanceID, ENI: pt.ENI, Addrs: pt.Addrs, SourceDestCheck: pt.SourceDestCheck}
 		p.ports = append(p.ports, pt.Name)
 	}
+	p.devices = append(slices.Clone(p.names), p.ports...)
 	for _, dirs := range shared {
 		dirs[0].blocks, dirs[1].blocks = tb.blocks, tb.blocks
 	}
