@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Hypervisor mode (SPEC 4.3): one sgd on a host namespace with a bridge judges the
@@ -243,5 +245,55 @@ func TestHypervisor(t *testing.T) {
 	assertNoRules(t, l.hv)
 	if got := bridgeCalls(t, l.hv); got != "iptables=0 ip6tables=0" {
 		t.Errorf("br_netfilter switches after a clean stop: %s; want both 0, as found", got)
+	}
+}
+
+// hvTrackConfig: web answers UDP 5353 from anyone (statefully: egress: []); db may send
+// nothing, and its source/dest check is off, so that the tracking alone answers for a
+// datagram db forges with web's address.
+const hvTrackConfig = `
+security_groups:
+  - group_id: sg-web
+    ingress:
+      - {ip_protocol: udp, from_port: 5353, to_port: 5353, cidr_ipv4: 0.0.0.0/0}
+    egress: []
+  - group_id: sg-db
+    egress: []
+ports:
+  - {name: vweb, addresses: [192.0.2.10], security_groups: [sg-web]}
+  - {name: vdb, addresses: [192.0.2.20], security_groups: [sg-db], source_dest_check: false}
+`
+
+// A flow tracked at one port does not admit the same tuple through another port (SPEC
+// 4.2): web's reply to the client passes as web's tracked flow; the same datagram sent
+// through db's port is judged there, by db's rules, and dropped.
+func TestHypervisorTrackingPerPort(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	l := newHVLab(t)
+	d := startSGD(t, l.hv, writeConfig(t, hvTrackConfig), nextQueue())
+	web := listenUDP(t, l.web.ns, "udp4", ":5353", nil)
+	client := listenUDP(t, l.client.ns, "udp4", ":6000", nil)
+	clientAt := netip.AddrPortFrom(l.client.v4, 6000)
+	client.send(t, netip.AddrPortFrom(l.web.v4, 5353), "ask")
+	if !web.wait("ask", 2*time.Second) {
+		t.Fatal("web did not receive the client's datagram to udp/5353")
+	}
+	web.send(t, clientAt, "answer") // web's egress: [], so only its tracked flow lets this out
+	if !client.wait("answer", 2*time.Second) {
+		t.Fatal("the client did not receive web's reply (a tracked flow at web's port)")
+	}
+	base := scrape(t, d).val("sgd_packets_total", "direction", "egress", "verdict", "drop", "reason", "no_rule")
+	transparent := func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1) }
+	sendUDP(t, l.db.ns, netip.AddrPortFrom(l.web.v4, 5353), clientAt, "forged", transparent)
+	if client.wait("forged", time.Second) {
+		t.Error("the client received db's datagram with web's tuple: a flow tracked at web's port admitted it at db's")
+	}
+	if got := scrape(t, d).val("sgd_packets_total", "direction", "egress", "verdict", "drop", "reason", "no_rule"); got <= base {
+		t.Errorf(`sgd_packets_total{direction="egress",verdict="drop",reason="no_rule"} = %v; want above %v (judged by db's egress: [])`, got, base)
+	}
+	web.send(t, clientAt, "answer 2")
+	if !client.wait("answer 2", 2*time.Second) {
+		t.Error("web's flow stopped working")
 	}
 }
