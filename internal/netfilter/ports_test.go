@@ -174,17 +174,13 @@ func TestNetnsPorts(t *testing.T) {
 		}
 	}
 	var want []string
-	v4, v6 := m.Rules(s)
-	for _, x := range []struct {
-		fam string
-		in  []byte
-	}{{"iptables", v4}, {"ip6tables", v6}} {
-		for _, l := range strings.Split(string(x.in), "\n") {
-			if strings.Contains(l, "FORWARD") {
-				want = append(want, x.fam+" mangle "+l)
-			}
+	for _, l := range wantOwned(m, s) {
+		if strings.Contains(l, "FORWARD") {
+			want = append(want, l)
 		}
-		want = append(want, x.fam+" mangle -A FORWARD -m comment --comment sgd -j SGD-FORWARD")
+	}
+	for _, fam := range []string{"iptables", "ip6tables"} {
+		want = append(want, fam+" mangle -A FORWARD -m comment --comment sgd -j SGD-FORWARD")
 	}
 	if !sameLines(forward, want) {
 		t.Errorf("sgd's FORWARD rules =\n%s\nwant\n%s", strings.Join(forward, "\n"), strings.Join(want, "\n"))

@@ -58,21 +58,12 @@ type hvLab struct {
 
 func newHVLab(t *testing.T) *hvLab {
 	t.Helper()
-	l := &hvLab{hv: newNamespace(t, "hv")}
-	run(t, "ip", "-n", l.hv, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
-	run(t, "ip", "-n", l.hv, "link", "set", "br0", "up")
+	l := &hvLab{hv: newBridge(t, "hv")}
 	for _, n := range []struct {
 		dst        *node
 		role, last string
 	}{{&l.web, "web", "10"}, {&l.db, "db", "20"}, {&l.mgmt, "mgmt", "30"}, {&l.client, "cli", "40"}} {
-		ns := newNamespace(t, n.role)
-		*n.dst = node{ns: ns, v4: netip.MustParseAddr("192.0.2." + n.last), v6: netip.MustParseAddr("2001:db8::" + n.last)}
-		port := "v" + n.role
-		run(t, "ip", "-n", l.hv, "link", "add", port, "type", "veth", "peer", "name", hostIf, "netns", ns)
-		run(t, "ip", "-n", l.hv, "link", "set", port, "master", "br0", "up")
-		run(t, "ip", "-n", ns, "addr", "add", n.dst.v4.String()+"/24", "dev", hostIf)
-		run(t, "ip", "-n", ns, "addr", "add", n.dst.v6.String()+"/64", "dev", hostIf, "nodad")
-		run(t, "ip", "-n", ns, "link", "set", hostIf, "up")
+		*n.dst = plugIn(t, l.hv, "v"+n.role, n.role, n.last)
 	}
 	for _, n := range []node{l.web, l.db, l.mgmt, l.client} {
 		waitLinkUp(t, n.ns, hostIf)
@@ -167,7 +158,7 @@ func TestHypervisor(t *testing.T) {
 
 	at := func(n node, port uint16) netip.AddrPort { return netip.AddrPortFrom(n.v4, port) }
 	at6 := func(n node, port uint16) netip.AddrPort { return netip.AddrPortFrom(n.v6, port) }
-	checkTCP(t, l.client.ns, at(l.web, 80), works)  // from anywhere, through a port sgd does not list
+	checkTCP(t, l.client.ns, at(l.web, 80), works)   // from anywhere, through a port sgd does not list
 	checkTCP(t, l.client.ns, at(l.web, 22), timeout) // SSH only from sg-mgmt
 	checkTCP(t, l.mgmt.ns, at(l.web, 22), works)     // mgmt is sg-mgmt by its port: no members:
 	checkTCP(t, l.web.ns, at(l.db, 3306), works)     // web's egress (sg-app), db's ingress
