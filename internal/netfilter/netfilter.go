@@ -14,6 +14,12 @@
 // compat expression). Commands are executed with argument lists, never through a shell,
 // and chain contents are fed to iptables-restore --noflush on standard input.
 //
+// With ports (Spec.Ports, SPEC 4.3), a chain SGD-FORWARD in mangle, reached by the same
+// kind of jump from FORWARD, queues what each port sends or receives through the host,
+// bridged (physdev, which needs br_netfilter's bridge-nf-call switches on: Bridge) and
+// routed (by device); SGD-INPUT and SGD-OUTPUT queue a port's traffic with the host
+// itself. Without ports there is no SGD-FORWARD and no jump to it.
+//
 // Two consequences of NFQUEUE worth knowing: a packet sgd accepts continues at the next
 // hook (filter), so mangle INPUT/OUTPUT rules of others placed after sgd's jump do not see
 // queued packets; and while the rules are installed and nobody reads a queue, its packets
