@@ -58,7 +58,7 @@ or cannot be opened.`, stderr)
 	for _, w := range m.Warnings() {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	host := filter.ReadHost(pol.InterfaceNames())
+	host := filter.ReadHost(pol.DeviceNames())
 	for _, w := range filterWarnings(pol, host) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
@@ -70,14 +70,23 @@ or cannot be opened.`, stderr)
 		nrules += len(g.Ingress) + len(g.Egress)
 	}
 	fmt.Fprintf(stdout, "%s: OK: %s, %s, %s, %s, %s\n", *config, plural(len(m.Groups), "group"), plural(nrules, "rule"),
-		plural(len(m.Interfaces), "interface"), plural(len(m.PrefixLists), "prefix list"), plural(len(m.Members), "member"))
+		plural(len(m.Interfaces), "interface")+ports(len(m.Ports)), plural(len(m.PrefixLists), "prefix list"), plural(len(m.Members), "member"))
 	return exitOK
+}
+
+// ports counts a config's ports for check's summary, and says nothing of a config with
+// none (whose summary stays as it was before ports).
+func ports(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return ", " + plural(n, "port")
 }
 
 // filterWarnings says what of pol would filter nothing on this host: no interfaces at all,
 // or listed interfaces the host does not have (h, as filter.ReadHost read it).
 func filterWarnings(pol *rules.Policy, h filter.Host) []string {
-	names := pol.InterfaceNames()
+	names := pol.DeviceNames()
 	if len(names) == 0 {
 		return []string{"no interfaces: this config filters nothing (sgd run refuses it); list this host's interfaces under interfaces:"}
 	}

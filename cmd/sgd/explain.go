@@ -98,7 +98,7 @@ cannot be opened, or one that is rejected: sgd check says why).`, stderr)
 	}
 	p := st.Policy
 	if p.Interface(*iface) == nil && *iface != "lo" {
-		return fail("interface %s is not in %s (configured: %v)", *iface, *config, p.InterfaceNames())
+		return fail("interface %s is not in %s (configured: %v)", *iface, *config, p.DeviceNames())
 	}
 	// The host's own addresses and links, as the daemon reads them: explain runs on the
 	// host it explains.

@@ -70,6 +70,23 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 		}
 		w("\n")
 	}
+	if len(s.Ports) > 0 {
+		w("\nports:\n")
+	}
+	for _, pt := range s.Ports {
+		inst := pt.InstanceID
+		if inst == "" {
+			inst = "-"
+		}
+		w("  %-15s %-12s %-21s %s  groups %s", pt.Name, inst, pt.NetworkInterfaceID, strings.Join(pt.Addresses, " "), strings.Join(pt.Groups, ", "))
+		if !pt.SourceDestCheck {
+			w("  (source/dest check off)")
+		}
+		if pt.Missing {
+			w("  (MISSING: no such device here; filtered once it appears)")
+		}
+		w("\n")
+	}
 	w("\ngroups:\n")
 	for _, g := range s.Groups {
 		w("  %-20s %-24s %3d ingress, %3d egress rules\n", g.ID, g.Name, g.Ingress, g.Egress)

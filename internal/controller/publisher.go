@@ -35,7 +35,7 @@ type judge struct{ e *filter.Engine }
 func (judge) Name() string              { return "policy" }
 func (judge) Check(*rules.Policy) error { return nil }
 func (j judge) Publish(_ context.Context, p *rules.Policy) error {
-	j.e.SetPolicy(p, filter.ReadHost(p.InterfaceNames()))
+	j.e.SetPolicy(p, filter.ReadHost(p.DeviceNames()))
 	return nil
 }
 
@@ -44,8 +44,8 @@ type Applier interface {
 	Apply(ctx context.Context, s netfilter.Spec) error
 }
 
-// Hooks publishes a policy's interfaces to netfilter: sgd's chains queue the traffic of
-// exactly those interfaces (SPEC 2.3). It changes the rules only when the interfaces
+// Hooks publishes a policy's interfaces and ports to netfilter: sgd's chains queue the
+// traffic of exactly those interfaces (SPEC 2.3) and ports (SPEC 4.3). It changes the rules only when the interfaces
 // change; rules themselves live in the judge. Safe for use by several goroutines.
 type Hooks struct {
 	nf    Applier // nil: Check only
@@ -63,7 +63,7 @@ type Hooks struct {
 // fast path, each interface's zone (the one the judge tracks it in) rides in the marks.
 // nf may be nil for a publisher that only checks (`sgd check`).
 func NewHooks(nf Applier, base netfilter.Spec, zones *filter.Zones) *Hooks {
-	base.Interfaces, base.Zones = nil, nil
+	base.Interfaces, base.Ports, base.Zones = nil, nil, nil
 	return &Hooks{nf: nf, base: base, zones: zones}
 }
 
@@ -74,6 +74,7 @@ func (h *Hooks) Name() string { return "netfilter rules" }
 func (h *Hooks) Spec(p *rules.Policy) netfilter.Spec {
 	s := h.base
 	s.Interfaces = slices.Clone(p.InterfaceNames())
+	s.Ports = slices.Clone(p.PortNames())
 	if s.FastPathMask != 0 {
 		s.Zones = make(map[string]uint16, len(s.Interfaces))
 		for _, name := range s.Interfaces {
@@ -99,7 +100,7 @@ func (h *Hooks) Publish(ctx context.Context, p *rules.Policy) error {
 	s := h.Spec(p)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.known && slices.Equal(s.Interfaces, h.cur.Interfaces) {
+	if h.known && slices.Equal(s.Interfaces, h.cur.Interfaces) && slices.Equal(s.Ports, h.cur.Ports) {
 		return nil
 	}
 	if err := h.nf.Apply(ctx, s); err != nil {

@@ -23,7 +23,7 @@ type Source interface {
 
 // Proposal is one source's desired state.
 type Proposal struct {
-	// Config is the Security Group part: groups, prefix lists, interfaces, members.
+	// Config is the Security Group part: groups, prefix lists, interfaces, ports, members.
 	Config rules.Config
 	// Locator places Config's parts where they were written (a file's lines, an API
 	// request's parameters), for the errors validation reports; nil when unknown.
@@ -133,6 +133,8 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		add("prefix_lists", k, len(p.Config.PrefixLists))
 		c.Members = append(c.Members, p.Config.Members...)
 		add("members", k, len(p.Config.Members))
+		c.Ports = append(c.Ports, p.Config.Ports...)
+		add("ports", k, len(p.Config.Ports))
 		for i, itf := range p.Config.Interfaces {
 			if j, ok := byName[itf.Name]; ok {
 				e := &c.Interfaces[j]

@@ -193,13 +193,18 @@ func Run(ctx context.Context, opt Options) error {
 		d.adopt()
 	}
 	d.warnLockout(pol)
+	bridge := &bridgeCalls{log: log, sysfs: "/sys/class/net"}
+	defer bridge.restore()
+	if err := d.ctl.Attach(ctx, bridge); err != nil {
+		return &ConfigError{err}
+	}
 	if err := d.ctl.Attach(ctx, hooks); err != nil {
 		_ = d.nf.Remove(context.Background())
 		return fmt.Errorf("install netfilter rules: %w", err)
 	}
 	log.Info("started",
 		zap.String("version", opt.Version), zap.String("config", opt.ConfigPath), zap.String("config_hash", want.Version[:12]),
-		zap.Strings("interfaces", pol.InterfaceNames()), zap.Int("groups", len(m.Groups)), zap.Int("rules", len(pol.Rules)-1),
+		zap.Strings("interfaces", pol.InterfaceNames()), zap.Strings("ports", pol.PortNames()), zap.Int("groups", len(m.Groups)), zap.Int("rules", len(pol.Rules)-1),
 		zap.Uint16("queue_num", set.QueueNum), zap.Uint16("queue_count", set.QueueCount), zap.Bool("fail_open", set.FailOpen),
 		zap.Bool("fast_path", set.FastPath), zap.String("metrics", set.MetricsListen),
 		zap.Bool("audit", set.Audit), zap.Bool("adopt_established", set.AdoptEstablished), zap.Strings("missing_interfaces", missing))
@@ -307,7 +312,7 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 	}
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
-	s.Interfaces = append(s.Interfaces, d.ctl.Running().Policy.InterfaceNames()...)
+	s.Interfaces = append(s.Interfaces, d.ctl.Running().Policy.DeviceNames()...)
 	s.Missing = d.missingInterfaces()
 	return s
 }

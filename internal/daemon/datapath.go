@@ -36,7 +36,8 @@ func (d *Daemon) readers() []nfqueue.Handler {
 }
 
 // Handle judges a packet of sgd's INPUT chain at its input interface (ingress) and one of
-// its OUTPUT chain at its output interface (egress).
+// its OUTPUT chain at its output interface (egress); a packet a port sends or receives at
+// that port (points). The rest of the doc is audit mode's.
 //
 // In audit mode a packet the judge drops is accepted instead, after being counted, logged
 // and flow-logged as the drop it would be. The judge is the same in both modes, so a
@@ -49,11 +50,7 @@ func (d *Daemon) readers() []nfqueue.Handler {
 // host would never have answered), so the client's later datagrams of that exchange
 // count as tracked.
 func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
-	at := filter.Point{Dev: p.InDev, Dir: filter.DirIngress}
-	if p.InDev == 0 {
-		at = filter.Point{Dev: p.OutDev, Dir: filter.DirEgress}
-	}
-	res := r.w.Judge(p.Payload, at)
+	res, port := r.judge(p)
 	if r.d.flows != nil {
 		r.d.flows.record(r.w, res)
 	}
@@ -67,7 +64,7 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		r.d.logFlow(r.w, res)
 	}
 	v := nfqueue.Verdict{Accept: true}
-	if r.fastMask != 0 && (res.Reason == filter.ReasonTracked || res.Reason == filter.ReasonRule) {
+	if r.fastMask != 0 && !port && (res.Reason == filter.ReasonTracked || res.Reason == filter.ReasonRule) {
 		// The kernel fast path: the packet's mark carries the zone, which netfilter saves
 		// to the connection. The mark replaces the packet's whole mark: keep its other
 		// bits (fwmark routing, SO_MARK, WireGuard). A zone the field cannot hold stays
@@ -77,6 +74,43 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		}
 	}
 	return v
+}
+
+// judge maps the packet's devices to attachment points and judges it there; port says
+// whether a port was among them (ports are not offloaded: netfilter.Spec.Ports).
+//
+// A device is the bridge port when the packet was bridged (PhysIn/PhysOut), the device
+// otherwise (a routed veth). The instance behind a port is what the port's groups
+// protect: what comes from a port leaves it (its egress), what goes to a port arrives at
+// it (its ingress). So (SPEC 4.3):
+//   - port A to port B (FORWARD): A's egress, then B's ingress (JudgePath), each point with
+//     its own tracking;
+//   - a port and anything else (the uplink, the host itself, a port sgd does not list):
+//     that port's point alone;
+//   - no port: the host's own hooks, INPUT at the input interface (ingress), OUTPUT at the
+//     output interface (egress).
+func (r *reader) judge(p *nfqueue.Packet) (res filter.Result, port bool) {
+	in, out := p.InDev, p.OutDev
+	if p.PhysIn != 0 {
+		in = p.PhysIn
+	}
+	if p.PhysOut != 0 {
+		out = p.PhysOut
+	}
+	from, to := r.w.IsPort(in), r.w.IsPort(out)
+	switch {
+	case from && to:
+		return r.w.JudgePath(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress}, filter.Point{Dev: out, Dir: filter.DirIngress}), true
+	case from:
+		return r.w.Judge(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress}), true
+	case to:
+		return r.w.Judge(p.Payload, filter.Point{Dev: out, Dir: filter.DirIngress}), true
+	case p.InDev == 0:
+		return r.w.Judge(p.Payload, filter.Point{Dev: p.OutDev, Dir: filter.DirEgress}), false
+	}
+	// INPUT, or a forwarded packet of a port a reload has just removed (its hooks go
+	// next): at the input device, which the policy does not list in the second case.
+	return r.w.Judge(p.Payload, filter.Point{Dev: p.InDev, Dir: filter.DirIngress}), false
 }
 
 // logDrop logs a dropped packet, or in audit mode one that would have been (at the

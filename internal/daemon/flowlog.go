@@ -74,7 +74,11 @@ func (fl *flowLog) record(w *filter.Worker, r filter.Result) {
 	if !p.Src.IsValid() || r.Iface == "" {
 		return
 	}
-	k := flowKey{iface: r.Iface, src: p.Src, dst: p.Dst, proto: p.Proto, accept: r.Verdict == filter.Accept}
+	id := r.Iface
+	if r.ENI != "" {
+		id = r.ENI // a port's records name its ENI, as VPC Flow Logs do
+	}
+	k := flowKey{iface: id, src: p.Src, dst: p.Dst, proto: p.Proto, accept: r.Verdict == filter.Accept}
 	if p.Proto == 6 || p.Proto == 17 {
 		k.sport, k.dport = p.SrcPort, p.DstPort
 	}

@@ -21,7 +21,7 @@ import (
 // ErrFiltersNothing is a config that lists no interface: sgd would run, look healthy and
 // filter nothing.
 var ErrFiltersNothing = errors.New("the config filters nothing: it lists no interfaces; " +
-	"name this host's devices under interfaces: (sgd check shows what the config holds)")
+	"name this host's devices under interfaces: (or its instances' under ports:; sgd check shows what the config holds)")
 
 // CheckInterfaces is the check `sgd run` makes of p's interfaces against this host
 // before it touches anything: p must list at least one (ErrFiltersNothing), and each must
@@ -29,7 +29,7 @@ var ErrFiltersNothing = errors.New("the config filters nothing: it lists no inte
 // ones are returned to be warned about. A refusal names the missing devices and the ones
 // this host has, for the typo it usually is.
 func CheckInterfaces(p *rules.Policy, allowMissing bool) (missing []string, err error) {
-	names := p.InterfaceNames()
+	names := p.DeviceNames()
 	if len(names) == 0 {
 		return nil, ErrFiltersNothing
 	}
@@ -87,7 +87,7 @@ func (d *Daemon) missingInterfaces() []string {
 		return nil
 	}
 	var missing []string
-	for _, n := range d.ctl.Running().Policy.InterfaceNames() {
+	for _, n := range d.ctl.Running().Policy.DeviceNames() {
 		if !have[n] {
 			missing = append(missing, n)
 		}
@@ -104,7 +104,7 @@ type guard struct{}
 
 func (guard) Name() string { return "interfaces" }
 func (guard) Check(p *rules.Policy) error {
-	if len(p.InterfaceNames()) == 0 {
+	if len(p.DeviceNames()) == 0 {
 		return fmt.Errorf("%w (to stop filtering, stop sgd)", ErrFiltersNothing)
 	}
 	return nil

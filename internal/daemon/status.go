@@ -31,6 +31,7 @@ type Status struct {
 	ReloadsBad   uint64         `json:"reloads_failed"`
 	LastError    string         `json:"last_reload_error,omitempty"`
 	Interfaces   []IfaceStatus  `json:"interfaces"`
+	Ports        []PortStatus   `json:"ports,omitempty"`
 	Groups       []GroupStatus  `json:"groups"`
 	TrackedFlows map[string]int `json:"tracked_flows"`
 	Capacity     int            `json:"max_tracked_connections"`
@@ -47,6 +48,17 @@ type IfaceStatus struct {
 	Groups []string `json:"groups"`
 	// Missing: this host has no device of that name (yet); sgd filters it once it appears.
 	Missing bool `json:"missing,omitempty"`
+}
+
+// PortStatus is one instance's port (SPEC 4.3).
+type PortStatus struct {
+	Name               string   `json:"name"`
+	InstanceID         string   `json:"instance_id,omitempty"`
+	NetworkInterfaceID string   `json:"network_interface_id"`
+	Addresses          []string `json:"addresses"`
+	Groups             []string `json:"groups"`
+	SourceDestCheck    bool     `json:"source_dest_check"`
+	Missing            bool     `json:"missing,omitempty"`
 }
 
 // GroupStatus is one group in force.
@@ -69,6 +81,14 @@ func (d *Daemon) status() Status {
 	missing := d.missingInterfaces()
 	for _, itf := range m.Interfaces {
 		s.Interfaces = append(s.Interfaces, IfaceStatus{Name: itf.Name, Groups: itf.Groups, Missing: slices.Contains(missing, itf.Name)})
+	}
+	for _, pt := range m.Ports {
+		ps := PortStatus{Name: pt.Name, InstanceID: pt.InstanceID, NetworkInterfaceID: pt.ENI, Groups: pt.Groups,
+			SourceDestCheck: pt.SourceDestCheck, Missing: slices.Contains(missing, pt.Name), Addresses: []string{}}
+		for _, a := range pt.Addrs {
+			ps.Addresses = append(ps.Addresses, a.String())
+		}
+		s.Ports = append(s.Ports, ps)
 	}
 	for _, g := range m.Groups {
 		s.Groups = append(s.Groups, GroupStatus{ID: g.ID, Name: g.Name, Ingress: len(g.Ingress), Egress: len(g.Egress)})

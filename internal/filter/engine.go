@@ -48,7 +48,11 @@ type state struct {
 	pol     *rules.Policy
 	byName  map[string]*ifaceState
 	byIndex map[uint32]*ifaceState
-	local   addrSet // Host.Local
+	// others are indexes seen on packets that name a device the policy lists neither as
+	// an interface nor as a port (an uplink, a bridge, an unlisted port): remembered so
+	// that their packets do not look the name up again. A reload starts it afresh.
+	others map[uint32]bool
+	local  addrSet // Host.Local
 	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
 	hits [][]atomic.Uint64
 	// refs[rule] is the rule's stable number (ruleRefs), stored with the flows it starts.
@@ -61,6 +65,7 @@ type ifaceState struct {
 	itf      *rules.Iface
 	timeouts *conntrack.Timeouts
 	nets     []netip.Prefix // Host.Nets: the link, for the DHCPv4 exemption
+	port     *portScreen    // a port's source/dest check; nil for an interface
 }
 
 // New returns an engine with no policy: until SetPolicy, every packet is dropped.
@@ -90,13 +95,13 @@ func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}, local: newAddrSet(h.Local)}
-	for _, name := range p.InterfaceNames() {
+	for _, name := range p.DeviceNames() {
 		itf := p.Interface(name)
 		to := conntrack.DefaultTimeouts()
 		to.TCPEstablished = itf.Timeouts.TCPEstablished
 		to.UDP = itf.Timeouts.UDP
 		to.UDPStream = itf.Timeouts.UDPStream
-		is := &ifaceState{id: e.opt.Zones.Of(name), name: name, itf: itf, timeouts: &to, nets: h.Nets[name]}
+		is := &ifaceState{id: e.opt.Zones.Of(name), name: name, itf: itf, timeouts: &to, nets: h.Nets[name], port: newPortScreen(itf.Port)}
 		st.byName[name] = is
 		if idx, ok := h.Index[name]; ok {
 			st.byIndex[idx] = is
@@ -187,10 +192,19 @@ func (e *Engine) learn(index uint32) (st *state, is *ifaceState, known bool) {
 	defer e.mu.Unlock()
 	st = e.state.Load()
 	is = st.byName[name]
-	if is == nil {
-		return st, nil, true
-	}
 	n := *st
+	if is == nil {
+		if st.others[index] {
+			return st, nil, true
+		}
+		n.others = make(map[uint32]bool, len(st.others)+1)
+		for k := range st.others {
+			n.others[k] = true
+		}
+		n.others[index] = true
+		e.state.Store(&n)
+		return &n, nil, true
+	}
 	n.byIndex = make(map[uint32]*ifaceState, len(st.byIndex)+1)
 	for k, v := range st.byIndex {
 		n.byIndex[k] = v
@@ -198,6 +212,25 @@ func (e *Engine) learn(index uint32) (st *state, is *ifaceState, known bool) {
 	n.byIndex[index] = is
 	e.state.Store(&n)
 	return &n, is, true
+}
+
+// IsPort reports whether the device with index dev is one of the policy's ports (SPEC
+// 4.3), as opposed to a host interface or a device sgd does not list. The daemon's
+// reader asks it to map a hook's devices to attachment points. It allocates nothing once
+// the device has been seen.
+func (e *Engine) IsPort(dev uint32) bool {
+	if dev == 0 {
+		return false
+	}
+	st := e.state.Load()
+	if is := st.byIndex[dev]; is != nil {
+		return is.port != nil
+	}
+	if st.others[dev] {
+		return false
+	}
+	_, is, _ := e.learn(dev)
+	return is != nil && is.port != nil
 }
 
 // Counters are one worker's packet and byte counts by direction and reason. Each worker
@@ -244,8 +277,8 @@ func (e *Engine) Counters() (packets, bytes [2][NumReasons]uint64) {
 	return packets, bytes
 }
 
-// Point is an attachment point, where a packet is judged: a device (today a host
-// interface; next a VM's port) by its index, and the direction the packet crosses it in.
+// Point is an attachment point, where a packet is judged: a device (a host interface or
+// an instance's port) by its index, and the direction the packet crosses it in.
 // Ingress is toward the host or instance the groups protect, egress away from it.
 type Point struct {
 	Dev uint32
@@ -258,7 +291,10 @@ type Result struct {
 	Reason  Reason
 	Dir     Dir
 	Iface   string
-	Zone    uint16 // the attachment point's zone (0 when the packet was not resolved to one)
+	// ENI is the network interface id of a port's point ("" for a host interface): the
+	// interface-id of its flow log records.
+	ENI  string
+	Zone uint16 // the attachment point's zone (0 when the packet was not resolved to one)
 	// Rule is the rule that allowed a new flow or an untracked packet (nil otherwise): its
 	// GroupID and Rule.ID name it. It points into an immutable policy, valid for good.
 	Rule *rules.RuleInfo
@@ -314,7 +350,7 @@ func (w *Worker) judge(at Point, res *Result) {
 		return
 	}
 	p := &w.p
-	if sc := screen(p, at.Dir, is.nets, &st.local, e.opt.ExemptDHCP); sc != screenPass {
+	if sc := screen(p, at.Dir, is.port, is.nets, &st.local, e.opt.ExemptDHCP); sc != screenPass {
 		res.Reason = screenings[sc].reason
 		return
 	}
@@ -333,7 +369,11 @@ func (w *Worker) judge(at Point, res *Result) {
 // that resolves to no interface, or an interface the policy does not list.
 func (e *Engine) resolve(at Point, res *Result) (st *state, is *ifaceState, ok bool) {
 	st = e.state.Load()
-	if is = st.byIndex[at.Dev]; is == nil {
+	if is = st.byIndex[at.Dev]; is == nil && st.others[at.Dev] {
+		res.Reason = ReasonExempt // as below: a device the policy does not list
+		return st, nil, false
+	}
+	if is == nil {
 		var known bool
 		if st, is, known = e.learn(at.Dev); !known {
 			// sgd's rules queue only configured interfaces, by name: an index that does
@@ -350,8 +390,14 @@ func (e *Engine) resolve(at Point, res *Result) (st *state, is *ifaceState, ok b
 		}
 	}
 	res.Iface, res.Zone = is.name, is.id
+	if pi := is.itf.Port; pi != nil {
+		res.ENI = pi.ENI
+	}
 	return st, is, true
 }
+
+// IsPort is Engine.IsPort, for the worker's reader.
+func (w *Worker) IsPort(dev uint32) bool { return w.e.IsPort(dev) }
 
 // ID is the worker's index among the engine's workers (0-based).
 func (w *Worker) ID() int { return w.id }

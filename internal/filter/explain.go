@@ -14,14 +14,14 @@ func Explain(pol *rules.Policy, h Host, exemptDHCP bool, q rules.Query) rules.Ex
 		// sgd's hooks never queue loopback (netfilter.Spec).
 		return rules.Explanation{Allowed: true, Exempt: "loopback traffic is never filtered"}
 	}
-	if pol.Interface(q.Iface) != nil {
+	if itf := pol.Interface(q.Iface); itf != nil {
 		p := packet.Parsed{Family: 6, Proto: q.Proto, Src: q.Src, Dst: q.Dst, SrcPort: q.SrcPort, DstPort: q.Port,
 			ICMPType: q.ICMPType, ICMPCode: q.ICMPCode}
 		if q.Src.Is4() {
 			p.Family = 4
 		}
 		local := newAddrSet(h.Local)
-		if sc := screen(&p, q.Direction, h.Nets[q.Iface], &local, exemptDHCP); sc != screenPass {
+		if sc := screen(&p, q.Direction, newPortScreen(itf.Port), h.Nets[q.Iface], &local, exemptDHCP); sc != screenPass {
 			s := screenings[sc]
 			if s.reason.Verdict() == Accept {
 				return rules.Explanation{Allowed: true, Exempt: s.why}

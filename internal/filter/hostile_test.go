@@ -182,7 +182,7 @@ interfaces:
 // Every reason has a name and a verdict of its own (a new reason cannot silently accept).
 func TestReasonTable(t *testing.T) {
 	drops := map[Reason]bool{ReasonNoRule: true, ReasonMalformed: true, ReasonTableFull: true,
-		ReasonUnknownIface: true, ReasonFragment: true, ReasonSpoofedLocal: true}
+		ReasonUnknownIface: true, ReasonFragment: true, ReasonSpoofedLocal: true, ReasonSpoofed: true}
 	seen := map[string]bool{}
 	for r := range NumReasons {
 		if r.String() == "" || seen[r.String()] {

@@ -17,11 +17,12 @@ import (
 type screening uint8
 
 const (
-	screenPass     screening = iota // on to tracking and the rules
-	screenFragment                  // a later fragment: no ports to judge
-	screenNDP                       // IPv6 neighbour discovery
-	screenSpoofed                   // arrived from one of the host's own addresses
-	screenDHCP                      // DHCP client traffic of the link
+	screenPass        screening = iota // on to tracking and the rules
+	screenFragment                     // a later fragment: no ports to judge
+	screenNDP                          // IPv6 neighbour discovery
+	screenSpoofed                      // arrived from one of the host's own addresses
+	screenDHCP                         // DHCP client traffic of the link
+	screenSourceCheck                  // a port's instance sent from an address not its own
 )
 
 // screenings holds each screening's reason, and the sentence `sgd explain` prints for it.
@@ -35,6 +36,38 @@ var screenings = [...]struct {
 	screenSpoofed: {ReasonSpoofedLocal, "its source is an address of this host: only a forged packet arrives from it " +
 		"(the host's own traffic to itself runs on loopback), so it is dropped before any rule"},
 	screenDHCP: {ReasonExempt, "DHCP client traffic on the link is never filtered (exempt_dhcp)"},
+	screenSourceCheck: {ReasonSpoofed, "its source is not one of the port's addresses: the instance may send only from its own " +
+		"(source_dest_check; set it to false for an instance that routes or translates)"},
+}
+
+// portScreen is what the screen knows of a port (SPEC 4.3); nil for this host's
+// interfaces.
+type portScreen struct {
+	sourceDestCheck bool
+	addrs           addrSet // the instance's addresses
+}
+
+func newPortScreen(pi *rules.PortInfo) *portScreen {
+	if pi == nil {
+		return nil
+	}
+	return &portScreen{sourceDestCheck: pi.SourceDestCheck, addrs: newAddrSet(pi.Addrs)}
+}
+
+// mayNotSend reports whether the instance behind the port may not send from p's source
+// (AWS's source/dest check): an address of its own may, and so may an IPv6 link-local one
+// (every IPv6 interface has one and needs it for the link: router and neighbour discovery,
+// MLD, DHCPv6) and the unspecified address in ICMPv6 (MLD reports during duplicate address
+// detection, RFC 3810 5.2.13). The rules still judge those. ARP is not IP and never
+// reaches sgd; DHCPv4 from 0.0.0.0 is screened as DHCP before this.
+func (ps *portScreen) mayNotSend(p *packet.Parsed) bool {
+	switch {
+	case !ps.sourceDestCheck || ps.addrs.has(p.Src):
+		return false
+	case p.Family == 6 && (linkLocal6.Contains(p.Src) || p.Src.IsUnspecified() && p.Proto == ipproto.ICMPv6):
+		return false
+	}
+	return true
 }
 
 // screen is the first stage: what the packet alone decides, before any flow or rule.
@@ -47,18 +80,23 @@ var screenings = [...]struct {
 //   - A packet arriving from one of the host's own addresses is dropped: a VPC never
 //     delivers one, and it would match rules that reference the host's own groups (SPEC 1.1).
 //   - DHCP client traffic of the link passes, with exemptDHCP (dhcpExempt; SPEC 1.2).
+//   - At a port (port non-nil), the host's own addresses are peers like any other (the
+//     host is not the instance), and what the instance sends from an address not its own
+//     is dropped, unless the port's source_dest_check is off (portScreen.mayNotSend).
 //
 // nets are the attachment point's on-link prefixes, local the host's own addresses.
-func screen(p *packet.Parsed, dir Dir, nets []netip.Prefix, local *addrSet, exemptDHCP bool) screening {
+func screen(p *packet.Parsed, dir Dir, port *portScreen, nets []netip.Prefix, local *addrSet, exemptDHCP bool) screening {
 	switch {
 	case p.LaterFragment:
 		return screenFragment
 	case ipproto.IsNDP(p.Proto, p.ICMPType):
 		return screenNDP
-	case dir == DirIngress && local.has(p.Src):
+	case port == nil && dir == DirIngress && local.has(p.Src):
 		return screenSpoofed
 	case exemptDHCP && p.Proto == ipproto.UDP && dhcpExempt(p, dir, nets, local):
 		return screenDHCP
+	case port != nil && dir == DirEgress && port.mayNotSend(p):
+		return screenSourceCheck
 	}
 	return screenPass
 }

@@ -39,6 +39,7 @@ const (
 	ReasonRelatedICMP                // accept: an ICMP error about a tracked flow (allow_related_icmp)
 	ReasonExempt                     // accept: never filtered (NDP, DHCP on the link, an interface sgd does not filter)
 	ReasonSpoofedLocal               // drop: arrived with a source address of this host
+	ReasonSpoofed                    // drop: an instance's port sent from an address not its own (source/dest check)
 	NumReasons
 )
 
@@ -60,6 +61,7 @@ var reasons = [NumReasons]struct {
 	ReasonRelatedICMP:  {"related_icmp", Accept},
 	ReasonExempt:       {"exempt", Accept},
 	ReasonSpoofedLocal: {"spoofed_local", Drop},
+	ReasonSpoofed:      {"spoofed", Drop},
 }
 
 func (r Reason) String() string {

@@ -14,6 +14,12 @@
 // compat expression). Commands are executed with argument lists, never through a shell,
 // and chain contents are fed to iptables-restore --noflush on standard input.
 //
+// With ports (Spec.Ports, SPEC 4.3), a chain SGD-FORWARD in mangle, reached by the same
+// kind of jump from FORWARD, queues what each port sends or receives through the host,
+// bridged (physdev, which needs br_netfilter's bridge-nf-call switches on: Bridge) and
+// routed (by device); SGD-INPUT and SGD-OUTPUT queue a port's traffic with the host
+// itself. Without ports there is no SGD-FORWARD and no jump to it.
+//
 // Two consequences of NFQUEUE worth knowing: a packet sgd accepts continues at the next
 // hook (filter), so mangle INPUT/OUTPUT rules of others placed after sgd's jump do not see
 // queued packets; and while the rules are installed and nobody reads a queue, its packets
@@ -128,11 +134,19 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 		return fmt.Errorf("netfilter: %v: replace chains: %w", f, err)
 	}
 	hooks := queueHooks[:]
+	if len(s.Ports) > 0 {
+		hooks = append(hooks, forwardHooks[:]...)
+	}
 	if s.FastPathMask != 0 {
 		hooks = append(hooks, saveHooks[:]...)
 	}
 	for _, h := range hooks {
 		if err := m.ensureJump(ctx, f, h); err != nil {
+			return err
+		}
+	}
+	if len(s.Ports) == 0 {
+		if err := m.remove(ctx, f, "mangle", forwardHooks[:]); err != nil {
 			return err
 		}
 	}
@@ -179,7 +193,7 @@ func (m *Manager) Remove(ctx context.Context) error {
 		for _, t := range []struct {
 			table string
 			hooks []hook
-		}{{"mangle", queueHooks[:]}, {"filter", saveHooks[:]}} {
+		}{{"mangle", append(queueHooks[:], forwardHooks[:]...)}, {"filter", saveHooks[:]}} {
 			st, err := m.list(ctx, f, t.table)
 			if err != nil {
 				errs = append(errs, err)
@@ -251,7 +265,7 @@ func (m *Manager) Installed(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		for _, h := range queueHooks {
+		for _, h := range append(queueHooks[:], forwardHooks[:]...) {
 			if st.chains[h.chain] {
 				return true, nil
 			}
@@ -280,7 +294,7 @@ func (m *Manager) list(ctx context.Context, f family, table string) (tableState,
 		switch {
 		case strings.HasPrefix(line, "-N "):
 			st.chains[strings.TrimPrefix(line, "-N ")] = true
-		case strings.HasPrefix(line, "-A INPUT "), strings.HasPrefix(line, "-A OUTPUT "):
+		case strings.HasPrefix(line, "-A INPUT "), strings.HasPrefix(line, "-A OUTPUT "), strings.HasPrefix(line, "-A FORWARD "):
 			st.jumps[strings.TrimPrefix(line, "-A ")]++
 		}
 	}

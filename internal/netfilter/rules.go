@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strconv"
 
 	"github.com/sgd-firewall/sgd/internal/ipproto"
@@ -15,6 +16,7 @@ import (
 const (
 	ChainInput   = "SGD-INPUT"    // table mangle, jumped to from INPUT
 	ChainOutput  = "SGD-OUTPUT"   // table mangle, jumped to from OUTPUT
+	ChainForward = "SGD-FORWARD"  // table mangle, jumped to from FORWARD (ports only)
 	ChainSaveIn  = "SGD-SAVE-IN"  // table filter, jumped to from INPUT (fast path only)
 	ChainSaveOut = "SGD-SAVE-OUT" // table filter, jumped to from OUTPUT (fast path only)
 
@@ -24,7 +26,7 @@ const (
 // hook is one of sgd's chains and the built-in chain that jumps to it.
 type hook struct {
 	table   string // "mangle" or "filter"
-	builtin string // "INPUT" or "OUTPUT"
+	builtin string // "INPUT", "OUTPUT" or "FORWARD"
 	chain   string // sgd's chain
 }
 
@@ -37,6 +39,9 @@ func (h hook) jumpArgs() []string {
 var (
 	queueHooks = [...]hook{{"mangle", "INPUT", ChainInput}, {"mangle", "OUTPUT", ChainOutput}}
 	saveHooks  = [...]hook{{"filter", "INPUT", ChainSaveIn}, {"filter", "OUTPUT", ChainSaveOut}}
+	// forwardHooks is installed only while ports are configured, so that a host without
+	// ports has exactly the rules it had before ports existed.
+	forwardHooks = [...]hook{{"mangle", "FORWARD", ChainForward}}
 )
 
 // Spec says which interfaces sgd filters and how packets reach its queues. The zero value
@@ -46,6 +51,13 @@ type Spec struct {
 	// "+" wildcard). Packets of other interfaces never reach sgd. "lo" is refused:
 	// loopback is never filtered (SPEC 1.2).
 	Interfaces []string
+	// Ports are the host-side devices of local instances (SPEC 4.3): bridge ports (a veth
+	// end, a tap) and routed veths. Their packets are queued on the forwarding path,
+	// bridged (physdev, through br_netfilter) and routed (by device), and on the way to
+	// and from the host itself; the judge maps each packet's devices to the ports'
+	// attachment points. The fast path does not offload ports: all their packets are
+	// queued.
+	Ports []string
 	// QueueNum is the first NFQUEUE queue number.
 	QueueNum uint16
 	// QueueCount is the number of queues (>= 1). With more than one, packets are spread
@@ -89,10 +101,13 @@ func (s Spec) Validate() error {
 	if last := int(s.QueueNum) + int(s.QueueCount) - 1; last > 65535 {
 		return fmt.Errorf("netfilter: queues %d..%d: last queue number above 65535", s.QueueNum, last)
 	}
-	seen := make(map[string]bool, len(s.Interfaces))
-	for _, name := range s.Interfaces {
+	seen := make(map[string]bool, len(s.Interfaces)+len(s.Ports))
+	for i, name := range append(slices.Clone(s.Interfaces), s.Ports...) {
 		if err := validIfName(name); err != nil {
 			return err
+		}
+		if seen[name] && i >= len(s.Interfaces) {
+			return fmt.Errorf("netfilter: port %q listed twice, or also as an interface", name)
 		}
 		if seen[name] {
 			return fmt.Errorf("netfilter: interface %q listed twice", name)
@@ -161,18 +176,24 @@ func (f family) String() string {
 func rules(s Spec, f family) []byte {
 	var b bytes.Buffer
 	b.WriteString("*mangle\n")
-	for _, h := range queueHooks {
+	hooks := queueHooks[:]
+	if len(s.Ports) > 0 {
+		hooks = append(hooks, forwardHooks[:]...)
+	}
+	for _, h := range hooks {
 		fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain)
 	}
-	for _, h := range queueHooks {
+	for _, h := range hooks {
 		in := h.builtin == "INPUT"
 		dev := "-o"
 		if in {
 			dev = "-i"
 		}
 		pre := "-A " + h.chain + " "
-		// Loopback is never filtered (SPEC 1.2).
-		b.WriteString(pre + dev + " lo -j RETURN\n")
+		if h.builtin != "FORWARD" {
+			// Loopback is never filtered (SPEC 1.2); it is never forwarded.
+			b.WriteString(pre + dev + " lo -j RETURN\n")
+		}
 		if f == ipv6 {
 			// IPv6 is reassembled before the hooks only when conntrack runs in the
 			// namespace (nf_defrag_ipv6), and the kernel turns it on only for a ruleset
@@ -188,11 +209,24 @@ func rules(s Spec, f family) []byte {
 			}
 		}
 		queue := queueTarget(s)
+		if h.builtin == "FORWARD" {
+			forwardRules(&b, pre, f, queue, s.Ports)
+			continue
+		}
 		for _, name := range s.Interfaces {
 			if z, ok := ZoneMark(s.FastPathMask, s.Zones[name]); ok {
 				// Not RELATED: an ICMP error related to a marked connection carries
 				// its mark too, and must still be judged by sgd (allow_related_icmp).
 				fmt.Fprintf(&b, "%s%s %s -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark %s/%s -j ACCEPT\n", pre, dev, name, hex(z), hex(s.FastPathMask))
+			}
+			fmt.Fprintf(&b, "%s%s %s %s\n", pre, dev, name, queue)
+		}
+		for _, name := range s.Ports {
+			// A port's traffic with the host itself: bridged to the host's address on
+			// the bridge (INPUT only: the bridge picks the port of a packet the host
+			// sends after OUTPUT, so physdev-out cannot match there), and routed.
+			if in {
+				fmt.Fprintf(&b, "%s-m physdev --physdev-in %s %s\n", pre, name, queue)
 			}
 			fmt.Fprintf(&b, "%s%s %s %s\n", pre, dev, name, queue)
 		}
@@ -213,6 +247,27 @@ func rules(s Spec, f family) []byte {
 		b.WriteString("COMMIT\n")
 	}
 	return b.Bytes()
+}
+
+// forwardRules writes sgd's FORWARD chain after its IPv6 prelude: the packets each port
+// sends or receives through the host, bridged (physdev, through br_netfilter) or routed
+// (by device). A packet between two ports matches the first rule of its source's and is
+// queued once: the judge takes both points from its devices (JudgePath).
+//
+// IPv4 also gets the conntrack match here: a forwarded datagram is reassembled before
+// FORWARD only when conntrack's defragmentation runs in the namespace, and a later
+// fragment has no ports to judge (the judge drops it), so without it an instance's
+// fragmented UDP would never arrive.
+func forwardRules(b *bytes.Buffer, pre string, f family, queue string, ports []string) {
+	if f == ipv4 {
+		fmt.Fprintf(b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
+	}
+	for _, name := range ports {
+		fmt.Fprintf(b, "%s-m physdev --physdev-in %s --physdev-is-bridged %s\n", pre, name, queue)
+		fmt.Fprintf(b, "%s-m physdev --physdev-out %s --physdev-is-bridged %s\n", pre, name, queue)
+		fmt.Fprintf(b, "%s-i %s %s\n", pre, name, queue)
+		fmt.Fprintf(b, "%s-o %s %s\n", pre, name, queue)
+	}
 }
 
 // queueTarget is the NFQUEUE target with its options in the order iptables-save prints them.

@@ -38,11 +38,13 @@ type GroupInfo struct {
 // Policy is a compiled configuration: immutable, safe for concurrent use by any number of
 // readers without locks. A reload compiles a new Policy and publishes it whole.
 type Policy struct {
-	Model  *Model
-	Rules  []RuleInfo // index = RuleID; Rules[0] is unused
-	Groups []GroupInfo
-	ifaces map[string]*Iface
-	names  []string
+	Model   *Model
+	Rules   []RuleInfo // index = RuleID; Rules[0] is unused
+	Groups  []GroupInfo
+	ifaces  map[string]*Iface // interfaces and ports
+	names   []string
+	ports   []string
+	devices []string // names, then ports
 }
 
 // Iface is the compiled policy of one interface.
@@ -50,7 +52,17 @@ type Iface struct {
 	Name     string
 	Groups   []string
 	Timeouts Timeouts
-	dir      [2]*dirPolicy
+	// Port is what an instance's port has besides its groups (nil for this host's
+	// interfaces).
+	Port *PortInfo
+	dir  [2]*dirPolicy
+}
+
+// PortInfo is the instance side of a compiled port (SPEC 4.3).
+type PortInfo struct {
+	InstanceID, ENI string
+	Addrs           []netip.Addr
+	SourceDestCheck bool
 }
 
 // dirPolicy judges one direction of one interface.
@@ -62,11 +74,18 @@ type dirPolicy struct {
 	rules   []RuleID      // the rules merged here, for explain and tests
 }
 
-// Interface returns the compiled interface, or nil when the config does not list it.
+// Interface returns the compiled interface or port, or nil when the config lists neither
+// by that name (a device is one or the other, never both).
 func (p *Policy) Interface(name string) *Iface { return p.ifaces[name] }
 
-// InterfaceNames lists the configured interfaces in config order.
+// InterfaceNames lists the configured interfaces (this host's, not ports) in config order.
 func (p *Policy) InterfaceNames() []string { return p.names }
+
+// PortNames lists the configured ports in config order.
+func (p *Policy) PortNames() []string { return p.ports }
+
+// DeviceNames lists every device the policy filters: the interfaces, then the ports.
+func (p *Policy) DeviceNames() []string { return p.devices }
 
 // RuleIDs lists the rules merged into one direction of the interface, in order.
 func (i *Iface) RuleIDs(d Direction) []RuleID { return i.dir[d&1].rules }
@@ -80,8 +99,16 @@ func Compile(m *Model, env Env) (*Policy, error) {
 		p.Groups = append(p.Groups, GroupInfo{ID: g.ID, Name: g.Name})
 	}
 
-	// Addresses that carry each group: members, and local interfaces listing it.
+	// Addresses that carry each group: members, local interfaces listing it, and the
+	// ports' instances (SPEC 4.3: a port's addresses are members of its groups).
 	carriers := map[string][]netip.Prefix{}
+	for _, pt := range m.Ports {
+		for _, g := range pt.Groups {
+			for _, a := range pt.Addrs {
+				carriers[g] = append(carriers[g], netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+	}
 	for _, mb := range m.Members {
 		for _, g := range mb.Groups {
 			carriers[g] = append(carriers[g], netip.PrefixFrom(mb.Addr, mb.Addr.BitLen()))
@@ -127,7 +154,7 @@ func Compile(m *Model, env Env) (*Policy, error) {
 	// Interfaces with the same groups share their compiled directions.
 	shared := map[string][2]*dirPolicy{}
 	tb := &tables{blocks: make([][256]RuleID, 1, 1+len(p.Rules)), uniform: map[RuleID]uint32{}}
-	for _, itf := range m.Interfaces {
+	attach := func(itf *IfaceModel) *Iface {
 		key := strings.Join(itf.Groups, ",")
 		dirs, ok := shared[key]
 		if !ok {
@@ -140,9 +167,20 @@ func Compile(m *Model, env Env) (*Policy, error) {
 			}
 			shared[key] = dirs
 		}
-		p.ifaces[itf.Name] = &Iface{Name: itf.Name, Groups: itf.Groups, Timeouts: itf.Timeouts, dir: dirs}
-		p.names = append(p.names, itf.Name)
+		c := &Iface{Name: itf.Name, Groups: itf.Groups, Timeouts: itf.Timeouts, dir: dirs}
+		p.ifaces[itf.Name] = c
+		return c
 	}
+	for i := range m.Interfaces {
+		attach(&m.Interfaces[i])
+		p.names = append(p.names, m.Interfaces[i].Name)
+	}
+	for i := range m.Ports {
+		pt := &m.Ports[i]
+		attach(&pt.IfaceModel).Port = &PortInfo{InstanceID: pt.InstanceID, ENI: pt.ENI, Addrs: pt.Addrs, SourceDestCheck: pt.SourceDestCheck}
+		p.ports = append(p.ports, pt.Name)
+	}
+	p.devices = append(slices.Clone(p.names), p.ports...)
 	for _, dirs := range shared {
 		dirs[0].blocks, dirs[1].blocks = tb.blocks, tb.blocks
 	}

@@ -26,6 +26,7 @@ type Config struct {
 	SecurityGroups []Group      `yaml:"security_groups" json:"security_groups"`
 	PrefixLists    []PrefixList `yaml:"prefix_lists" json:"prefix_lists"`
 	Interfaces     []Interface  `yaml:"interfaces" json:"interfaces"`
+	Ports          []Port       `yaml:"ports" json:"ports"`
 	Members        []Member     `yaml:"members" json:"members"`
 }
 
@@ -66,6 +67,22 @@ type Interface struct {
 	Name               string              `yaml:"name" json:"name"`
 	SecurityGroups     []string            `yaml:"security_groups" json:"security_groups"`
 	ConnectionTracking *ConnectionTracking `yaml:"connection_tracking" json:"connection_tracking"`
+}
+
+// Port is a network interface of a local instance (a VM, container or network namespace)
+// as the host sees it: the host-side device, a bridge port or a routed veth (SPEC 4.3).
+// sgd judges its traffic on the host's forwarding path, outside the instance. The
+// instance's addresses are members of its groups (no members: entry needed), and with
+// SourceDestCheck (the default) it may send from them only.
+type Port struct {
+	Name               string              `yaml:"name" json:"name"`
+	InstanceID         string              `yaml:"instance_id" json:"instance_id"`
+	NetworkInterfaceID string              `yaml:"network_interface_id" json:"network_interface_id"`
+	Addresses          []string            `yaml:"addresses" json:"addresses"`
+	SecurityGroups     []string            `yaml:"security_groups" json:"security_groups"`
+	ConnectionTracking *ConnectionTracking `yaml:"connection_tracking" json:"connection_tracking"`
+	// SourceDestCheck: nil is AWS's default, true.
+	SourceDestCheck *bool `yaml:"source_dest_check" json:"source_dest_check"`
 }
 
 // ConnectionTracking holds the idle timeouts in seconds (AWS names, SPEC 1.4). An omitted

@@ -24,6 +24,7 @@ const (
 	CodeInterfaceDuplicate  = "InvalidNetworkInterface.Duplicate"
 	CodeInterfaceMalformed  = "InvalidNetworkInterfaceId.Malformed"
 	CodeMemberAddrMalformed = "InvalidAddress.Malformed"
+	CodeInstanceIDMalformed = "InvalidInstanceID.Malformed"
 	CodePrefixListDuplicate = "InvalidPrefixListID.Duplicate"
 	CodeRuleIDMalformed     = "InvalidSecurityGroupRuleId.Malformed"
 )

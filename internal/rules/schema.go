@@ -322,6 +322,8 @@ func pathWhere(root *yaml.Node, path []any) (where, field string) {
 		}
 	case "interfaces":
 		where = named("name", "interface")
+	case "ports":
+		where = named("name", "port")
 	case "prefix_lists":
 		where = named("prefix_list_id", "prefix list")
 	default:

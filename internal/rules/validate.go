@@ -172,6 +172,26 @@ type IfaceModel struct {
 	TimeoutsSet bool
 }
 
+// PortModel is a validated port: the attachment (groups, timeouts) and what is the
+// instance's own (SPEC 4.3).
+type PortModel struct {
+	IfaceModel
+	InstanceID string
+	// ENI is the network_interface_id, or one derived from the name (PortENI).
+	ENI string
+	// Addrs are the instance's addresses: members of its groups, and with SourceDestCheck
+	// the only sources it may send from.
+	Addrs           []netip.Addr
+	SourceDestCheck bool
+}
+
+// PortENI is the network interface id of a port that names none: eni- and 17 hex digits
+// of a hash of its device name, so that it is the same at every load on every host.
+func PortENI(name string) string {
+	sum := sha256.Sum256([]byte("sgd port v1\x00" + name))
+	return "eni-" + hex.EncodeToString(sum[:9])[:17]
+}
+
 // Timeouts are the interface's AWS connection-tracking timeouts.
 type Timeouts struct {
 	TCPEstablished, UDP, UDPStream time.Duration
@@ -197,6 +217,7 @@ type Model struct {
 	Groups      []*GroupModel
 	PrefixLists map[string][]netip.Prefix
 	Interfaces  []IfaceModel
+	Ports       []PortModel
 	Members     []MemberModel
 
 	groupByID map[string]*GroupModel
@@ -211,6 +232,10 @@ var (
 	// AWS's character set for group names and descriptions in a VPC.
 	awsTextRe = regexp.MustCompile(`^[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]*$`)
 	ifNameRe  = regexp.MustCompile(`^[^/\s:]{1,15}$`)
+	// AWS's ids are eni-/i- and hex digits; a port's may be any letters, digits and
+	// dashes (eni-web), as group ids may.
+	eniIDRe      = regexp.MustCompile(`^eni-[A-Za-z0-9-]+$`)
+	instanceIDRe = regexp.MustCompile(`^i-[A-Za-z0-9-]+$`)
 )
 
 type validator struct {
@@ -312,7 +337,9 @@ func ValidateConfig(c *Config, loc Locator, opt Options) (*Model, error) {
 	}
 
 	v.uniqueRuleIDs(m)
-	v.interfaces(c, m, groupsQuota, names)
+	devices := map[string]bool{}
+	v.interfaces(c, m, groupsQuota, names, devices)
+	v.ports(c, m, groupsQuota, names, devices)
 	v.members(c, m, names)
 	if len(v.errs) > 0 {
 		return nil, v.errs
@@ -644,68 +671,135 @@ func (v *validator) defaultGroup(m *Model, names map[string]string) string {
 	return id
 }
 
-func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]string) {
-	seen := map[string]bool{}
+func (v *validator) interfaces(c *Config, m *Model, quota int, names map[string]string, seen map[string]bool) {
 	for i, itf := range c.Interfaces {
 		where := "interface " + itf.Name
-		line := v.at("interfaces", i)
 		if itf.Name == "" {
 			where = fmt.Sprintf("interfaces[%d]", i)
 		}
-		switch {
-		case itf.Name == "":
-			v.add(line, where, "name", CodeMissingParameter, "name is required")
-		case itf.Name == "lo":
-			v.add(v.at("interfaces", i, "name"), where, "name", CodeParameterValue, "loopback traffic is never filtered; remove lo")
-		case !ifNameRe.MatchString(itf.Name):
-			v.add(v.at("interfaces", i, "name"), where, "name", CodeInterfaceMalformed, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", itf.Name)
-		case seen[itf.Name]:
-			v.add(line, where, "name", CodeInterfaceDuplicate, "interface %s is listed twice", itf.Name)
-		}
-		seen[itf.Name] = true
-		im := IfaceModel{Name: itf.Name, Timeouts: DefaultTimeouts()}
-		dup := map[string]bool{}
-		for j, gid := range itf.SecurityGroups {
-			l := v.at("interfaces", i, "security_groups", j)
-			if strings.EqualFold(gid, DefaultGroupName) {
-				gid = v.defaultGroup(m, names)
-			}
-			switch {
-			case m.groupByID[gid] == nil:
-				v.add(l, where, fmt.Sprintf("security_groups[%d]", j), CodeGroupNotFound, "group %s is not defined in security_groups", gid)
-			case dup[gid]:
-				v.add(l, where, fmt.Sprintf("security_groups[%d]", j), CodeParameterValue, "group %s is listed twice", gid)
-			default:
-				im.Groups = append(im.Groups, gid)
-			}
-			dup[gid] = true
-		}
-		if len(itf.SecurityGroups) == 0 {
-			im.Groups, im.DefaultGroup = []string{v.defaultGroup(m, names)}, true
-		}
-		if len(itf.SecurityGroups) > quota {
-			v.add(v.at("interfaces", i, "security_groups"), where, "security_groups", CodeGroupsLimit,
-				"%d groups on one interface; the quota is %d (daemon.groups_per_interface_quota, at most %d)", len(itf.SecurityGroups), quota, MaxGroupsPerInterface)
-		}
-		if ct := itf.ConnectionTracking; ct != nil {
-			im.TimeoutsSet = true
-			set := func(p *int, field string, lo, hi int, dst *time.Duration) {
-				if p == nil {
-					return
-				}
-				if *p < lo || *p > hi {
-					v.add(v.at("interfaces", i, "connection_tracking", field), where, "connection_tracking."+field, CodeParameterValue,
-						"%d s is outside AWS's range %d–%d s", *p, lo, hi)
-					return
-				}
-				*dst = time.Duration(*p) * time.Second
-			}
-			set(ct.TCPEstablishedTimeout, "tcp_established_timeout", 60, 432000, &im.Timeouts.TCPEstablished)
-			set(ct.UDPTimeout, "udp_timeout", 30, 60, &im.Timeouts.UDP)
-			set(ct.UDPStreamTimeout, "udp_stream_timeout", 60, 180, &im.Timeouts.UDPStream)
-		}
-		m.Interfaces = append(m.Interfaces, im)
+		v.deviceName("interfaces", i, where, "interface", itf.Name, seen)
+		m.Interfaces = append(m.Interfaces, v.attachment("interfaces", i, where, itf.Name, itf.SecurityGroups, itf.ConnectionTracking, m, quota, names))
 	}
+}
+
+// ports validates the ports (SPEC 4.3): a device name no interface or other port has,
+// groups and timeouts as for interfaces, ids in AWS's form, and the instance's addresses.
+func (v *validator) ports(c *Config, m *Model, quota int, names map[string]string, seen map[string]bool) {
+	enis := map[string]string{}      // network interface id → the port that has it
+	owner := map[netip.Addr]string{} // address → the port that has it
+	for i, pt := range c.Ports {
+		where := "port " + pt.Name
+		if pt.Name == "" {
+			where = fmt.Sprintf("ports[%d]", i)
+		}
+		v.deviceName("ports", i, where, "port", pt.Name, seen)
+		pm := PortModel{IfaceModel: v.attachment("ports", i, where, pt.Name, pt.SecurityGroups, pt.ConnectionTracking, m, quota, names),
+			InstanceID: pt.InstanceID, ENI: pt.NetworkInterfaceID, SourceDestCheck: pt.SourceDestCheck == nil || *pt.SourceDestCheck}
+		if pt.InstanceID != "" && !instanceIDRe.MatchString(pt.InstanceID) {
+			v.add(v.at("ports", i, "instance_id"), where, "instance_id", CodeInstanceIDMalformed, "%q is not i- followed by letters, digits or dashes", pt.InstanceID)
+		}
+		switch {
+		case pm.ENI == "":
+			pm.ENI = PortENI(pt.Name)
+		case !eniIDRe.MatchString(pm.ENI):
+			v.add(v.at("ports", i, "network_interface_id"), where, "network_interface_id", CodeInterfaceMalformed, "%q is not eni- followed by letters, digits or dashes", pm.ENI)
+		}
+		if other, dup := enis[pm.ENI]; dup {
+			v.add(v.at("ports", i, "network_interface_id"), where, "network_interface_id", CodeInterfaceDuplicate, "network interface id %s is also port %s's", pm.ENI, other)
+		}
+		enis[pm.ENI] = pt.Name
+		for j, s := range pt.Addresses {
+			field := fmt.Sprintf("addresses[%d]", j)
+			l := v.at("ports", i, "addresses", j)
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			switch {
+			case err != nil || a.Zone() != "":
+				v.add(l, where, field, CodeMemberAddrMalformed, "%q is not an IP address", s)
+				continue
+			case a.Is4In6():
+				v.add(l, where, field, CodeMemberAddrMalformed, "%q is an IPv4-mapped IPv6 address; write the IPv4 address %s", s, a.Unmap())
+				continue
+			case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a == limitedBroadcast:
+				v.add(l, where, field, CodeParameterValue, "%s cannot be an instance's own address", a)
+				continue
+			}
+			if other, dup := owner[a]; dup {
+				v.add(l, where, field, CodeParameterValue, "address %s is also port %s's: an address belongs to one instance", a, other)
+				continue
+			}
+			owner[a] = pt.Name
+			pm.Addrs = append(pm.Addrs, a)
+		}
+		m.Ports = append(m.Ports, pm)
+	}
+}
+
+// limitedBroadcast is 255.255.255.255, never an instance's address.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// deviceName checks the name of the i-th entry of section (interfaces or ports): a Linux
+// device name, not lo, not listed before in seen (which interfaces and ports share).
+func (v *validator) deviceName(section string, i int, where, kind, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		v.add(v.at(section, i), where, "name", CodeMissingParameter, "name is required")
+	case name == "lo":
+		v.add(v.at(section, i, "name"), where, "name", CodeParameterValue, "loopback traffic is never filtered; remove lo")
+	case !ifNameRe.MatchString(name):
+		v.add(v.at(section, i, "name"), where, "name", CodeInterfaceMalformed, "%q is not a Linux interface name (1–15 characters, no '/', ':' or spaces)", name)
+	case seen[name] && section == "ports":
+		v.add(v.at(section, i), where, "name", CodeInterfaceDuplicate, "%s is listed twice (a device is an interface of this host or a port of an instance, once)", name)
+	case seen[name]:
+		v.add(v.at(section, i), where, "name", CodeInterfaceDuplicate, "%s %s is listed twice", kind, name)
+	}
+	seen[name] = true
+}
+
+// attachment validates what interfaces and ports have alike: the groups (the default
+// group when none, SPEC 1.3; the quota) and the connection-tracking timeouts (SPEC 1.4).
+func (v *validator) attachment(section string, i int, where, name string, groups []string, ct *ConnectionTracking, m *Model, quota int, names map[string]string) IfaceModel {
+	im := IfaceModel{Name: name, Timeouts: DefaultTimeouts()}
+	dup := map[string]bool{}
+	for j, gid := range groups {
+		l := v.at(section, i, "security_groups", j)
+		if strings.EqualFold(gid, DefaultGroupName) {
+			gid = v.defaultGroup(m, names)
+		}
+		switch {
+		case m.groupByID[gid] == nil:
+			v.add(l, where, fmt.Sprintf("security_groups[%d]", j), CodeGroupNotFound, "group %s is not defined in security_groups", gid)
+		case dup[gid]:
+			v.add(l, where, fmt.Sprintf("security_groups[%d]", j), CodeParameterValue, "group %s is listed twice", gid)
+		default:
+			im.Groups = append(im.Groups, gid)
+		}
+		dup[gid] = true
+	}
+	if len(groups) == 0 {
+		im.Groups, im.DefaultGroup = []string{v.defaultGroup(m, names)}, true
+	}
+	if len(groups) > quota {
+		v.add(v.at(section, i, "security_groups"), where, "security_groups", CodeGroupsLimit,
+			"%d groups on one interface; the quota is %d (daemon.groups_per_interface_quota, at most %d)", len(groups), quota, MaxGroupsPerInterface)
+	}
+	if ct != nil {
+		im.TimeoutsSet = true
+		set := func(p *int, field string, lo, hi int, dst *time.Duration) {
+			if p == nil {
+				return
+			}
+			if *p < lo || *p > hi {
+				v.add(v.at(section, i, "connection_tracking", field), where, "connection_tracking."+field, CodeParameterValue,
+					"%d s is outside AWS's range %d–%d s", *p, lo, hi)
+				return
+			}
+			*dst = time.Duration(*p) * time.Second
+		}
+		set(ct.TCPEstablishedTimeout, "tcp_established_timeout", 60, 432000, &im.Timeouts.TCPEstablished)
+		set(ct.UDPTimeout, "udp_timeout", 30, 60, &im.Timeouts.UDP)
+		set(ct.UDPStreamTimeout, "udp_stream_timeout", 60, 180, &im.Timeouts.UDPStream)
+	}
+	return im
 }
 
 func (v *validator) members(c *Config, m *Model, names map[string]string) {

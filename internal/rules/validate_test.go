@@ -50,6 +50,7 @@ var ec2Source = map[string]string{
 	CodeInterfaceMalformed:  "errors-overview, specific actions (an eni- id there; a device name here)",
 	CodeMemberAddrMalformed: "errors-overview, specific actions",
 	CodeRuleIDMalformed:     "errors-overview, specific actions",
+	CodeInstanceIDMalformed: "errors-overview, common client errors (InvalidInstanceID.Malformed)",
 	// sgd's own, for what no EC2 request can say: a file that does not parse, an
 	// interface or a prefix list defined twice in one file (EC2 assigns those ids).
 	CodeMalformedConfig:     "sgd's own",

@@ -198,23 +198,13 @@ const hostIf = "eth0" // the protected interface's name inside host
 // so that the tests also prove ARP and NDP work while sgd filters).
 func newTopology(t *testing.T) *topology {
 	t.Helper()
-	tp := &topology{bridge: newNamespace(t, "br")}
-	run(t, "ip", "-n", tp.bridge, "link", "add", "br0", "type", "bridge",
-		"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
-	run(t, "ip", "-n", tp.bridge, "link", "set", "br0", "up")
+	tp := &topology{bridge: newBridge(t, "br")}
 	for _, n := range []struct {
 		dst  *node
 		role string
 		last string
 	}{{&tp.host, "h", "10"}, {&tp.client, "c", "20"}, {&tp.stranger, "s", "30"}, {&tp.member, "m", "40"}} {
-		ns := newNamespace(t, n.role)
-		*n.dst = node{ns: ns, v4: netip.MustParseAddr("192.0.2." + n.last), v6: netip.MustParseAddr("2001:db8::" + n.last)}
-		port := "p-" + n.role
-		run(t, "ip", "-n", tp.bridge, "link", "add", port, "type", "veth", "peer", "name", hostIf, "netns", ns)
-		run(t, "ip", "-n", tp.bridge, "link", "set", port, "master", "br0", "up")
-		run(t, "ip", "-n", ns, "addr", "add", n.dst.v4.String()+"/24", "dev", hostIf)
-		run(t, "ip", "-n", ns, "addr", "add", n.dst.v6.String()+"/64", "dev", hostIf, "nodad")
-		run(t, "ip", "-n", ns, "link", "set", hostIf, "up")
+		*n.dst = plugIn(t, tp.bridge, "p-"+n.role, n.role, n.last)
 	}
 	for _, n := range tp.nodes() {
 		waitLinkUp(t, n.ns, hostIf)
@@ -234,6 +224,31 @@ func newTopology(t *testing.T) *topology {
 		run(t, "ip", "-n", n.ns, "neigh", "flush", "all")
 	}
 	return tp
+}
+
+// newBridge creates a namespace (named for role) holding bridge br0, up, with STP,
+// forwarding delay and multicast snooping off.
+func newBridge(t *testing.T, role string) string {
+	t.Helper()
+	ns := newNamespace(t, role)
+	run(t, "ip", "-n", ns, "link", "add", "br0", "type", "bridge",
+		"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
+	run(t, "ip", "-n", ns, "link", "set", "br0", "up")
+	return ns
+}
+
+// plugIn creates a namespace (named for role) whose eth0 is one end of a veth pair, the
+// other end port in bridge's br0, with addresses 192.0.2.LAST/24 and 2001:db8::LAST/64.
+func plugIn(t *testing.T, bridge, port, role, last string) node {
+	t.Helper()
+	ns := newNamespace(t, role)
+	n := node{ns: ns, v4: netip.MustParseAddr("192.0.2." + last), v6: netip.MustParseAddr("2001:db8::" + last)}
+	run(t, "ip", "-n", bridge, "link", "add", port, "type", "veth", "peer", "name", hostIf, "netns", ns)
+	run(t, "ip", "-n", bridge, "link", "set", port, "master", "br0", "up")
+	run(t, "ip", "-n", ns, "addr", "add", n.v4.String()+"/24", "dev", hostIf)
+	run(t, "ip", "-n", ns, "addr", "add", n.v6.String()+"/64", "dev", hostIf, "nodad")
+	run(t, "ip", "-n", ns, "link", "set", hostIf, "up")
+	return n
 }
 
 func (tp *topology) nodes() []node { return []node{tp.host, tp.client, tp.stranger, tp.member} }
