@@ -53,7 +53,9 @@ func TestAWSCLIRulesAndTags(t *testing.T) {
 		t.Errorf("describe-security-group-rules printed %+v; want the ingress rule on 8080 described web and tagged, the egress one described", rules)
 	}
 	// r.allows judges ingress on eth0: attach the group to it.
-	var enis struct{ NetworkInterfaces []struct{ NetworkInterfaceId string } }
+	var enis struct {
+		NetworkInterfaces []struct{ NetworkInterfaceId string }
+	}
 	c.ok(&enis, "describe-network-interfaces")
 	c.ok(nil, "modify-network-interface-attribute", "--network-interface-id", enis.NetworkInterfaces[0].NetworkInterfaceId, "--groups", cg.GroupId)
 	if !r.allows("203.0.113.9", 8080) || r.allows("203.0.113.9", 80) {
