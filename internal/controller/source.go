@@ -126,6 +126,7 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		}
 	}
 	byName := map[string]int{} // interface name → index in c.Interfaces
+	byPort := map[string]int{} // port name → index in c.Ports
 	for k, p := range ps {
 		c.SecurityGroups = append(c.SecurityGroups, p.Config.SecurityGroups...)
 		add("security_groups", k, len(p.Config.SecurityGroups))
@@ -133,20 +134,17 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		add("prefix_lists", k, len(p.Config.PrefixLists))
 		c.Members = append(c.Members, p.Config.Members...)
 		add("members", k, len(p.Config.Members))
-		c.Ports = append(c.Ports, p.Config.Ports...)
+		for _, pt := range p.Config.Ports {
+			byPort[pt.Name] = len(c.Ports)
+			c.Ports = append(c.Ports, pt)
+		}
 		add("ports", k, len(p.Config.Ports))
 		for i, itf := range p.Config.Interfaces {
-			if j, ok := byName[itf.Name]; ok {
-				e := &c.Interfaces[j]
-				if (e.SecurityGroups == nil || itf.SecurityGroups == nil) && (e.ConnectionTracking == nil || itf.ConnectionTracking == nil) {
-					if e.SecurityGroups == nil {
-						e.SecurityGroups = itf.SecurityGroups
-					}
-					if e.ConnectionTracking == nil {
-						e.ConnectionTracking = itf.ConnectionTracking
-					}
-					continue
-				}
+			if j, ok := byPort[itf.Name]; ok && fill(&c.Ports[j].SecurityGroups, &c.Ports[j].ConnectionTracking, itf) {
+				continue // the API names a port as an interface (its ENI)
+			}
+			if j, ok := byName[itf.Name]; ok && fill(&c.Interfaces[j].SecurityGroups, &c.Interfaces[j].ConnectionTracking, itf) {
+				continue
 			}
 			byName[itf.Name] = len(c.Interfaces)
 			c.Interfaces = append(c.Interfaces, itf)
@@ -154,6 +152,22 @@ func merge(ps []Proposal) (rules.Config, rules.Locator) {
 		}
 	}
 	return c, m
+}
+
+// fill gives an earlier source's entry (its groups and connection tracking) what a later
+// source's interface entry sets of it, when the earlier one leaves that unset; it reports
+// false, changing nothing, when both set the same thing (the entry is then listed twice).
+func fill(groups *[]string, ct **rules.ConnectionTracking, later rules.Interface) bool {
+	if (*groups != nil && later.SecurityGroups != nil) || (*ct != nil && later.ConnectionTracking != nil) {
+		return false
+	}
+	if *groups == nil {
+		*groups = later.SecurityGroups
+	}
+	if *ct == nil {
+		*ct = later.ConnectionTracking
+	}
+	return true
 }
 
 // merged locates paths of a merged config: ("interfaces", 3, …) is the path of the

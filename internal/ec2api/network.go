@@ -1,8 +1,6 @@
 package ec2api
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/xml"
 	"slices"
 
@@ -12,10 +10,7 @@ import (
 
 // eniID is the ENI id of an interface without one of its own: eni- and 17 hex digits of a
 // hash of its name, so that it is the same on every start (STYLE 18).
-func eniID(name string) string {
-	sum := sha256.Sum256([]byte("sgd eni v1\x00" + name))
-	return "eni-" + hex.EncodeToString(sum[:9])[:17]
-}
+func eniID(name string) string { return rules.PortENI(name) }
 
 // iface is an interface as the API knows it: its groups in force, and whether the
 // config file lists it (then it is read-only).
@@ -29,17 +24,31 @@ type iface struct {
 	timeouts *rules.Timeouts
 }
 
-// interfaces are the model's interfaces and the host's others (Options.Interfaces).
+// modelIface is an interface or port of the model as the API knows it: what the config
+// file sets of it is read-only, unless the API has set it already.
+func (c *call) modelIface(itf Interface, m *rules.IfaceModel) iface {
+	a := c.snap.Attachment(m.Name)
+	return iface{Interface: itf, groups: m.Groups, timeouts: &m.Timeouts,
+		file:   !m.DefaultGroup && (a == nil || a.Groups == nil),
+		fileCT: m.TimeoutsSet && (a == nil || a.ConnectionTracking == nil)}
+}
+
+// interfaces are the model's interfaces and ports, and the host's others (Options.Interfaces).
 func (c *call) interfaces() []iface {
 	var out []iface
 	for _, m := range c.model.Interfaces {
 		// An interface the file lists without groups carries the default group, and the API
 		// may attach groups to it (the controller's merge gives the API's to it); the same
 		// for its connection-tracking timeouts.
-		a := c.snap.Attachment(m.Name)
-		out = append(out, iface{Interface: Interface{Name: m.Name}, groups: m.Groups, timeouts: &m.Timeouts,
-			file:   !m.DefaultGroup && (a == nil || a.Groups == nil),
-			fileCT: m.TimeoutsSet && (a == nil || a.ConnectionTracking == nil)})
+		out = append(out, c.modelIface(Interface{Name: m.Name}, &m))
+	}
+	for i := range c.model.Ports {
+		p := &c.model.Ports[i]
+		itf := Interface{ID: p.ENI, Name: p.Name}
+		for _, a := range p.Addrs {
+			itf.Addresses = append(itf.Addresses, a.String())
+		}
+		out = append(out, c.modelIface(itf, &p.IfaceModel))
 	}
 	if c.h.opt.Interfaces != nil {
 		for _, itf := range c.h.opt.Interfaces() {

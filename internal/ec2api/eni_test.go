@@ -1,6 +1,7 @@
 package ec2api
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -58,5 +59,32 @@ func TestSDKConnectionTracking(t *testing.T) {
 	}
 	if itf := r.ctl.Running().Model.Interfaces[0]; itf.Timeouts.TCPEstablished != 300*time.Second || len(itf.Groups) != 1 || itf.Groups[0] != *cg.GroupId {
 		t.Errorf("after --groups: %+v; want the group and the timeouts kept", itf)
+	}
+}
+
+// A port of the file (hypervisor mode) is a network interface of the API: listed with its
+// ENI id and addresses, and its groups set through the API when the file gives it none.
+func TestSDKPortAsENI(t *testing.T) {
+	r := newRig(t)
+	if err := os.WriteFile(r.file, []byte(fileConfig+"ports:\n  - {name: vweb, network_interface_id: eni-0123456789abcdef0, addresses: [198.51.100.10]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := r.ctx()
+	if err := r.ctl.Reload(ctx, "test: a port in the file"); err != nil {
+		t.Fatal(err)
+	}
+	c := r.client
+	enis, err := c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{"eni-0123456789abcdef0"}})
+	if err != nil || len(enis.NetworkInterfaces) != 1 || aws.ToString(enis.NetworkInterfaces[0].Description) != "vweb" ||
+		aws.ToString(enis.NetworkInterfaces[0].PrivateIpAddress) != "198.51.100.10" {
+		t.Fatalf("DescribeNetworkInterfaces(the port's ENI) = %+v, %v", enis, err)
+	}
+	if _, err := c.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String("eni-0123456789abcdef0"),
+		Groups: []string{"sg-file"}}); err != nil {
+		t.Fatalf("ModifyNetworkInterfaceAttribute(port, --groups) = %v", err)
+	}
+	ports := r.ctl.Running().Model.Ports
+	if len(ports) != 1 || len(ports[0].Groups) != 1 || ports[0].Groups[0] != "sg-file" || len(r.ctl.Running().Model.Interfaces) != 0 {
+		t.Errorf("running ports = %+v; want vweb carrying sg-file (and no interface of that name)", ports)
 	}
 }
