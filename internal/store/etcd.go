@@ -180,9 +180,13 @@ func (e *Etcd) Commit(ctx context.Context, s *Snapshot) error {
 // Close ends the client; the state stays in etcd. Watches end with it.
 func (e *Etcd) Close() error { return e.cli.Close() }
 
-// watchRetry is the pause before re-establishing a watch that failed for a reason other
-// than compaction (no leader, the client's stream ended).
-const watchRetry = 200 * time.Millisecond
+// The pause before re-establishing a watch that failed for a reason other than compaction
+// (no leader, the client's stream ended) starts at watchRetry and doubles, up to
+// watchRetryMax, until a watch delivers again: a partition logs a few lines, not a flood.
+const (
+	watchRetry    = 200 * time.Millisecond
+	watchRetryMax = 5 * time.Second
+)
 
 // Watch reports the states committed after revision after — by any writer, this store
 // included (compare Revision with the one committed) — until ctx ends or the store is
@@ -218,6 +222,7 @@ func (e *Etcd) watch(ctx context.Context, last uint64, ch chan *Snapshot) {
 		}
 	}
 	from := int64(last) + 1 // the next revision to watch from
+	retry := watchRetry
 	for {
 		relist := false
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -227,9 +232,11 @@ func (e *Etcd) watch(ctx context.Context, last uint64, ch chan *Snapshot) {
 				break
 			}
 			if err := resp.Err(); err != nil {
-				e.log.Warn("etcd watch failed; retrying", zap.String("endpoints", e.endpoints), zap.Error(err))
+				e.log.Warn("etcd watch failed; retrying", zap.String("endpoints", e.endpoints),
+					zap.Duration("in", retry), zap.Error(err))
 				break
 			}
+			retry = watchRetry
 			for _, ev := range resp.Events {
 				from = max(from, ev.Kv.ModRevision+1)
 				if ev.Type != mvccpb.PUT {
@@ -257,7 +264,8 @@ func (e *Etcd) watch(ctx context.Context, last uint64, ch chan *Snapshot) {
 			sleep(ctx, watchRetry)
 		}
 		if !relist {
-			sleep(ctx, watchRetry)
+			sleep(ctx, retry)
+			retry = min(2*retry, watchRetryMax)
 		}
 		if ctx.Err() != nil || e.cli.Ctx().Err() != nil {
 			return

@@ -3,8 +3,8 @@
 // and proposes them to the controller as one more source of desired state.
 //
 // A Store holds Snapshots: the whole API state at one revision, replaced whole by Commit.
-// Dir is the implementation on a local state directory; a fleet store (etcd, SPEC 4.6)
-// implements the same interface. Nothing here judges packets or validates rules: the
+// Dir is the implementation on a local state directory; Etcd, for fleet mode (SPEC 4.6),
+// the one on etcd v3. Nothing here judges packets or validates rules: the
 // controller validates a proposed snapshot together with every other source before the
 // snapshot is committed (Source.Apply).
 package store
