@@ -169,8 +169,10 @@ func (c *demoCase) timeline() []string {
 	switch {
 	case shown == 0:
 		lines = append(lines, "  (the capture saw nothing of this flow)")
-	case answers == 0:
+	case answers == 0 && syns > 1:
 		lines = append(lines, fmt.Sprintf("  %9s  nothing came back: no SYN-ACK, no RST, no ICMP — the kernel retried on its own until the client gave up", ""))
+	case answers == 0:
+		lines = append(lines, fmt.Sprintf("  %9s  nothing came back: no SYN-ACK, no RST, no ICMP — the client gave up before the kernel's first retry (after 1 s)", ""))
 	case answers == 1 && strings.HasPrefix(last, "RST"):
 		lines = append(lines, fmt.Sprintf("  %9s  one RST, at once: the instance's own stack answered (nothing listens), nothing was dropped", ""))
 	}

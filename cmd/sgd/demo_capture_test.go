@@ -67,6 +67,13 @@ func TestDemoTimeline(t *testing.T) {
 			"    +0.3 ms  ← RST, ACK",
 			"             one RST, at once: the instance's own stack answered (nothing listens), nothing was dropped",
 		}},
+		{"given up early", []lab.Frame{
+			frame(0, true, cli, srv, "S"),
+		}, []string{
+			"timeline at the stranger (capture on its eth0, from the first SYN):",
+			"    +0.0 ms  → SYN       192.0.2.99:40000 → 192.0.2.10:22",
+			"             nothing came back: no SYN-ACK, no RST, no ICMP — the client gave up before the kernel's first retry (after 1 s)",
+		}},
 		{"empty", nil, []string{
 			"timeline at the stranger (capture on its eth0, from the first SYN):",
 			"  (the capture saw nothing of this flow)",
