@@ -26,10 +26,14 @@ import (
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
-// demoConfig is the classic web-server group (README "A config") on the lab's addresses:
-// HTTP and HTTPS from anywhere, SSH from the admin client's /32 and from the management
-// group, ping from a prefix list; egress omitted (AWS's default: everything out).
-const demoConfig = `# sgd demo: the classic web-server security group, on the lab's addresses.
+// demoConfig is the classic web-server group (README "A config") on the lab's addresses,
+// enforced in hypervisor mode (SPEC 4.3): HTTP and HTTPS from anywhere, SSH from the admin
+// client's /32 and from the management group, ping from a prefix list; egress omitted
+// (AWS's default: everything out). The instance and the member are ports of the
+// hypervisor's bridge; the member's address is in sg-mgmt because its port carries the
+// group, with no members: entry. sg-mgmt keeps the default egress: port to port, AWS
+// judges the sender's egress too.
+const demoConfig = `# sgd demo: the classic web-server security group, enforced by the hypervisor at the instance's port.
 security_groups:
   - group_id: sg-web
     group_name: web-server-sg
@@ -43,15 +47,14 @@ security_groups:
     # egress omitted: AWS default, all traffic to 0.0.0.0/0 and ::/0
   - group_id: sg-mgmt
     group_name: management-sg
-    egress: []
+    # egress omitted: port to port, the member's egress is judged too (then the instance's ingress)
 prefix_lists:
   - prefix_list_id: pl-corp
     entries: [192.0.2.16/28]
-interfaces:
-  - name: eth0
-    security_groups: [sg-web]
-members:
-  - {address: 192.0.2.40, security_groups: [sg-mgmt]}
+ports:                            # the instances' devices on the hypervisor's bridge
+  - {name: vinstance, instance_id: i-instance, addresses: [192.0.2.10, "2001:db8::10"], security_groups: [sg-web]}
+  - {name: vmember, instance_id: i-member, addresses: [192.0.2.40], security_groups: [sg-mgmt]}
+# vclient and vstranger are bridge ports sgd does not list: hosts outside, judged by the instance's rules alone
 `
 
 // The lab's hosts: addresses from the documentation ranges (RFC 5737, RFC 3849).
@@ -65,26 +68,34 @@ var (
 )
 
 const (
-	demoPrefix    = "sgd-demo" // namespace names: sgd-demo-PID-role
-	demoServeVerb = "__serve"  // internal: `sgd demo __serve KIND=ADDR...` runs the lab's servers
-	demoIface     = "eth0"
+	demoPrefix    = "sgd-demo"  // namespace names: sgd-demo-PID-role
+	demoServeVerb = "__serve"   // internal: `sgd demo __serve KIND=ADDR...` runs the lab's servers
+	demoIface     = "eth0"      // every host's interface, inside its namespace
+	demoPort      = "vinstance" // the instance's port on the hypervisor's bridge
+	demoPeerPort  = "vmember"   // the member's port
 )
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == demoServeVerb {
 		return demoServe(args[1:], stdout, stderr)
 	}
-	fs := newFlags("demo", "[--timeout D] [--keep]",
-		`Show, live, what a Security Group does to traffic. Builds five network namespaces, four hosts and the
-bridge joining them (192.0.2.0/24, 2001:db8::/64): an "instance" running sgd (this binary, as
-`+"`sgd run`"+`) with the classic web-server group, an admin "client", a "member" of the
-management group and a "stranger". Then it tries connections and pings between them and
-prints, for each, what happened (connected, refused at once, timed out) and the rule
-that explains it, as `+"`sgd explain`"+` would. Everything is removed at the end, also on
-Ctrl-C. Needs root, iproute2 and iptables; nothing is changed outside the namespaces.
-Exit 0 when every case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
+	fs := newFlags("demo", "[--timeout D] [--pcap DIR] [--keep]",
+		`Show, live, what a Security Group does to traffic, from outside the instance. Builds five network
+namespaces (192.0.2.0/24, 2001:db8::/64): a "hypervisor" with a bridge, where sgd (this
+binary, as `+"`sgd run`"+`) judges the bridge ports listed under ports:, and on the bridge an
+"instance" with the classic web-server group (it runs nothing of sgd), a "member" of the
+management group (a port too), an admin "client" and a "stranger" (ports sgd does not
+list). Then it tries connections and pings and prints, for each, what happened
+(connected, refused at once, timed out), the rule that explains it, as `+"`sgd explain`"+`
+would, and what packet captures inside the namespaces saw: for a blocked case, that
+nothing reached the instance; for the TCP cases that did not connect, the client's SYNs
+against the instance's single RST. With --pcap, each case's captures go to a pcapng file
+for Wireshark. Everything is removed at the end, also on Ctrl-C. Needs root, iproute2,
+iptables and br_netfilter; nothing is changed outside the namespaces. Exit 0 when every
+case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long a blocked connection or ping is given before it counts as timed out")
 	keep := fs.Bool("keep", false, "leave the namespaces and sgd running for exploring, and print how to remove them")
+	pcapDir := fs.String("pcap", "", "write one pcapng file per case into `DIR` (created if needed): the sender's and the receiver's eth0")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -97,13 +108,20 @@ Exit 0 when every case behaved as an AWS Security Group would, 1 otherwise.`, st
 		fmt.Fprintln(stderr, "sgd demo: cannot find my own binary to run as the daemon:", err)
 		return 1
 	}
-	return runDemo(demoOptions{sgd: exe, timeout: *timeout, keep: *keep}, stdout, stderr)
+	if *pcapDir != "" {
+		if err := os.MkdirAll(*pcapDir, 0o755); err != nil {
+			fmt.Fprintln(stderr, "sgd demo: --pcap:", err)
+			return 2
+		}
+	}
+	return runDemo(demoOptions{sgd: exe, timeout: *timeout, keep: *keep, pcapDir: *pcapDir}, stdout, stderr)
 }
 
 type demoOptions struct {
 	sgd     string // the sgd binary run as the daemon and the servers
 	timeout time.Duration
 	keep    bool
+	pcapDir string // one pcapng per case when set
 }
 
 // outcome is what a connection attempt or ping came to.
@@ -123,23 +141,28 @@ func (o outcome) String() string {
 // demoCase is one attempt of the walk-through.
 type demoCase struct {
 	title     string // "stranger → instance tcp/80 (HTTP)"
+	fromRole  string // "stranger"
 	fromNS    string
+	toRole    string // "instance"
+	toNS      string
 	from      netip.Addr
 	to        netip.AddrPort // port 0 with ping
 	ping      bool
 	proto     string // "http" or "ssh": what to say once connected
 	expect    outcome
-	lesson    string      // one line on why, printed after the result
-	query     rules.Query // what Explain judges: the first packet
-	replyQ    bool        // also explain the reply direction (the stateful case)
+	lesson    string       // one line on why, printed after the result
+	query     rules.Query  // what Explain judges: the first packet, at the instance's port
+	senderQ   *rules.Query // port to port: the first packet at the sender's port, judged first
+	replyQ    bool         // also explain the reply direction (the stateful case)
 	outcome   outcome
 	took      time.Duration
 	detail    string
 	localPort uint16 // the connecting socket's port, once connected
+	wire      wire   // what the captures and the receiver's counters saw
 }
 
 func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
+	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", tool, err)
 			return 1
@@ -188,17 +211,18 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	}()
 
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
-	w("sgd demo — a web server behind a Security Group, live, in network namespaces\n\n")
+	w("sgd demo — a web server behind a Security Group enforced outside it, live, in network namespaces\n\n")
 
-	inst := &lab.Host{Role: "instance", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoInstance4, 24)}}
-	client := &lab.Host{Role: "client", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoClient4, 24)}}
-	member := &lab.Host{Role: "member", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoMember4, 24)}}
-	stranger := &lab.Host{Role: "stranger", Dev: demoIface, Addrs: []netip.Prefix{prefix(demoStranger4, 24)}}
+	inst := &lab.Host{Role: "instance", Dev: demoIface, Port: demoPort, Addrs: []netip.Prefix{prefix(demoInstance4, 24)}}
+	client := &lab.Host{Role: "client", Dev: demoIface, Port: "vclient", Addrs: []netip.Prefix{prefix(demoClient4, 24)}}
+	member := &lab.Host{Role: "member", Dev: demoIface, Port: demoPeerPort, Addrs: []netip.Prefix{prefix(demoMember4, 24)}}
+	stranger := &lab.Host{Role: "stranger", Dev: demoIface, Port: "vstranger", Addrs: []netip.Prefix{prefix(demoStranger4, 24)}}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelSetup()
-	if err := l.Star(setupCtx, "switch", inst, client, member, stranger); err != nil {
+	if err := l.Star(setupCtx, "hypervisor", inst, client, member, stranger); err != nil {
 		return demoFail(ctx, stderr, "build the namespaces", err)
 	}
+	hv := l.Name("hypervisor")
 	// IPv6 is optional: a host booted with IPv6 disabled still gets the IPv4 cases.
 	ipv6 := true
 	for _, h := range []struct {
@@ -219,27 +243,23 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 		instAddrs += ", " + demoInstance6.String()
 		strangerAddrs += ", " + demoStranger6.String()
 	}
-	w("  instance  %-26s runs sgd on eth0; listens on tcp/80 and tcp/22, nothing on tcp/443\n", instAddrs)
-	w("  client    %-26s the admin's workstation: SSH allowed from its /32, in pl-corp\n", demoClient4)
-	w("  member    %-26s a host carrying sg-mgmt, the management group\n", demoMember4)
-	w("  stranger  %-26s anyone else on the internet\n", strangerAddrs)
-	w("  (namespaces %s, joined by a bridge)\n\n", l.Name("*"))
+	w("  hypervisor %-26s a bridge, br0; sgd runs here and judges the ports it lists\n", "")
+	w("  instance   %-26s port %s (sg-web); listens on tcp/80 and tcp/22, nothing on tcp/443; runs nothing of sgd\n", instAddrs, demoPort)
+	w("  member     %-26s port %s (sg-mgmt, the management group): a member by its port, no members: entry\n", demoMember4, demoPeerPort)
+	w("  client     %-26s port vclient, not listed: the admin's workstation, SSH allowed from its /32, in pl-corp\n", demoClient4)
+	w("  stranger   %-26s port vstranger, not listed: anyone else on the internet\n", strangerAddrs)
+	w("  (namespaces %s; every host's eth0 is a veth whose other end is a port of br0)\n\n", l.Name("*"))
 
 	cfgPath := filepath.Join(l.Dir(), "sgd-demo.yaml")
 	if err := os.WriteFile(cfgPath, []byte(demoConfig), 0o600); err != nil {
 		return demoFail(ctx, stderr, "write the config", err)
 	}
-	st, err := controller.Load(ctx, rules.Env{LocalAddrs: func(iface string) []netip.Addr {
-		if iface == demoIface {
-			return []netip.Addr{demoInstance4, demoInstance6}
-		}
-		return nil
-	}}, controller.NewFile(cfgPath))
+	st, err := controller.Load(ctx, rules.Env{}, controller.NewFile(cfgPath))
 	if err != nil {
 		return demoFail(ctx, stderr, "load the built-in config", err)
 	}
 	pol := st.Policy
-	w("The config sgd enforces on the instance (%s):\n", cfgPath)
+	w("The config sgd enforces on the hypervisor (%s):\n", cfgPath)
 	for _, line := range strings.Split(strings.TrimRight(demoConfig, "\n"), "\n") {
 		w("  │ %s\n", line)
 	}
@@ -263,15 +283,16 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	}
 
 	statusSock := filepath.Join(l.Dir(), "sgd.sock")
-	sgd, err := l.Start(inst.NS, "sgd", o.sgd, "run", "--config", cfgPath, "--metrics-listen", "127.0.0.1:9640",
+	sgd, err := l.Start(hv, "sgd", o.sgd, "run", "--config", cfgPath, "--metrics-listen", "127.0.0.1:9640",
 		"--status-socket", statusSock, "--log-format", "json", "--log-level", "info")
 	if err == nil {
 		err = sgd.WaitFor(setupCtx, `"msg":"started"`)
 	}
 	if err != nil {
-		return demoFail(ctx, stderr, "start sgd on the instance", err)
+		return demoFail(ctx, stderr, "start sgd on the hypervisor", err)
 	}
-	w("sgd runs on the instance (pid %d): its chains queue eth0's packets; what no rule allows is dropped silently.\n\n", sgd.PID())
+	w("sgd runs on the hypervisor (pid %d): its SGD-FORWARD chain queues what passes the listed ports; what no rule allows is dropped silently.\n", sgd.PID())
+	w("%s\n\n", instanceRules(setupCtx, l, inst.NS))
 
 	cases := demoCases(inst, client, member, stranger, o.timeout, ipv6)
 	good := 0
@@ -281,7 +302,7 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 			break
 		}
 		w("%2d  %s\n", i+1, c.title)
-		tryCase(ctx, c, o.timeout)
+		observeCase(ctx, c, o.timeout)
 		if ctx.Err() != nil {
 			w("    (interrupted)\n")
 			break
@@ -290,11 +311,32 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 		for _, line := range explainLines(pol, c) {
 			w("    %s\n", line)
 		}
-		if c.outcome == c.expect {
+		blocked := c.expect == timedOut
+		if c.toRole == inst.Role && (blocked || c.expect == refused) {
+			w("    %s\n", c.insideLine())
+		}
+		if !c.ping && c.outcome != connected {
+			for _, line := range c.timeline() {
+				w("    %s\n", line)
+			}
+		}
+		if o.pcapDir != "" {
+			path := pcapPath(o.pcapDir, i+1, c.title)
+			if err := c.writePcap(path); err != nil {
+				w("    pcap: %v\n", err)
+			} else {
+				w("    pcap: %s\n", path)
+			}
+		}
+		seen, _ := c.flowCount(c.wire.recv)
+		switch {
+		case c.outcome != c.expect:
+			w("    ✗ UNEXPECTED: a Security Group would give %q here — %s\n\n", c.expect, c.lesson)
+		case blocked && seen > 0:
+			w("    ✗ UNEXPECTED: %s of a blocked flow reached the %s: a Security Group drops them before the instance\n\n", plural(seen, "packet"), c.toRole)
+		default:
 			good++
 			w("    ✓ %s\n\n", c.lesson)
-		} else {
-			w("    ✗ UNEXPECTED: a Security Group would give %q here — %s\n\n", c.expect, c.lesson)
 		}
 	}
 	if ctx.Err() != nil {
@@ -312,7 +354,7 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 		w(" · failed %d", counts[failed])
 	}
 	w("\n")
-	if line := demoCounters(ctx, inst.NS); line != "" {
+	if line := demoCounters(ctx, hv); line != "" {
 		w("  %s\n", line)
 	}
 	if good != len(cases) {
@@ -322,8 +364,8 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 	if o.keep {
 		w("\nThe lab is still up (--keep). Explore it, for example:\n")
 		w("  ip netns exec %s bash                   # a shell on the stranger; the instance is 192.0.2.10\n", stranger.NS)
-		w("  %s status --socket %s      # what sgd enforces\n", o.sgd, statusSock)
-		w("  ip netns exec %s iptables -t mangle -S  # sgd's chains\n", inst.NS)
+		w("  %s status --socket %s      # what sgd enforces, its ports\n", o.sgd, statusSock)
+		w("  ip netns exec %s iptables -t mangle -S  # sgd's chains, on the hypervisor\n", hv)
 		w("  config: %s (edit it: sgd reloads on save); sgd's log: %s\n", cfgPath, sgd.LogPath)
 		w("Remove it with:\n")
 		for _, c := range l.Keep() {
@@ -331,14 +373,14 @@ func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
 		}
 		return code
 	}
-	w("\nCleaning up: stopping sgd (it removes its rules), deleting %d namespaces.\n", len(l.Namespaces()))
+	w("\nCleaning up: stopping sgd (it removes its rules and restores br_netfilter's switches), deleting %d namespaces.\n", len(l.Namespaces()))
 	return code
 }
 
 func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, ipv6 bool) []demoCase {
 	tcp := func(from *lab.Host, fromAddr netip.Addr, to netip.Addr, port uint16) demoCase {
-		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(to, port),
-			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.TCP, Src: fromAddr, Dst: to, Port: port}}
+		return demoCase{fromRole: from.Role, fromNS: from.NS, toRole: inst.Role, toNS: inst.NS, from: fromAddr, to: netip.AddrPortFrom(to, port),
+			query: rules.Query{Iface: demoPort, Direction: rules.Ingress, Proto: ipproto.TCP, Src: fromAddr, Dst: to, Port: port}}
 	}
 	secs := fmtDuration(timeout)
 	var cs []demoCase
@@ -355,7 +397,7 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, 
 
 	c = tcp(stranger, demoStranger4, demoInstance4, 22)
 	c.title, c.proto, c.expect = "stranger → instance tcp/22 (SSH)", "ssh", timedOut
-	c.lesson = "no rule allows it: the SYN is dropped silently — no RST, no ICMP — so the client hangs until it gives up (" + secs + " here); a timeout means \"blocked by a Security Group\""
+	c.lesson = "no rule allows it: the hypervisor drops the SYN silently, before the instance — no RST, no ICMP — so the client retries and hangs until it gives up (" + secs + " here); a timeout means \"blocked by a Security Group\""
 	cs = append(cs, c)
 
 	c = tcp(client, demoClient4, demoInstance4, 22)
@@ -365,12 +407,13 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, 
 
 	c = tcp(member, demoMember4, demoInstance4, 22)
 	c.title, c.proto, c.expect = "member → instance tcp/22 (SSH, via the group reference)", "ssh", connected
-	c.lesson = "the rule names sg-mgmt, not an address: every host carrying sg-mgmt matches (only its addresses — sg-mgmt's own rules are not imported)"
+	c.senderQ = &rules.Query{Iface: demoPeerPort, Direction: rules.Egress, Proto: ipproto.TCP, Src: demoMember4, Dst: demoInstance4, Port: 22}
+	c.lesson = "the rule names sg-mgmt, not an address: the member's port carries sg-mgmt, so its address matches with no members: entry (only its addresses — sg-mgmt's own rules are not imported); port to port, its egress was judged first"
 	cs = append(cs, c)
 
 	ping := func(from *lab.Host, fromAddr netip.Addr) demoCase {
-		return demoCase{fromNS: from.NS, from: fromAddr, to: netip.AddrPortFrom(demoInstance4, 0), ping: true,
-			query: rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.ICMP, Src: fromAddr, Dst: demoInstance4, ICMPType: 8}}
+		return demoCase{fromRole: from.Role, fromNS: from.NS, toRole: inst.Role, toNS: inst.NS, from: fromAddr, to: netip.AddrPortFrom(demoInstance4, 0), ping: true,
+			query: rules.Query{Iface: demoPort, Direction: rules.Ingress, Proto: ipproto.ICMP, Src: fromAddr, Dst: demoInstance4, ICMPType: 8}}
 	}
 	c = ping(client, demoClient4)
 	c.title, c.expect = "client → instance ping (ICMP echo)", connected
@@ -389,12 +432,60 @@ func demoCases(inst, client, member, stranger *lab.Host, timeout time.Duration, 
 		cs = append(cs, c)
 	}
 
-	c = demoCase{fromNS: inst.NS, from: demoInstance4, to: netip.AddrPortFrom(demoClient4, 8080), proto: "http", expect: connected, replyQ: true,
-		query: rules.Query{Iface: demoIface, Direction: rules.Egress, Proto: ipproto.TCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}
+	c = demoCase{fromRole: inst.Role, fromNS: inst.NS, toRole: client.Role, toNS: client.NS, from: demoInstance4, to: netip.AddrPortFrom(demoClient4, 8080),
+		proto: "http", expect: connected, replyQ: true,
+		query: rules.Query{Iface: demoPort, Direction: rules.Egress, Proto: ipproto.TCP, Src: demoInstance4, Dst: demoClient4, Port: 8080}}
 	c.title = "instance → client tcp/8080 (the instance connects out)"
 	c.lesson = "stateful: the egress rule allowed the SYN, and sgd tracks the flow, so the replies come back although no ingress rule allows them"
 	cs = append(cs, c)
 	return cs
+}
+
+// observeCase makes the attempt of c with a capture running on the sender's eth0 and the
+// receiver's, and the receiver's own counter read before and after (c.wire).
+func observeCase(ctx context.Context, c *demoCase, timeout time.Duration) {
+	group, field := "Tcp", "InSegs"
+	if c.ping {
+		group, field = "Icmp", "InMsgs"
+	}
+	c.wire.counter = strings.ToUpper(group) + " " + field
+	before, errBefore := snmpCounter(c.toNS, group, field)
+	sent, errS := lab.StartCapture(c.fromNS, demoIface)
+	recv, errR := lab.StartCapture(c.toNS, demoIface)
+	tryCase(ctx, c, timeout)
+	time.Sleep(50 * time.Millisecond) // the closing FIN or a late answer, on its way
+	var errs []error
+	for _, cp := range []struct {
+		cap *lab.Capture
+		err error
+		dst *[]lab.Frame
+	}{{sent, errS, &c.wire.sent}, {recv, errR, &c.wire.recv}} {
+		if cp.err == nil {
+			*cp.dst, cp.err = cp.cap.Stop()
+		}
+		errs = append(errs, cp.err)
+	}
+	c.wire.capErr = errors.Join(errs...)
+	after, errAfter := snmpCounter(c.toNS, group, field)
+	c.wire.counterDelta, c.wire.counterErr = after-before, errors.Join(errBefore, errAfter)
+}
+
+// instanceRules says what firewall the instance itself has: none (it runs nothing of
+// sgd), from iptables-save and ip6tables-save inside it.
+func instanceRules(ctx context.Context, l *lab.Lab, ns string) string {
+	n := 0
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := l.Run(ctx, ns, tool)
+		if err != nil {
+			return fmt.Sprintf("(could not read the instance's own rules: %v)", err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "-A ") {
+				n++
+			}
+		}
+	}
+	return fmt.Sprintf("The instance itself has %s (iptables-save and ip6tables-save inside it): what it is protected by is outside it.", plural(n, "firewall rule"))
 }
 
 // tryCase makes the attempt of c and fills in its outcome, duration and a one-line detail.
@@ -516,10 +607,14 @@ func icmpChecksum(b []byte) uint16 {
 // explainLines renders what `sgd explain` says about the case's first packet (and, for
 // the stateful case, about its reply).
 func explainLines(pol *rules.Policy, c *demoCase) []string {
-	lines := []string{explainOne(pol, c.query)}
+	var lines []string
+	if c.senderQ != nil {
+		lines = append(lines, explainOne(pol, *c.senderQ))
+	}
+	lines = append(lines, explainOne(pol, c.query))
 	if c.replyQ && c.outcome == connected {
 		// The SYN-ACK as if it started a flow: ingress, to the instance's ephemeral port.
-		reply := rules.Query{Iface: demoIface, Direction: rules.Ingress, Proto: ipproto.TCP, Src: c.to.Addr(), Dst: c.from, Port: c.localPort}
+		reply := rules.Query{Iface: demoPort, Direction: rules.Ingress, Proto: ipproto.TCP, Src: c.to.Addr(), Dst: c.from, Port: c.localPort}
 		ex := pol.Explain(reply)
 		verdict := "DENY"
 		if ex.Allowed {
@@ -551,25 +646,28 @@ func nearest(near []string) []string {
 	return peer
 }
 
+// explainOne is `sgd explain --interface PORT` of q, as one line (and its near misses).
 func explainOne(pol *rules.Policy, q rules.Query) string {
-	// The instance's host is a namespace of the demo's own: nothing of this host's applies.
+	// The hypervisor is a namespace of the demo's own with no addresses of its own:
+	// nothing of this host's applies.
 	ex := filter.Explain(pol, filter.Host{}, false, q)
+	label := "sgd explain at " + q.Iface + ": "
 	if !ex.Allowed {
-		s := "sgd explain: DENY — " + ex.Why
+		s := label + "DENY — " + ex.Why
 		if near := nearest(ex.Near); len(near) > 0 {
 			s += "\n      nearest: " + strings.Join(near, "\n               ")
 		}
 		return s
 	}
 	if ex.Exempt != "" {
-		return "sgd explain: ALLOW — " + ex.Exempt
+		return label + "ALLOW — " + ex.Exempt
 	}
 	r := ex.Rule
 	word := "from"
 	if q.Direction == rules.Egress {
 		word = "to"
 	}
-	s := fmt.Sprintf("sgd explain: ALLOW — %s %s[%d] %s %s %s", r.GroupID, q.Direction, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer)
+	s := fmt.Sprintf("%sALLOW — %s %s[%d] %s %s %s", label, r.GroupID, q.Direction, r.Rule.Index, r.Rule.PortText(), word, r.Rule.Peer)
 	if r.Rule.Description != "" {
 		s += " " + strconv.Quote(r.Rule.Description)
 	}

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // labBinary builds sgd once for the tests that run it in network namespaces (the demo
@@ -99,35 +105,48 @@ func caseBlock(out, title string) string {
 }
 
 func TestDemoEndToEnd(t *testing.T) {
-	bin := labBinary(t, "iptables-restore", "ip6tables-restore")
-	stdout, stderr, code, pid := runLab(t, bin, 90*time.Second, "demo", "--timeout", "2s")
+	bin := labBinary(t, "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
+	pcaps := filepath.Join(t.TempDir(), "pcap")
+	stdout, stderr, code, pid := runLab(t, bin, 90*time.Second, "demo", "--timeout", "2s", "--pcap", pcaps)
 	defer checkNoLeftovers(t, demoPrefix, pid)
 	if code != 0 {
 		t.Errorf("sgd demo exit code = %d; want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	for _, tc := range []struct{ title, want string }{
-		{"stranger → instance tcp/80 (HTTP)", "connected in"},
-		{"stranger → instance tcp/443", "connection refused in"},
-		{"stranger → instance tcp/22 (SSH)", "timed out after 2 s"},
-		{"client → instance tcp/22 (SSH)", "connected in"},
-		{"member → instance tcp/22", "connected in"},
-		{"client → instance ping", "echo reply in"},
-		{"stranger → instance ping", "no reply after 2 s"},
-		{"instance → client tcp/8080", "connected in"},
+	if !strings.Contains(stdout, "The instance itself has 0 firewall rules") {
+		t.Errorf("demo output does not show the instance without rules of its own:\n%s", stdout)
+	}
+	for _, tc := range []struct {
+		title string
+		want  []string
+	}{
+		{"stranger → instance tcp/80 (HTTP)", []string{"connected in", "sgd explain at vinstance: ALLOW"}},
+		{"stranger → instance tcp/443", []string{"connection refused in",
+			"inside the instance: 1 packet of this flow reached its eth0, it sent 1", "← RST, ACK", "one RST, at once"}},
+		{"stranger → instance tcp/22 (SSH)", []string{"timed out after 2 s", "sgd explain at vinstance: DENY",
+			"inside the instance: 0 packets of this flow reached its eth0", "TCP InSegs in its /proc/net/snmp: +0",
+			"→ SYN       192.0.2.99:", "retransmission 1", "nothing came back"}},
+		{"client → instance tcp/22 (SSH)", []string{"connected in"}},
+		{"member → instance tcp/22", []string{"connected in", "sgd explain at vmember: ALLOW — sg-mgmt egress",
+			"sgd explain at vinstance: ALLOW — sg-web ingress[3] tcp/22 from sg-mgmt"}},
+		{"client → instance ping", []string{"echo reply in"}},
+		{"stranger → instance ping", []string{"no reply after 2 s", "inside the instance: 0 packets of this flow", "ICMP InMsgs in its /proc/net/snmp: +0"}},
+		{"instance → client tcp/8080", []string{"connected in", "passed as part of the tracked flow"}},
 	} {
 		block := caseBlock(stdout, tc.title)
 		if block == "" {
 			t.Errorf("demo output has no case %q", tc.title)
 			continue
 		}
-		if !strings.Contains(block, tc.want) || !strings.Contains(block, "✓") {
-			t.Errorf("demo case %q:\n%s\nwant %q and ✓", tc.title, block, tc.want)
+		for _, want := range append(tc.want, "✓", "pcap: "+pcaps) {
+			if !strings.Contains(block, want) {
+				t.Errorf("demo case %q:\n%s\nwant %q", tc.title, block, want)
+			}
 		}
 	}
 	cases := 9
 	if block := caseBlock(stdout, "over IPv6"); block != "" {
-		if !strings.Contains(block, "timed out after 2 s") {
-			t.Errorf("demo case IPv6:\n%s\nwant timed out", block)
+		if !strings.Contains(block, "timed out after 2 s") || !strings.Contains(block, "0 packets of this flow reached") {
+			t.Errorf("demo case IPv6:\n%s\nwant timed out, and nothing at the instance", block)
 		}
 	} else if strings.Contains(stderr, "no IPv6 here") {
 		cases = 8
@@ -137,8 +156,82 @@ func TestDemoEndToEnd(t *testing.T) {
 	if want := fmt.Sprintf("Summary: %d of %d cases behaved as an AWS Security Group would.", cases, cases); !strings.Contains(stdout, want) {
 		t.Errorf("demo output lacks %q:\n%s", want, stdout)
 	}
-	if !strings.Contains(caseBlock(stdout, "stranger → instance tcp/22 (SSH)"), "sgd explain: DENY") {
-		t.Errorf("the blocked SSH case does not carry the explanation DENY:\n%s", caseBlock(stdout, "stranger → instance tcp/22 (SSH)"))
+
+	// The pcapng of the blocked SSH case: the stranger's SYNs, retransmitted, on the
+	// stranger's interface; nothing of them on the instance's.
+	files, _ := filepath.Glob(filepath.Join(pcaps, "*.pcapng"))
+	if len(files) != cases {
+		t.Errorf("--pcap wrote %d files (%v); want %d", len(files), files, cases)
+	}
+	syns := readPcapSYNs(t, filepath.Join(pcaps, pcapName(3, "stranger → instance tcp/22 (SSH)")), demoStranger4, 22)
+	if len(syns) != 2 || syns[0] < 2 || syns[1] != 0 {
+		t.Errorf("SYNs to tcp/22 by interface in the SSH case's pcap = %v; want [≥2 0] (stranger's, instance's)", syns)
+	}
+}
+
+// readPcapSYNs reads a pcapng file and counts, per interface, the SYNs from src to port.
+func readPcapSYNs(t *testing.T, path string, src netip.Addr, port uint16) []int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var counts []int
+	for {
+		data, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		for len(counts) < r.NInterfaces() {
+			counts = append(counts, 0)
+		}
+		if p, ok := decodeFrame(data); ok && p.syn && p.src == src && p.dport == port {
+			counts[ci.InterfaceIndex]++
+		}
+	}
+	for len(counts) < r.NInterfaces() {
+		counts = append(counts, 0)
+	}
+	return counts
+}
+
+// Ctrl-C in the middle of a case stops the demo at once and leaves nothing behind.
+func TestDemoInterrupted(t *testing.T) {
+	bin := labBinary(t, "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
+	cmd := exec.Command(bin, "demo", "--timeout", "5s")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer checkNoLeftovers(t, demoPrefix, cmd.Process.Pid)
+	var so strings.Builder
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		so.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "stranger → instance tcp/22 (SSH)") {
+			time.Sleep(500 * time.Millisecond) // inside the case, captures running
+			_ = cmd.Process.Signal(os.Interrupt)
+		}
+	}
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("sgd demo after SIGINT: exit %d (%v); want 130\nstdout:\n%s\nstderr:\n%s", code, err, so.String(), se.String())
+	}
+	if !strings.Contains(so.String(), "Interrupted") {
+		t.Errorf("sgd demo after SIGINT does not say it was interrupted:\n%s", so.String())
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package lab builds and tears down small topologies of Linux network namespaces for
 // `sgd demo` and `sgd bench`: namespaces with unique names, veth pairs and bridges,
-// documentation addresses, commands and background processes inside a namespace, and one
-// Cleanup that removes all of it.
+// documentation addresses, commands and background processes inside a namespace, packet
+// captures on an interface inside one (Capture), and one Cleanup that removes all of it.
 //
 // Everything goes through iproute2 ("ip netns add", "ip -n NS link ...", "ip netns exec
 // NS argv...") with argument lists, never a shell. Sockets are opened inside a namespace
@@ -166,6 +166,7 @@ type Host struct {
 	Role  string
 	NS    string // filled in by Pair and Star
 	Dev   string // interface name inside NS
+	Port  string // Star: the veth end on the bridge (a hypervisor's "vnet0"); Role when empty
 	Addrs []netip.Prefix
 }
 
@@ -186,8 +187,8 @@ func (l *Lab) Pair(ctx context.Context, a, b *Host) error {
 }
 
 // Star creates a namespace for the switch role holding a bridge "br0", and a namespace
-// for each host joined to the bridge by a veth pair (h.Dev on the host, h.Role on the
-// bridge), then assigns the hosts' addresses.
+// for each host joined to the bridge by a veth pair (h.Dev on the host, h.Port — or
+// h.Role when Port is empty — on the bridge), then assigns the hosts' addresses.
 func (l *Lab) Star(ctx context.Context, switchRole string, hosts ...*Host) error {
 	sw, err := l.AddNamespace(ctx, switchRole)
 	if err != nil {
@@ -200,10 +201,14 @@ func (l *Lab) Star(ctx context.Context, switchRole string, hosts ...*Host) error
 			return err
 		}
 		h.NS = ns
-		if err := l.Veth(ctx, ns, h.Dev, sw, h.Role); err != nil {
+		port := h.Port
+		if port == "" {
+			port = h.Role
+		}
+		if err := l.Veth(ctx, ns, h.Dev, sw, port); err != nil {
 			return err
 		}
-		ports = append(ports, h.Role)
+		ports = append(ports, port)
 	}
 	if err := l.Bridge(ctx, sw, "br0", ports...); err != nil {
 		return err

@@ -177,3 +177,75 @@ func TestDoUnknownNamespace(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// A capture inside a namespace sees the frames its stack receives and sends, with the
+// direction, and only those of its own interface.
+func TestCapture(t *testing.T) {
+	l := newLab(t, "sgd-labtest")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := &Host{Role: "a", Dev: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}}
+	b := &Host{Role: "b", Dev: "eth0", Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}}
+	if err := l.Pair(ctx, a, b); err != nil {
+		t.Fatalf("Pair() = %v", err)
+	}
+	if _, err := StartCapture(b.NS, "nosuch0"); err == nil {
+		t.Error("StartCapture(nosuch0) = nil error; want one")
+	}
+	capA, err := StartCapture(a.NS, "eth0")
+	if err != nil {
+		t.Fatalf("StartCapture(%s, eth0) = %v", a.NS, err)
+	}
+	capB, err := StartCapture(b.NS, "eth0")
+	if err != nil {
+		t.Fatalf("StartCapture(%s, eth0) = %v", b.NS, err)
+	}
+	start := time.Now()
+	sink, err := ListenPacket(a.NS, "udp4", "192.0.2.1:9") // no ICMP port unreachable back
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	pc, err := ListenPacket(b.NS, "udp4", "192.0.2.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	payload := []byte("sgd lab capture")
+	if _, err := pc.WriteTo(payload, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	count := func(frames []Frame, out bool) int {
+		n := 0
+		for _, f := range frames {
+			if f.Outgoing == out && strings.Contains(string(f.Data), string(payload)) {
+				n++
+				if f.Time.Before(start.Add(-time.Second)) || f.Time.After(time.Now()) {
+					t.Errorf("frame time %v; want between %v and now", f.Time, start)
+				}
+				if f.Len != len(f.Data) {
+					t.Errorf("frame Len %d, len(Data) %d; want equal (small frame)", f.Len, len(f.Data))
+				}
+			}
+		}
+		return n
+	}
+	fb, err := capB.Stop()
+	if err != nil {
+		t.Fatalf("Stop() = %v", err)
+	}
+	fa, err := capA.Stop()
+	if err != nil {
+		t.Fatalf("Stop() = %v", err)
+	}
+	if out, in := count(fb, true), count(fb, false); out != 1 || in != 0 {
+		t.Errorf("b's capture: the datagram out %d, in %d; want 1, 0", out, in)
+	}
+	if out, in := count(fa, true), count(fa, false); out != 0 || in != 1 {
+		t.Errorf("a's capture: the datagram out %d, in %d; want 0, 1", out, in)
+	}
+	if again, _ := capA.Stop(); len(again) != len(fa) {
+		t.Errorf("second Stop() gave %d frames; want %d", len(again), len(fa))
+	}
+}
