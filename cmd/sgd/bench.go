@@ -18,22 +18,29 @@ import (
 )
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("bench", "[--duration D] [--repeat N] [--queues N] [--json FILE]",
+	fs := newFlags("bench", "[--duration D] [--repeat N] [--queues N] [--forwarded] [--json FILE]",
 		`Measure sgd against the alternatives in one run, on one veth pair between two network
 namespaces (SPEC 3.1): raw (no filter), kernel (iptables + the kernel's conntrack with
 the same policy), sgd (this binary as `+"`sgd run`"+` in the server's namespace) and
-sgd-fastpath (sgd run --fast-path). Figures: TCP bulk throughput over one stream
-(iperf3), 64-byte UDP datagrams per second delivered to the receiver, and new TCP
+sgd-fastpath (sgd run --fast-path). With --forwarded (or naming them in --paths), also
+the forwarded paths of hypervisor mode (SPEC 4.3): client and server as two ports of one
+bridge in a third namespace, with fwd-raw (the bridge alone), fwd-kernel (iptables in the
+hypervisor's FORWARD chain with physdev and conntrack, br_netfilter on) and fwd-sgd (sgd
+in the hypervisor with both ports under ports:, judging the client's egress and then the
+server's ingress); they need br_netfilter loaded. Figures: TCP bulk throughput over one
+stream (iperf3), 64-byte UDP datagrams per second delivered to the receiver, and new TCP
 connections per second (connect, request, response, close). Each is measured --repeat
-times with the paths interleaved; the table shows the medians, the ratios and which
-SPEC 3.1 bars hold, then sgd's own counters (CPU, kernel queue drops). Progress goes to
-standard error, the table to standard output. Needs root, iproute2, iptables and iperf3
-(without iperf3 the TCP figure is skipped). Nothing outside the two namespaces changes.`, stderr)
+times with the paths interleaved; the table shows the medians, the ratios, their spread,
+which SPEC 3.1 bars hold, then sgd's own counters (CPU, kernel queue drops). Progress
+goes to standard error, the table to standard output. Needs root, iproute2, iptables and
+iperf3 (without iperf3 the TCP figure is skipped). Nothing outside the lab's namespaces
+changes.`, stderr)
 	duration := durationFlag(fs, "duration", 5*time.Second, "measured time per figure and path, with a unit: 5s, 1m (plus a short warm-up; iperf3 rounds up to whole seconds)")
 	repeat := fs.Int("repeat", 3, "measurements per figure and path; the table shows medians")
 	queues := fs.Int("queues", 0, "--queue-count passed to sgd (default: sgd's own, 1)")
 	jsonPath := fs.String("json", "", "also write every sample, the medians, ratios and machine info to this `file`")
-	pathsS := fs.String("paths", "raw,kernel,sgd,sgd-fastpath", "comma-separated `paths` to measure")
+	pathsS := fs.String("paths", joinList(bench.DefaultPaths), "comma-separated `paths` to measure, of "+joinList(bench.AllPaths))
+	forwarded := fs.Bool("forwarded", false, "add the forwarded paths ("+joinList(bench.ForwardedPaths)+") to --paths")
 	figuresS := fs.String("figures", "tcp,udp,conn", "comma-separated `figures` to measure")
 	if code, done := parseFlags(fs, args); done {
 		return code
@@ -41,6 +48,9 @@ standard error, the table to standard output. Needs root, iproute2, iptables and
 	if *duration < 100*time.Millisecond || *repeat < 1 || *queues < 0 || *queues > 64 {
 		fmt.Fprintln(stderr, "sgd bench: --duration must be at least 100ms, --repeat at least 1, --queues 0–64")
 		return 2
+	}
+	if *forwarded {
+		*pathsS += "," + joinList(bench.ForwardedPaths)
 	}
 	paths, err := parseList(*pathsS, bench.AllPaths)
 	if err != nil {
@@ -118,6 +128,15 @@ func parseList[T ~string](s string, all []T) ([]T, error) {
 		}
 	}
 	return out, nil
+}
+
+// joinList joins names with commas.
+func joinList[T ~string](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ",")
 }
 
 // unitDuration is a time.Duration flag whose error for a bare number says which unit to add.

@@ -80,6 +80,7 @@ func TestBenchUsage(t *testing.T) {
 		{[]string{"bench", "--help"}, 0},
 		{[]string{"bench", "--repeat", "0"}, 2},
 		{[]string{"bench", "--paths", "raw,nope"}, 2},
+		{[]string{"bench", "--forwarded", "--repeat", "0"}, 2},
 		{[]string{"bench", "--figures", ""}, 2},
 		{[]string{"bench", "extra"}, 2},
 	} {
@@ -98,5 +99,26 @@ func TestParseList(t *testing.T) {
 	}
 	if _, err := parseList("raw,x", all); err == nil {
 		t.Errorf("parseList(%q) = nil error; want an error", "raw,x")
+	}
+}
+
+// TestBenchForwardedSmoke runs the forwarded paths briefly (two figures, 300 ms): the
+// bridge lab builds, fwd-kernel and fwd-sgd enforce the policy, and the table has the
+// forwarded ratios. The figures mean nothing here.
+func TestBenchForwardedSmoke(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
+		t.Skip("br_netfilter is not loaded")
+	}
+	bin := labBinary(t, "iptables-restore")
+	stdout, stderr, code, pid := runLab(t, bin, 90*time.Second, "bench", "--paths", "fwd-raw,fwd-kernel,fwd-sgd",
+		"--figures", "udp,conn", "--duration", "300ms", "--repeat", "1")
+	defer checkNoLeftovers(t, "sgd-bench", pid)
+	if code != 0 {
+		t.Fatalf("sgd bench exit code = %d; want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"fwd-sgd/fwd-kernel", "fwd-kernel/fwd-raw", "new TCP connections", "fwd-sgd "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
 	}
 }

@@ -3,6 +3,12 @@
 // kernel's conntrack enforcing the policy (kernel), and with sgd enforcing it (sgd, and
 // sgd with its kernel fast path), measured in one run and compared as ratios.
 //
+// The forwarded paths (SPEC 4.3, hypervisor mode) measure the same traffic between two
+// ports of one bridge in a third, "hypervisor" namespace: no filter (fwd-raw), iptables
+// with physdev and conntrack in the hypervisor's FORWARD chain (fwd-kernel), and sgd in
+// the hypervisor judging both ports (fwd-sgd: the client port's egress, then the server
+// port's ingress).
+//
 // The figures: TCP bulk throughput over one stream (iperf3, receiver side), 64-byte UDP
 // datagrams delivered per second (counted by the receiver; the sender pushes batches with
 // sendmmsg as fast as it can) and new TCP connections per second (connect, a 4-byte
@@ -39,8 +45,32 @@ const (
 	SGDFastPath Path = "sgd-fastpath" // sgd run --fast-path: tracked flows bypass the queue
 )
 
+// The forwarded paths: client and server are two ports of one bridge in the hypervisor's
+// namespace, where the filter runs. sgd's fast path does not offload ports (SPEC 4.3), so
+// there is no fwd-sgd-fastpath.
+const (
+	FwdRaw    Path = "fwd-raw"    // the bridge, br_netfilter's iptables calls off
+	FwdKernel Path = "fwd-kernel" // iptables FORWARD with physdev + conntrack in the hypervisor
+	FwdSGD    Path = "fwd-sgd"    // sgd run in the hypervisor with both bridge ports under ports:
+)
+
 // AllPaths lists every path in measuring order.
-var AllPaths = []Path{Raw, Kernel, SGD, SGDFastPath}
+var AllPaths = []Path{Raw, Kernel, SGD, SGDFastPath, FwdRaw, FwdKernel, FwdSGD}
+
+// DefaultPaths are measured when Options.Paths is nil: the veth pair's.
+var DefaultPaths = []Path{Raw, Kernel, SGD, SGDFastPath}
+
+// ForwardedPaths are the bridge's.
+var ForwardedPaths = []Path{FwdRaw, FwdKernel, FwdSGD}
+
+// Forwarded reports whether p runs on the bridge topology.
+func (p Path) Forwarded() bool { return p == FwdRaw || p == FwdKernel || p == FwdSGD }
+
+// filters reports whether p enforces the policy (every path but the two raw ones).
+func (p Path) filters() bool { return p != Raw && p != FwdRaw }
+
+// runsSGD reports whether p runs sgd.
+func (p Path) runsSGD() bool { return p == SGD || p == SGDFastPath || p == FwdSGD }
 
 // Figure is one thing measured.
 type Figure string
@@ -87,7 +117,7 @@ type Options struct {
 	Duration time.Duration // per measurement (the measured window; a short warm-up comes first)
 	Repeat   int           // measurements per figure and path
 	Queues   int           // --queue-count for sgd; 0 leaves sgd's default
-	Paths    []Path        // nil: AllPaths
+	Paths    []Path        // nil: DefaultPaths
 	Figures  []Figure      // nil: AllFigures (TCP is skipped with a note when iperf3 is missing)
 	Version  string        // sgd's version, for the report
 	// Progress receives one line per step; nil discards.
@@ -119,7 +149,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Repeat = 3
 	}
 	if o.Paths == nil {
-		o.Paths = AllPaths
+		o.Paths = DefaultPaths
 	}
 	if o.Figures == nil {
 		o.Figures = AllFigures
@@ -167,12 +197,11 @@ type bencher struct {
 	o        Options
 	l        *lab.Lab
 	rep      *Report
-	server   *lab.Host
-	client   *lab.Host
-	load     *loadServers
+	direct   *topology // the veth pair, when a direct path is measured
+	fwd      *topology // the bridge, when a forwarded path is measured
+	t        *topology // the one the current path runs on
 	step     int
 	steps    int
-	cfgPath  string
 	sgd      *lab.Proc // running sgd, on the sgd paths
 	counters *SGDCounters
 }
@@ -182,27 +211,20 @@ func (b *bencher) progress(format string, a ...any) {
 }
 
 func (b *bencher) run(ctx context.Context) error {
-	b.server = &lab.Host{Role: "server", Dev: serverDev, Addrs: []netip.Prefix{netip.PrefixFrom(serverAddr, 24)}}
-	b.client = &lab.Host{Role: "client", Dev: serverDev, Addrs: []netip.Prefix{netip.PrefixFrom(clientAddr, 24)}}
-	b.progress("setting up: namespaces %s and %s joined by one veth pair", b.l.Name("server"), b.l.Name("client"))
-	if err := b.l.Pair(ctx, b.server, b.client); err != nil {
-		return err
-	}
-	// The client opens tens of thousands of connections: a wide port range, and reuse of
-	// its TIME_WAIT ports (it closes first). Per-namespace settings; the host's stay.
-	for _, s := range [][2]string{{"net.ipv4.ip_local_port_range", "1024 65535"}, {"net.ipv4.tcp_tw_reuse", "1"}} {
-		if err := lab.Sysctl(b.client.NS, s[0], s[1]); err != nil {
+	if slices.ContainsFunc(b.o.Paths, func(p Path) bool { return !p.Forwarded() }) {
+		t, err := b.buildDirect(ctx)
+		if err != nil {
 			return err
 		}
+		b.direct = t
 	}
-	if err := b.writeConfig(); err != nil {
-		return err
+	if slices.ContainsFunc(b.o.Paths, Path.Forwarded) {
+		t, err := b.buildForwarded(ctx)
+		if err != nil {
+			return err
+		}
+		b.fwd = t
 	}
-	load, err := startLoadServers(ctx, b.l, b.server.NS, slices.Contains(b.o.Figures, TCP))
-	if err != nil {
-		return err
-	}
-	b.load = load
 	b.steps = b.o.Repeat * len(b.o.Paths) * len(b.o.Figures)
 	b.progress("measuring: %d paths × %d figures × %d repeats, %s each (+ warm-up)", len(b.o.Paths), len(b.o.Figures), b.o.Repeat, b.o.Duration)
 	for r := 1; r <= b.o.Repeat; r++ {
@@ -218,6 +240,10 @@ func (b *bencher) run(ctx context.Context) error {
 // session sets path p up, checks that it enforces the policy, measures every figure once
 // and tears it down.
 func (b *bencher) session(ctx context.Context, r int, p Path) (err error) {
+	b.t = b.direct
+	if p.Forwarded() {
+		b.t = b.fwd
+	}
 	if err := b.setup(ctx, p); err != nil {
 		return fmt.Errorf("set up path %s: %w", p, err)
 	}

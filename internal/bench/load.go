@@ -66,8 +66,10 @@ func startLoadServers(ctx context.Context, l *lab.Lab, ns string, iperf bool) (*
 }
 
 func (b *bencher) closeLoad() {
-	if b.load != nil {
-		b.load.close()
+	for _, t := range []*topology{b.direct, b.fwd} {
+		if t != nil && t.load != nil {
+			t.load.close()
+		}
 	}
 }
 
@@ -202,8 +204,8 @@ func (b *bencher) window(ctx context.Context, count func() uint64, load func(sto
 func (b *bencher) measureUDP(ctx context.Context) (Sample, error) {
 	var sent atomic.Uint64
 	var sendErr error
-	n, secs, err := b.window(ctx, b.load.udpCount.Load, func(stop <-chan struct{}) {
-		sendErr = lab.Do(b.client.NS, func() error {
+	n, secs, err := b.window(ctx, b.t.load.udpCount.Load, func(stop <-chan struct{}) {
+		sendErr = lab.Do(b.t.client.NS, func() error {
 			c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: serverAddr.AsSlice(), Port: portUDP})
 			if err != nil {
 				return err
@@ -256,7 +258,7 @@ func (b *bencher) measureConn(ctx context.Context) (Sample, error) {
 				defer wg.Done()
 				// One namespace switch per worker; every socket of the loop is made on
 				// this thread, so in the client namespace.
-				_ = lab.Do(b.client.NS, func() error {
+				_ = lab.Do(b.t.client.NS, func() error {
 					d := net.Dialer{Timeout: 3 * time.Second}
 					buf := make([]byte, 8)
 					for {
@@ -302,7 +304,7 @@ func (b *bencher) measureTCP(ctx context.Context) (Sample, error) {
 	secs := int(math.Ceil(b.o.Duration.Seconds()))
 	rctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	out, err := b.l.Run(rctx, b.client.NS, "iperf3", "-c", serverAddr.String(), "-p", strconv.Itoa(portTCP),
+	out, err := b.l.Run(rctx, b.t.client.NS, "iperf3", "-c", serverAddr.String(), "-p", strconv.Itoa(portTCP),
 		"-B", clientAddr.String(), "-t", strconv.Itoa(secs), "-J")
 	var res struct {
 		End struct {

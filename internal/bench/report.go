@@ -28,7 +28,11 @@ type Report struct {
 	Medians map[Figure]map[Path]float64 `json:"medians"`
 	// Ratios[figure]["sgd/kernel"] and the like, of medians.
 	Ratios map[Figure]map[string]float64 `json:"ratios"`
-	Bars   []Bar                         `json:"bars"`
+	// Spread[figure][path] is the lowest and highest sample; RatioSpread[figure]["sgd/kernel"]
+	// the lowest and highest ratio within one repeat (the paths measured side by side).
+	Spread      map[Figure]map[Path][2]float64   `json:"spread"`
+	RatioSpread map[Figure]map[string][2]float64 `json:"ratio_spread"`
+	Bars        []Bar                            `json:"bars"`
 	// SGD holds sgd's own counters per sgd path.
 	SGD   map[Path]*SGDCounters `json:"sgd,omitempty"`
 	Notes []string              `json:"notes,omitempty"`
@@ -63,6 +67,17 @@ type Bar struct {
 	Holds  bool    `json:"holds"`
 }
 
+// ratioPairs are the ratios computed, numerator over denominator: each sgd path over the
+// kernel and the raw path of its topology, and the kernel over raw.
+var ratioPairs = [][2]Path{{SGD, Kernel}, {SGD, Raw}, {Kernel, Raw}, {SGDFastPath, Kernel}, {SGDFastPath, Raw},
+	{FwdSGD, FwdKernel}, {FwdSGD, FwdRaw}, {FwdKernel, FwdRaw}}
+
+// ratioColumns are the ratios the table shows, when measured.
+var ratioColumns = []string{"sgd/kernel", "sgd/raw", "kernel/raw", "sgd-fastpath/kernel",
+	"fwd-sgd/fwd-kernel", "fwd-sgd/fwd-raw", "fwd-kernel/fwd-raw"}
+
+func ratioName(pair [2]Path) string { return string(pair[0]) + "/" + string(pair[1]) }
+
 // barTargets are SPEC 3.1's bars: sgd's median over the kernel path's.
 var barTargets = map[Figure]float64{TCP: 0.9, UDP: 0.5, Conn: 0.5}
 
@@ -87,6 +102,8 @@ func (r *Report) sgdCounters(p Path) *SGDCounters {
 func (r *Report) finish() {
 	r.Medians = map[Figure]map[Path]float64{}
 	r.Ratios = map[Figure]map[string]float64{}
+	r.Spread = map[Figure]map[Path][2]float64{}
+	r.RatioSpread = map[Figure]map[string][2]float64{}
 	r.Bars = nil
 	cpu, sys := map[Path]map[Figure][]float64{}, map[Path]map[Figure][]float64{}
 	for _, f := range r.Figures {
@@ -110,17 +127,27 @@ func (r *Report) finish() {
 					r.Medians[f] = map[Path]float64{}
 				}
 				r.Medians[f][p] = median(vs)
+				if r.Spread[f] == nil {
+					r.Spread[f] = map[Path][2]float64{}
+				}
+				r.Spread[f][p] = [2]float64{slices.Min(vs), slices.Max(vs)}
 			}
 		}
 		m := r.Medians[f]
-		for _, pair := range [][2]Path{{SGD, Kernel}, {SGD, Raw}, {Kernel, Raw}, {SGDFastPath, Kernel}, {SGDFastPath, Raw}} {
+		for _, pair := range ratioPairs {
 			a, okA := m[pair[0]]
 			b, okB := m[pair[1]]
 			if okA && okB && b > 0 {
 				if r.Ratios[f] == nil {
 					r.Ratios[f] = map[string]float64{}
 				}
-				r.Ratios[f][string(pair[0])+"/"+string(pair[1])] = a / b
+				r.Ratios[f][ratioName(pair)] = a / b
+			}
+			if rs := r.repeatRatios(f, pair); len(rs) > 0 {
+				if r.RatioSpread[f] == nil {
+					r.RatioSpread[f] = map[string][2]float64{}
+				}
+				r.RatioSpread[f][ratioName(pair)] = [2]float64{slices.Min(rs), slices.Max(rs)}
 			}
 		}
 		for _, p := range []Path{SGD, SGDFastPath} {
@@ -135,6 +162,31 @@ func (r *Report) finish() {
 			r.SGD[p].SysCPU[f] = median(sys[p][f])
 		}
 	}
+}
+
+// repeatRatios returns, for each repeat that measured both paths of pair on f, the ratio
+// of their samples.
+func (r *Report) repeatRatios(f Figure, pair [2]Path) []float64 {
+	num, den := map[int]float64{}, map[int]float64{}
+	for _, s := range r.Samples {
+		if s.Figure != f {
+			continue
+		}
+		switch s.Path {
+		case pair[0]:
+			num[s.Repeat] = s.Value
+		case pair[1]:
+			den[s.Repeat] = s.Value
+		}
+	}
+	var out []float64
+	for rep, a := range num {
+		if b, ok := den[rep]; ok && b > 0 {
+			out = append(out, a/b)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func median(vs []float64) float64 {
@@ -209,9 +261,8 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 		}
 	}
-	ratioCols := []string{"sgd/kernel", "sgd/raw", "kernel/raw", "sgd-fastpath/kernel"}
 	var cols []string
-	for _, c := range ratioCols {
+	for _, c := range ratioColumns {
 		for _, f := range r.Figures {
 			if _, ok := r.Ratios[f][c]; ok {
 				cols = append(cols, c)
@@ -248,6 +299,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		rows = append(rows, row)
 	}
 	writeColumns(w, rows)
+	if r.Repeat > 1 {
+		r.writeSpread(w, paths, cols)
+	}
 
 	if len(r.Bars) > 0 {
 		fmt.Fprintf(w, "\nSPEC 3.1 bars (median of the sgd path over the kernel path's):\n")
@@ -309,6 +363,31 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+// writeSpread prints, per figure, the lowest and highest sample of each path and the
+// lowest and highest ratio within one repeat.
+func (r *Report) writeSpread(w io.Writer, paths []Path, cols []string) {
+	fmt.Fprintf(w, "\nspread over the %d repeats (lowest–highest sample; ratios within one repeat):\n", r.Repeat)
+	for _, f := range r.Figures {
+		var parts []string
+		for _, p := range paths {
+			if sp, ok := r.Spread[f][p]; ok {
+				lo, _ := scaled(f, sp[0])
+				hi, _ := scaled(f, sp[1])
+				parts = append(parts, fmt.Sprintf("%s %s–%s", p, fmtNum(lo), fmtNum(hi)))
+			}
+		}
+		for _, c := range cols {
+			if sp, ok := r.RatioSpread[f][c]; ok {
+				parts = append(parts, fmt.Sprintf("%s %.2f–%.2f", c, sp[0], sp[1]))
+			}
+		}
+		if len(parts) > 0 {
+			_, unit := scaled(f, 0)
+			fmt.Fprintf(w, "  %s (%s): %s\n", f.Title(), unit, strings.Join(parts, " · "))
+		}
 	}
 }
 

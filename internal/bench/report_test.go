@@ -126,3 +126,49 @@ func TestQueueDropsParse(t *testing.T) {
 		t.Errorf("sumQueueDrops() = %d, %v; want 11", got, err)
 	}
 }
+
+func TestForwardedRatiosAndSpread(t *testing.T) {
+	r := newReport(Options{Duration: time.Second, Repeat: 2, Paths: ForwardedPaths, Figures: []Figure{UDP}})
+	for rep, v := range [][3]float64{{200e3, 100e3, 50e3}, {300e3, 120e3, 90e3}} { // raw, kernel, sgd
+		for i, p := range ForwardedPaths {
+			s := sample(p, UDP, v[i])
+			s.Repeat = rep + 1
+			r.Samples = append(r.Samples, s)
+		}
+	}
+	r.finish()
+	for _, tc := range []struct {
+		key    string
+		want   float64
+		lo, hi float64
+	}{
+		{"fwd-sgd/fwd-kernel", 70.0 / 110, 0.5, 0.75},
+		{"fwd-sgd/fwd-raw", 70.0 / 250, 0.25, 0.3},
+		{"fwd-kernel/fwd-raw", 110.0 / 250, 0.4, 0.5},
+	} {
+		if got := r.Ratios[UDP][tc.key]; math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("Ratios[udp][%s] = %v; want %v", tc.key, got, tc.want)
+		}
+		if got := r.RatioSpread[UDP][tc.key]; math.Abs(got[0]-tc.lo) > 1e-9 || math.Abs(got[1]-tc.hi) > 1e-9 {
+			t.Errorf("RatioSpread[udp][%s] = %v; want [%v %v]", tc.key, got, tc.lo, tc.hi)
+		}
+	}
+	if got := r.Spread[UDP][FwdSGD]; got != [2]float64{50e3, 90e3} {
+		t.Errorf("Spread[udp][fwd-sgd] = %v; want [50000 90000]", got)
+	}
+	if len(r.Bars) != 0 {
+		t.Errorf("Bars = %v; want none (SPEC 3.1's bars are the veth pair's)", r.Bars)
+	}
+	var out bytes.Buffer
+	r.WriteTable(&out)
+	for _, want := range []string{
+		"fwd-raw  fwd-kernel  fwd-sgd  fwd-sgd/fwd-kernel  fwd-sgd/fwd-raw  fwd-kernel/fwd-raw",
+		"UDP 64 B datagrams delivered (k/s)      250         110     70.0                0.64             0.28                0.44",
+		"spread over the 2 repeats",
+		"fwd-sgd 50.0–90.0 · fwd-sgd/fwd-kernel 0.50–0.75",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("WriteTable() lacks %q:\n%s", want, out.String())
+		}
+	}
+}
