@@ -45,6 +45,10 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	flowLog := fs.String("flow-log", "", "append VPC Flow Log records to this `file`")
 	apiListen := fs.String("api-listen", "", "serve the EC2 Query API on `address:port` (off by default; requests signed with a key of daemon.api_credentials_file)")
 	stateDir := fs.String("state-dir", "", "`directory` where objects created through the API are kept (default /var/lib/sgd)")
+	etcdEndpoints := fs.String("etcd-endpoints", "", "fleet mode: etcd client `URL[,URL…]`; the API's groups live there and every host enforces them")
+	etcdCACert := fs.String("etcd-cacert", "", "CA certificate `file` that verifies etcd's servers")
+	etcdCert := fs.String("etcd-cert", "", "client certificate `file` for etcd (with --etcd-key)")
+	etcdKey := fs.String("etcd-key", "", "client key `file` for etcd (with --etcd-cert)")
 	audit := fs.Bool("audit", false, "judge, track, count and log every packet but drop none (would-be drops count as would_drop)")
 	allowMissing := fs.Bool("allow-missing-interfaces", false, "start although a configured interface does not exist; filter it once it appears")
 	if code, done := parseFlags(fs, args); done {
@@ -67,6 +71,12 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	}
 	o.FailOpen, o.FastPath = *failOpen, *fastPath
 	o.Audit, o.AllowMissingInterfaces = *audit, *allowMissing
+	if *etcdEndpoints != "" || *etcdCACert != "" || *etcdCert != "" || *etcdKey != "" {
+		o.Etcd = &settings.EtcdSection{CACert: *etcdCACert, Cert: *etcdCert, Key: *etcdKey}
+		if *etcdEndpoints != "" {
+			o.Etcd.Endpoints = strings.Split(*etcdEndpoints, ",")
+		}
+	}
 	if err := checkOverrides(o); err != nil {
 		fmt.Fprintln(stderr, "sgd run:", err)
 		return 2
@@ -112,5 +122,5 @@ func flagName(field string) string {
 	if field == "flow_log_file" {
 		return "--flow-log"
 	}
-	return "--" + strings.ReplaceAll(field, "_", "-")
+	return "--" + strings.NewReplacer("_", "-", ".", "-").Replace(field)
 }

@@ -57,6 +57,13 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 	}
 	w("queues:   %d–%d, fail %s, fast path %v\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
 		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen], s.Settings.FastPath)
+	if st := s.Store; st != nil {
+		state := "connected"
+		if !st.Connected {
+			state = "DISCONNECTED: keeping the last applied state until etcd returns"
+		}
+		w("store:    etcd %s, %s, applied revision %d\n", st.Endpoints, state, st.AppliedRevision)
+	}
 	if s.Settings.AdoptEstablished {
 		w("adopted:  %s at start\n", adoptedSummary(s.Adopted))
 	} else {

@@ -16,8 +16,9 @@ import (
 	"github.com/sgd-firewall/sgd/internal/store"
 )
 
-// api is the EC2 Query API's state while it runs (SPEC 4.4): the store in state_dir, which
-// is one of the controller's sources, and the keys requests are signed with.
+// api is the EC2 Query API's state while it runs (SPEC 4.4): its store, which is one of the
+// controller's sources, and the keys requests are signed with. The store is state_dir's,
+// or in fleet mode etcd's (then dir is nil: the fleet owns it).
 type api struct {
 	dir   *store.Dir
 	src   *store.Source
@@ -25,14 +26,18 @@ type api struct {
 }
 
 // openAPI opens the API's store and reads its keys, before anything is touched: the store
-// is a source of the policy sgd starts with.
-func openAPI(ctx context.Context, set settings.Daemon) (*api, error) {
+// is a source of the policy sgd starts with. fl, when not nil, is fleet mode: the API
+// serves the fleet's source instead of a state directory's.
+func openAPI(ctx context.Context, set settings.Daemon, fl *fleet) (*api, error) {
 	if set.APICredentialsFile == "" {
 		return nil, errors.New("api_listen is set but daemon.api_credentials_file is not: every API request must be signed by a key from that file (the AWS shared-credentials format)")
 	}
 	creds, err := ec2api.LoadCredentials(set.APICredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("daemon.api_credentials_file: %w", err)
+	}
+	if fl != nil {
+		return &api{src: fl.src, creds: creds}, nil
 	}
 	dir, err := store.OpenDir(set.StateDir)
 	if err != nil {
@@ -44,6 +49,13 @@ func openAPI(ctx context.Context, set settings.Daemon) (*api, error) {
 		return nil, fmt.Errorf("state directory %s: %w", set.StateDir, err)
 	}
 	return &api{dir: dir, src: src, creds: creds}, nil
+}
+
+// close releases the API's own store (none in fleet mode).
+func (a *api) close() {
+	if a.dir != nil {
+		a.dir.Close()
+	}
 }
 
 // serveAPI binds the API's address and serves it until ctx is done. Every change it takes

@@ -62,6 +62,7 @@ type Daemon struct {
 	file    *controller.File       // the config file, the controller's one source
 	ctl     *controller.Controller // the only writer of the running policy
 	adopted map[string]int         // established connections adopted at start, per interface
+	fleet   *fleet                 // fleet mode's store; nil otherwise
 }
 
 // ConfigError is a configuration that failed to load or validate; the daemon did not start.
@@ -93,20 +94,34 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer log.Sync()
 	sources := []controller.Source{file}
+	var fl *fleet
+	if set.Etcd.Fleet() {
+		// Fleet mode: the fleet's groups are in force on this host whether or not it
+		// serves the API (which, when it does, writes them).
+		if fl, err = openFleet(ctx, set, log); err != nil {
+			return fmt.Errorf("fleet mode: %w", err)
+		}
+		defer fl.st.Close()
+		sources = append(sources, fl.src)
+	}
 	var ea *api
 	if set.APIListen != "" {
-		// The API's store is a source of what is in force from the start: load again with it.
-		if ea, err = openAPI(ctx, set); err != nil {
+		if ea, err = openAPI(ctx, set, fl); err != nil {
 			return err
 		}
-		defer ea.dir.Close()
-		sources = append(sources, ea.src)
+		defer ea.close()
+		if fl == nil {
+			sources = append(sources, ea.src)
+		}
+	}
+	if len(sources) > 1 {
+		// The API's store is a source of what is in force from the start: load again with it.
 		if want, err = controller.Load(ctx, env, sources...); err != nil {
 			return &ConfigError{err}
 		}
 		m, pol = want.Model, want.Policy
 	}
-	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file}
+	d := &Daemon{opt: opt, set: set, log: log, start: time.Now(), zones: filter.NewZones(), file: file, fleet: fl}
 	d.epoch = d.start
 	d.debug = log.Core().Enabled(zap.DebugLevel)
 	nfo := netfilter.DefaultOptions()
@@ -143,12 +158,23 @@ func Run(ctx context.Context, opt Options) error {
 		copt.Metrics = d.metrics
 	}
 	d.ctl = controller.New(copt)
+	if fl != nil && d.metrics != nil {
+		if err := fl.register(d.metrics.Registry()); err != nil {
+			return err
+		}
+	}
 	// The judge takes the policy before the queues have readers: until it has one, the
 	// engine drops every packet. The hooks join once the queues read (below).
 	if err := d.ctl.Start(ctx, want, controller.Judge(d.engine), guard{}); err != nil {
 		return err
 	}
 
+	if fl != nil {
+		// From here on, every host's change reaches this one's packet path.
+		fl.run(ctx, d.ctl)
+		log.Info("fleet mode: following etcd", zap.String("endpoints", set.Etcd.Endpoints),
+			zap.String("prefix", set.Etcd.Prefix), zap.Uint64("revision", fl.applied.Load()))
+	}
 	if d.metrics != nil {
 		if err := metrics.Serve(ctx, set.MetricsListen, d.metrics.Handler(), func(err error) {
 			log.Error("metrics server stopped", zap.Error(err))
@@ -161,7 +187,11 @@ func Run(ctx context.Context, opt Options) error {
 		if err := d.serveAPI(ctx, ea); err != nil {
 			return fmt.Errorf("EC2 API on %s: %w", set.APIListen, err)
 		}
-		log.Info("EC2 API listening", zap.String("address", set.APIListen), zap.String("state_dir", set.StateDir))
+		store := "state_dir " + set.StateDir
+		if fl != nil {
+			store = "etcd " + set.Etcd.Endpoints
+		}
+		log.Info("EC2 API listening", zap.String("address", set.APIListen), zap.String("store", store))
 	}
 	if set.FlowLogFile != "" {
 		fl, err := newFlowLog(set.FlowLogFile, time.Duration(set.FlowLogInterval)*time.Second, set.AccountID, len(d.workers))

@@ -40,6 +40,9 @@ type Status struct {
 	Adopted  map[string]int    `json:"adopted_at_start,omitempty"`
 	Packets  map[string]uint64 `json:"packets"` // "ingress/accept/tracked" → count
 	Settings settings.Daemon   `json:"settings"`
+	// Store is fleet mode's etcd: connected or not, and the revision in force (nil
+	// outside fleet mode).
+	Store *StoreStatus `json:"store,omitempty"`
 }
 
 // IfaceStatus is one filtered interface.
@@ -74,6 +77,9 @@ func (d *Daemon) status() Status {
 	m := running.Model
 	s := Status{Audit: d.set.Audit, Adopted: d.adopted, Version: d.opt.Version, PID: os.Getpid(), Started: d.start, ConfigFile: d.opt.ConfigPath, ConfigHash: running.Version,
 		ReloadsOK: reloads.OK, ReloadsBad: reloads.Failed, LastError: reloads.LastError, Settings: d.set, Capacity: d.set.MaxTracked}
+	if d.fleet != nil {
+		s.Store = d.fleet.status()
+	}
 	if !reloads.Last.IsZero() {
 		t := reloads.Last
 		s.LastReload = &t

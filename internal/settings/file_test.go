@@ -197,3 +197,32 @@ func TestValidateOff(t *testing.T) {
 		}
 	}
 }
+
+// Fleet mode's etcd: mapping (SPEC 4.6): strict, with clear messages.
+func TestEtcdSection(t *testing.T) {
+	for _, tt := range []struct {
+		src, field string // field "": accepted
+	}{
+		{"daemon: {etcd: {endpoints: [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"], cacert: /ca.pem, cert: /c.pem, key: /k.pem, prefix: /x/}}", ""},
+		{"daemon: {etcd: {endpoints: [\"10.0.0.1:2379\"]}}", "etcd.endpoints"},
+		{"daemon: {etcd: {endpoints: [\"ftp://10.0.0.1:2379\"]}}", "etcd.endpoints"},
+		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1\"]}}", "etcd.endpoints"},
+		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1:2379\"], cert: /c.pem}}", "etcd.cert"},
+		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1:2379\"], prefix: sgd}}", "etcd.prefix"},
+	} {
+		err := load(t, "c.yaml", tt.src)
+		if tt.field == "" {
+			if err != nil {
+				t.Errorf("Load(%q) = %v; want it accepted", tt.src, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("Load(%q) = %v; want an error on %s", tt.src, err, tt.field)
+		}
+	}
+	es := fileErrors(t, "c.yaml", lines("daemon:", "  etcd:", "    endpoint: [\"http://10.0.0.1:2379\"]"))
+	if es[0].Code != rules.CodeUnknownParameter || es[0].Line != 3 {
+		t.Errorf("a misspelt etcd key = %v; want UnknownParameter at line 3", es)
+	}
+}

@@ -5,7 +5,11 @@
 // the one thing they hand it is the SG quotas (Section.Quotas).
 package settings
 
-import "github.com/sgd-firewall/sgd/internal/rules"
+import (
+	"strings"
+
+	"github.com/sgd-firewall/sgd/internal/rules"
+)
 
 // Key is the config file's top-level key of the section (SPEC 2.1, README "Daemon
 // settings"): the file stays one document, and the SG model's loader reads this key as
@@ -21,6 +25,7 @@ const (
 	DefaultFlowLogInterval = 60
 	DefaultMaxTracked      = 262144
 	DefaultStateDir        = "/var/lib/sgd"
+	DefaultEtcdPrefix      = "/sgd/"
 )
 
 // Section is the daemon's settings as written: the config file's daemon: section, or the
@@ -60,6 +65,23 @@ type Section struct {
 	// AllowMissingInterfaces starts sgd although a configured interface does not exist
 	// (yet); it is filtered from the moment it appears.
 	AllowMissingInterfaces bool `yaml:"allow_missing_interfaces" json:"allow_missing_interfaces"`
+	// Etcd, when it names endpoints, is fleet mode (SPEC 4.6): the API's objects live in
+	// etcd and this host enforces them.
+	Etcd *EtcdSection `yaml:"etcd" json:"etcd"`
+}
+
+// EtcdSection is the daemon: section's etcd: mapping as written (SPEC 4.6).
+type EtcdSection struct {
+	// Endpoints are etcd's client URLs (http:// or https://); the flag takes them
+	// comma-separated.
+	Endpoints []string `yaml:"endpoints" json:"endpoints"`
+	// CACert verifies etcd's server certificate; Cert and Key, given together, are this
+	// host's client certificate. Any of them makes the connection TLS.
+	CACert string `yaml:"cacert" json:"cacert"`
+	Cert   string `yaml:"cert" json:"cert"`
+	Key    string `yaml:"key" json:"key"`
+	// Prefix is the key prefix of sgd's keys (DefaultEtcdPrefix when empty).
+	Prefix string `yaml:"prefix" json:"prefix"`
 }
 
 // Of returns the section of the file as Parse reads it: rules.Parse(name, data, s.Of())
@@ -104,6 +126,26 @@ type Daemon struct {
 	APIListen              string // "" = no EC2 API
 	APICredentialsFile     string
 	StateDir               string
+	Etcd                   Etcd // fleet mode when Etcd.Endpoints is set
+}
+
+// Etcd is fleet mode's connection as resolved. Endpoints is comma-separated so that Daemon
+// stays comparable; Fleet and EndpointList read it.
+type Etcd struct {
+	Endpoints         string // "" = no fleet mode
+	CACert, Cert, Key string
+	Prefix            string
+}
+
+// Fleet says whether the daemon is in fleet mode (etcd endpoints set).
+func (e Etcd) Fleet() bool { return e.Endpoints != "" }
+
+// EndpointList is Endpoints as a list.
+func (e Etcd) EndpointList() []string {
+	if e.Endpoints == "" {
+		return nil
+	}
+	return strings.Split(e.Endpoints, ",")
 }
 
 // Resolve merges the config's section d with the overrides o (fields set there win) and
@@ -180,5 +222,34 @@ func Resolve(d, o Section) Daemon {
 	if p := pick(d.DeniedLogPerSecond, o.DeniedLogPerSecond); p != nil {
 		s.DeniedLogPerSec = *p
 	}
+	s.Etcd = resolveEtcd(d.Etcd, o.Etcd)
 	return s
+}
+
+// resolveEtcd merges the file's etcd: mapping with the flags', field by field.
+func resolveEtcd(d, o *EtcdSection) Etcd {
+	var f, g EtcdSection
+	if d != nil {
+		f = *d
+	}
+	if o != nil {
+		g = *o
+	}
+	e := Etcd{Prefix: DefaultEtcdPrefix}
+	if eps := g.Endpoints; len(eps) > 0 {
+		e.Endpoints = strings.Join(eps, ",")
+	} else if len(f.Endpoints) > 0 {
+		e.Endpoints = strings.Join(f.Endpoints, ",")
+	}
+	for _, x := range []struct {
+		dst  *string
+		a, b string
+	}{{&e.CACert, f.CACert, g.CACert}, {&e.Cert, f.Cert, g.Cert}, {&e.Key, f.Key, g.Key}, {&e.Prefix, f.Prefix, g.Prefix}} {
+		if x.b != "" {
+			*x.dst = x.b
+		} else if x.a != "" {
+			*x.dst = x.a
+		}
+	}
+	return e
 }

@@ -83,3 +83,17 @@ func TestSectionTags(t *testing.T) {
 		}
 	}
 }
+
+// The flags' etcd settings win field by field; the prefix defaults to /sgd/.
+func TestResolveEtcd(t *testing.T) {
+	d := Section{Etcd: &EtcdSection{Endpoints: []string{"http://a:2379"}, CACert: "/ca"}}
+	o := Section{Etcd: &EtcdSection{Endpoints: []string{"http://b:2379", "http://c:2379"}}}
+	got := Resolve(d, o).Etcd
+	want := Etcd{Endpoints: "http://b:2379,http://c:2379", CACert: "/ca", Prefix: "/sgd/"}
+	if got != want || !got.Fleet() || len(got.EndpointList()) != 2 {
+		t.Errorf("Resolve = %+v; want %+v", got, want)
+	}
+	if e := Resolve(Section{}, Section{}).Etcd; e.Fleet() || e.EndpointList() != nil {
+		t.Errorf("Resolve of nothing = %+v; want no fleet mode", e)
+	}
+}

@@ -3,6 +3,7 @@ package settings
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/rules"
@@ -78,7 +79,36 @@ func (s *Section) Validate(loc rules.Locator) rules.Errors {
 			add(at(Key, "api_listen"), "api_listen", "%q is not ADDRESS:PORT or off", s.APIListen)
 		}
 	}
+	if e := s.Etcd; e != nil {
+		for i, u := range e.Endpoints {
+			if msg := checkEndpoint(u); msg != "" {
+				add(at(Key, "etcd", "endpoints", i), "etcd.endpoints", "%q %s", u, msg)
+			}
+		}
+		if (e.Cert == "") != (e.Key == "") {
+			add(at(Key, "etcd"), "etcd.cert", "etcd.cert and etcd.key go together: give both (this host's client certificate and its key) or neither")
+		}
+		if e.Prefix != "" && !strings.HasPrefix(e.Prefix, "/") {
+			add(at(Key, "etcd", "prefix"), "etcd.prefix", "%q must start with /", e.Prefix)
+		}
+	}
 	return errs
+}
+
+// checkEndpoint says what is wrong with an etcd client URL ("" when nothing is).
+func checkEndpoint(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "":
+		return "is not a URL such as https://10.0.0.1:2379"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be http:// or https://"
+	case u.Port() == "":
+		return "has no port (etcd's client port is usually 2379)"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+		return "must be scheme://host:port only"
+	}
+	return ""
 }
 
 // quotasOK says whether each quota, where set, is in range: rules per group at least 1,

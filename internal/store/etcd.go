@@ -177,6 +177,17 @@ func (e *Etcd) Commit(ctx context.Context, s *Snapshot) error {
 	return nil
 }
 
+// Ping reads the state's key (its revision only) with a linearizable read: nil when etcd
+// answers with a leader. It is how a host knows it is connected (sgd_store_connected).
+func (e *Etcd) Ping(ctx context.Context) error {
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	if _, err := e.cli.Get(clientv3.WithRequireLeader(ctx), e.key, clientv3.WithCountOnly()); err != nil {
+		return e.errorf("read", err)
+	}
+	return nil
+}
+
 // Close ends the client; the state stays in etcd. Watches end with it.
 func (e *Etcd) Close() error { return e.cli.Close() }
 

@@ -5,75 +5,17 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/url"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sgd-firewall/sgd/internal/store/etcdtest"
 )
-
-// etcdServer is a real one-member etcd cluster in the test process, on 127.0.0.1, with
-// its data in a temporary directory. It can be stopped and started again on the same ports
-// and data.
-type etcdServer struct {
-	t      *testing.T
-	cfg    *embed.Config
-	e      *embed.Etcd
-	client string // the client URL
-}
-
-func startEtcd(t *testing.T) *etcdServer {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "test"
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	peer, client := freeURL(t), freeURL(t)
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	s := &etcdServer{t: t, cfg: cfg, client: client.String()}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func freeURL(t *testing.T) url.URL {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return url.URL{Scheme: "http", Host: l.Addr().String()}
-}
-
-func (s *etcdServer) start() {
-	s.t.Helper()
-	e, err := embed.StartEtcd(s.cfg)
-	if err != nil {
-		s.t.Fatalf("start etcd: %v", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(10 * time.Second):
-		e.Close()
-		s.t.Fatal("etcd did not become ready")
-	}
-	s.e = e
-}
-
-func (s *etcdServer) stop() {
-	if s.e != nil {
-		s.e.Close()
-		s.e = nil
-	}
-}
 
 func openEtcd(t *testing.T, endpoint string) *Etcd {
 	t.Helper()
@@ -107,8 +49,8 @@ func next(t *testing.T, ch <-chan *Snapshot) *Snapshot {
 }
 
 func TestEtcdCommitLoad(t *testing.T) {
-	srv := startEtcd(t)
-	st := openEtcd(t, srv.client)
+	srv := etcdtest.Start(t)
+	st := openEtcd(t, srv.Client)
 	ctx := context.Background()
 
 	s, err := st.Load(ctx)
@@ -129,7 +71,7 @@ func TestEtcdCommitLoad(t *testing.T) {
 		t.Fatalf("Load after Commit = %+v, %v; want %+v", got, err, s)
 	}
 	// A second store (another host) reads the same state.
-	if got, err := openEtcd(t, srv.client).Load(ctx); err != nil || !reflect.DeepEqual(got, s) {
+	if got, err := openEtcd(t, srv.Client).Load(ctx); err != nil || !reflect.DeepEqual(got, s) {
 		t.Fatalf("Load from a second client = %+v, %v; want %+v", got, err, s)
 	}
 
@@ -147,9 +89,9 @@ func TestEtcdCommitLoad(t *testing.T) {
 
 // Two hosts commit on the same revision at once: exactly one wins.
 func TestEtcdCommitRace(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx := context.Background()
-	stores := []*Etcd{openEtcd(t, srv.client), openEtcd(t, srv.client)}
+	stores := []*Etcd{openEtcd(t, srv.Client), openEtcd(t, srv.Client)}
 	for round := range 10 {
 		base, err := stores[0].Load(ctx)
 		if err != nil {
@@ -181,10 +123,10 @@ func TestEtcdCommitRace(t *testing.T) {
 }
 
 func TestEtcdWatch(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	reader, writer := openEtcd(t, srv.client), openEtcd(t, srv.client)
+	reader, writer := openEtcd(t, srv.Client), openEtcd(t, srv.Client)
 
 	base, _ := reader.Load(ctx)
 	ch := reader.Watch(ctx, base.Revision)
@@ -239,12 +181,12 @@ func TestEtcdWatch(t *testing.T) {
 // A watcher cut off from etcd while others commit and compact catches up with the latest
 // state when it is reconnected.
 func TestEtcdWatchDisconnected(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := newProxy(t, strings.TrimPrefix(srv.client, "http://"))
+	p := newProxy(t, strings.TrimPrefix(srv.Client, "http://"))
 	core, logs := observer.New(zap.InfoLevel)
-	reader, writer := openEtcdLog(t, "http://"+p.addr, zap.New(core)), openEtcd(t, srv.client)
+	reader, writer := openEtcdLog(t, "http://"+p.addr, zap.New(core)), openEtcd(t, srv.Client)
 
 	ch := reader.Watch(ctx, 0)
 	s := &Snapshot{Groups: []Group{group("sg-0123456789abcdef0", 22)}}
@@ -281,25 +223,25 @@ func TestEtcdWatchDisconnected(t *testing.T) {
 // Fail-static: with etcd down, Load and Commit fail, naming the endpoint; when etcd is
 // back, they work again and the state is the one committed before.
 func TestEtcdUnreachable(t *testing.T) {
-	srv := startEtcd(t)
-	st := openEtcd(t, srv.client)
+	srv := etcdtest.Start(t)
+	st := openEtcd(t, srv.Client)
 	ctx := context.Background()
 	s := &Snapshot{Groups: []Group{group("sg-0123456789abcdef0", 22)}}
 	if err := st.Commit(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 
-	srv.stop()
+	srv.Stop()
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	if got, err := st.Load(short); err == nil || !strings.Contains(err.Error(), srv.client) {
-		t.Fatalf("Load with etcd stopped = %+v, %v; want an error naming %s", got, err, srv.client)
+	if got, err := st.Load(short); err == nil || !strings.Contains(err.Error(), srv.Client) {
+		t.Fatalf("Load with etcd stopped = %+v, %v; want an error naming %s", got, err, srv.Client)
 	}
-	if err := st.Commit(short, s.Clone()); err == nil || errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), srv.client) {
-		t.Fatalf("Commit with etcd stopped = %v; want an error naming %s", err, srv.client)
+	if err := st.Commit(short, s.Clone()); err == nil || errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), srv.Client) {
+		t.Fatalf("Commit with etcd stopped = %v; want an error naming %s", err, srv.Client)
 	}
 
-	srv.start()
+	srv.Start()
 	got, err := st.Load(ctx)
 	if err != nil || !reflect.DeepEqual(got, s) {
 		t.Fatalf("Load after etcd restarted = %+v, %v; want %+v", got, err, s)

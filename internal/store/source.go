@@ -25,6 +25,21 @@ type Source struct {
 	mu        sync.Mutex // guards the fields below
 	committed *Snapshot  // what the store holds
 	staged    *Snapshot  // during Apply: what is being proposed; nil otherwise
+
+	applied func(*Snapshot, error) // OnApplied's; nil: none
+}
+
+// OnApplied sets fn to be called each time a committed state was put to the controller:
+// after a change applied through Apply (err nil), and after each reload with a state that
+// came from the store (Follow, or a re-read on a conflict), with the reload's error. fn is
+// called with Apply's lock held, one call at a time, and must not call Apply. Set it
+// before the source is used.
+func (s *Source) OnApplied(fn func(snap *Snapshot, err error)) { s.applied = fn }
+
+func (s *Source) notify(snap *Snapshot, err error) {
+	if s.applied != nil {
+		s.applied(snap, err)
+	}
 }
 
 // NewSource loads the store's state and returns it as a source.
@@ -34,6 +49,19 @@ func NewSource(ctx context.Context, st Store) (*Source, error) {
 		return nil, err
 	}
 	return &Source{st: st, committed: s}, nil
+}
+
+// NewSourceAt returns st as a source holding snap as its committed state, without reading
+// st: fleet mode's start from its cache while etcd is unreachable (Follow catches up).
+func NewSourceAt(st Store, snap *Snapshot) *Source {
+	return &Source{st: st, committed: snap.Clone()}
+}
+
+// Revision is the revision of the committed state.
+func (s *Source) Revision() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed.Revision
 }
 
 // Name is "api", as logs show the source.
@@ -91,30 +119,92 @@ type ApplyFunc func(ctx context.Context, why string, change func(*Snapshot) erro
 // second reload with the committed state, so the policy in force is never one the store
 // would not give back after a restart. A crash between the reload and the commit loses the
 // change, which the caller was never told had succeeded.
+//
+// A commit that loses a race (ErrConflict: another host's API wrote first, in fleet mode)
+// is retried on the state re-read from the store, change run again on it, up to
+// applyAttempts times in all; then the conflict is returned. change must therefore be
+// safe to run more than once, each run on a fresh copy.
 func (s *Source) Applier(r Reloader) ApplyFunc {
 	return func(ctx context.Context, why string, change func(*Snapshot) error) error {
 		s.write.Lock()
 		defer s.write.Unlock()
-		next := s.Snapshot()
-		if err := change(next); err != nil {
-			return err
-		}
-		s.stage(next)
-		if err := r.Reload(ctx, why); err != nil {
-			s.stage(nil)
-			return err
-		}
-		if err := s.st.Commit(ctx, next); err != nil {
-			s.stage(nil)
-			if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
-				return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
+		for attempt := 1; ; attempt++ {
+			err := s.apply(ctx, r, why, change)
+			if !errors.Is(err, ErrConflict) || attempt == applyAttempts {
+				return err
 			}
-			return err
+			fresh, lerr := s.st.Load(ctx)
+			if lerr != nil {
+				return errors.Join(err, lerr)
+			}
+			if s.update(fresh) {
+				// In force now, whatever becomes of the retry: Follow will skip it.
+				s.reloadWith(ctx, r, fresh, "re-read after a conflict")
+			}
 		}
-		s.mu.Lock()
-		s.committed, s.staged = next, nil
-		s.mu.Unlock()
-		return nil
+	}
+}
+
+// applyAttempts bounds Applier's tries of one change that keeps losing commit races.
+const applyAttempts = 4
+
+// apply is one try of Applier's, with s.write held.
+func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(*Snapshot) error) error {
+	next := s.Snapshot()
+	if err := change(next); err != nil {
+		return err
+	}
+	s.stage(next)
+	if err := r.Reload(ctx, why); err != nil {
+		s.stage(nil)
+		return err
+	}
+	if err := s.st.Commit(ctx, next); err != nil {
+		s.stage(nil)
+		if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
+			return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
+		}
+		return err
+	}
+	s.mu.Lock()
+	s.committed, s.staged = next, nil
+	s.mu.Unlock()
+	s.notify(next, nil)
+	return nil
+}
+
+// reloadWith has r put snap, just made the committed state, in force.
+func (s *Source) reloadWith(ctx context.Context, r Reloader, snap *Snapshot, how string) {
+	err := r.Reload(ctx, fmt.Sprintf("etcd revision %d (%s)", snap.Revision, how))
+	s.notify(snap, err)
+}
+
+// update makes snap the committed state if it is newer than the one held; it says whether
+// it was.
+func (s *Source) update(snap *Snapshot) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if snap.Revision <= s.committed.Revision {
+		return false
+	}
+	s.committed = snap
+	return true
+}
+
+// Follow puts in force each state reported on states (Etcd.Watch) that is newer than the
+// one s holds: it becomes the committed state and r reloads with why "etcd revision N".
+// Updates are serialised with Apply, so a change being applied is never mixed with a
+// state that arrived meanwhile (its commit will conflict and retry on it). A state
+// the controller refuses (it clashes with this host's file) leaves the running policy as
+// it was, fail-static, and is tried again with the next reload. Each reload is reported
+// to OnApplied's function. Follow returns when states is closed.
+func (s *Source) Follow(ctx context.Context, states <-chan *Snapshot, r Reloader) {
+	for snap := range states {
+		s.write.Lock()
+		if s.update(snap) {
+			s.reloadWith(ctx, r, snap, "watch")
+		}
+		s.write.Unlock()
 	}
 }
 
