@@ -53,6 +53,7 @@ type state struct {
 	// that their packets do not look the name up again. A reload starts it afresh.
 	others map[uint32]bool
 	local  addrSet // Host.Local
+	ports  bool    // the policy lists ports (else IsPort is false without a lookup)
 	// hits[w][rule] counts new flows (and untracked packets) each rule allowed, per worker.
 	hits [][]atomic.Uint64
 	// refs[rule] is the rule's stable number (ruleRefs), stored with the flows it starts.
@@ -94,7 +95,8 @@ func (e *Engine) Policy() *rules.Policy { return e.state.Load().pol }
 func (e *Engine) SetPolicy(p *rules.Policy, h Host) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}, local: newAddrSet(h.Local)}
+	st := &state{pol: p, byName: map[string]*ifaceState{}, byIndex: map[uint32]*ifaceState{}, local: newAddrSet(h.Local),
+		ports: len(p.PortNames()) > 0}
 	for _, name := range p.DeviceNames() {
 		itf := p.Interface(name)
 		to := conntrack.DefaultTimeouts()
@@ -223,6 +225,9 @@ func (e *Engine) IsPort(dev uint32) bool {
 		return false
 	}
 	st := e.state.Load()
+	if !st.ports {
+		return false // a host's own interfaces only: the common case costs no lookup
+	}
 	if is := st.byIndex[dev]; is != nil {
 		return is.port != nil
 	}
