@@ -43,7 +43,7 @@ func Permissions(rs []rules.NRule, ownerID string) []IpPermission {
 		k := [3]int{r.Proto, r.From, r.To}
 		j, seen := at[k]
 		if !seen {
-			p := IpPermission{IpProtocol: protocolName(r.Proto), IpRanges: []IpRange{}, Ipv6Ranges: []Ipv6Range{},
+			p := IpPermission{IpProtocol: ProtocolName(r.Proto), IpRanges: []IpRange{}, Ipv6Ranges: []Ipv6Range{},
 				PrefixListIds: []PrefixListId{}, UserIdGroupPairs: []UserIdGroupPair{}}
 			switch r.Proto {
 			case ipproto.TCP, ipproto.UDP, ipproto.ICMP, ipproto.ICMPv6:
@@ -75,8 +75,8 @@ func Permissions(rs []rules.NRule, ownerID string) []IpPermission {
 	return ps
 }
 
-// protocolName is IpProtocol as EC2 prints it: tcp, udp, icmp, icmpv6, -1, or the number.
-func protocolName(n int) string {
+// ProtocolName is IpProtocol as EC2 prints it: tcp, udp, icmp, icmpv6, -1, or the number.
+func ProtocolName(n int) string {
 	if n == ipproto.All {
 		return "-1"
 	}

@@ -55,7 +55,7 @@ func permissions(gs []SecurityGroup) []string {
 					}
 					ports = fmt.Sprintf(" %d-%d", from, to)
 				}
-				head := fmt.Sprintf("%s %s %s%s", g.GroupId, d.dir, protocolName(n), ports)
+				head := fmt.Sprintf("%s %s %s%s", g.GroupId, d.dir, ProtocolName(n), ports)
 				for _, r := range p.IpRanges {
 					out = append(out, fmt.Sprintf("%s %s %q", head, r.CidrIp, r.Description))
 				}

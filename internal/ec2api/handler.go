@@ -24,6 +24,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sgd-firewall/sgd/internal/awsjson"
 	"github.com/sgd-firewall/sgd/internal/rules"
 	"github.com/sgd-firewall/sgd/internal/store"
 )
@@ -81,10 +82,10 @@ func New(opt Options) http.Handler {
 		opt.Now = time.Now
 	}
 	if opt.OwnerID == "" {
-		opt.OwnerID = "000000000000"
+		opt.OwnerID = awsjson.DefaultOwnerID
 	}
 	if opt.VpcID == "" {
-		opt.VpcID = "vpc-00000000000000sgd"
+		opt.VpcID = awsjson.VpcID
 	}
 	return &handler{opt: opt, log: opt.Log}
 }

@@ -3,6 +3,7 @@ package ec2api
 import (
 	"encoding/xml"
 
+	"github.com/sgd-firewall/sgd/internal/awsjson"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/rules"
 	"github.com/sgd-firewall/sgd/internal/store"
@@ -111,15 +112,6 @@ type xmlRevokedRule struct {
 	Description       string `xml:"description,omitempty"`
 }
 
-// protocolName is ipProtocol as EC2 writes it back: tcp, udp, icmp, icmpv6, -1, or the
-// number.
-func protocolName(n int) string {
-	if n == ipproto.All {
-		return "-1"
-	}
-	return ipproto.Name(n)
-}
-
 // rulePorts are a rule's fromPort and toPort as a SecurityGroupRule shows them: -1 and -1
 // when the protocol has none.
 func rulePorts(r *rules.NRule) (int, int) {
@@ -146,7 +138,7 @@ func (c *call) groupArn(id string) string {
 func (c *call) xmlRule(r *rules.NRule) xmlRule {
 	from, to := rulePorts(r)
 	x := xmlRule{ID: r.ID, GroupID: r.GroupID, GroupOwnerID: c.h.opt.OwnerID, IsEgress: r.Direction == rules.Egress,
-		Protocol: protocolName(r.Proto), FromPort: from, ToPort: to, Description: description(r),
+		Protocol: awsjson.ProtocolName(r.Proto), FromPort: from, ToPort: to, Description: description(r),
 		Arn: "arn:aws:ec2:sgd:" + c.h.opt.OwnerID + ":security-group-rule/" + r.ID}
 	switch r.Peer.Kind {
 	case rules.PeerCIDR:
@@ -175,40 +167,26 @@ func revoked(x xmlRule) xmlRevokedRule {
 	return r
 }
 
-// permissions folds rules into IpPermissions as DescribeSecurityGroups shows them: one
-// permission per protocol and port range, holding every peer of that range, in rule order.
+// xmlPermissions is the rules as DescribeSecurityGroups shows them: awsjson.Permissions'
+// folding (one permission per protocol and port range, every peer of it, in rule order)
+// in EC2's XML shape.
 func (c *call) xmlPermissions(rs []rules.NRule) list[xmlPermission] {
 	var l list[xmlPermission]
-	at := map[[3]int]int{}
-	for i := range rs {
-		r := &rs[i]
-		k := [3]int{r.Proto, r.From, r.To}
-		j, seen := at[k]
-		if !seen {
-			p := xmlPermission{Protocol: protocolName(r.Proto)}
-			switch r.Proto { // EC2 omits the ports of a protocol that has none
-			case ipproto.TCP, ipproto.UDP, ipproto.ICMP, ipproto.ICMPv6:
-				from, to := r.From, r.To
-				p.FromPort, p.ToPort = &from, &to
-			}
-			j = len(l.Items)
-			at[k] = j
-			l.Items = append(l.Items, p)
+	for _, p := range awsjson.Permissions(rs, c.h.opt.OwnerID) {
+		x := xmlPermission{Protocol: p.IpProtocol, FromPort: p.FromPort, ToPort: p.ToPort}
+		for _, r := range p.IpRanges {
+			x.IPRanges.Items = append(x.IPRanges.Items, xmlRange{r.CidrIp, r.Description})
 		}
-		p := &l.Items[j]
-		d := description(r)
-		switch r.Peer.Kind {
-		case rules.PeerCIDR:
-			if r.Peer.Prefix.Addr().Is4() {
-				p.IPRanges.Items = append(p.IPRanges.Items, xmlRange{r.Peer.Prefix.String(), d})
-			} else {
-				p.IPv6Ranges.Items = append(p.IPv6Ranges.Items, xmlRange6{r.Peer.Prefix.String(), d})
-			}
-		case rules.PeerPrefixList:
-			p.PrefixListIDs.Items = append(p.PrefixListIDs.Items, xmlPrefixList{r.Peer.ID, d})
-		case rules.PeerGroup:
-			p.Groups.Items = append(p.Groups.Items, xmlPair{UserID: c.h.opt.OwnerID, GroupID: r.Peer.ID, Description: d})
+		for _, r := range p.Ipv6Ranges {
+			x.IPv6Ranges.Items = append(x.IPv6Ranges.Items, xmlRange6{r.CidrIpv6, r.Description})
 		}
+		for _, r := range p.PrefixListIds {
+			x.PrefixListIDs.Items = append(x.PrefixListIDs.Items, xmlPrefixList{r.PrefixListId, r.Description})
+		}
+		for _, r := range p.UserIdGroupPairs {
+			x.Groups.Items = append(x.Groups.Items, xmlPair{UserID: r.UserId, GroupID: r.GroupId, Description: r.Description})
+		}
+		l.Items = append(l.Items, x)
 	}
 	return l
 }
