@@ -90,6 +90,9 @@ type Meta struct {
 type FlowInfo struct {
 	Meta  Meta
 	State State
+	// Offloaded says the kernel's conntrack tracks the flow (Offload): it lives until
+	// Forget, and State is the one it had when it was offloaded.
+	Offloaded bool
 }
 
 // Table is a connection table. It is safe for concurrent use by many goroutines: flows
@@ -106,7 +109,8 @@ type Table struct {
 	// n is written by every new and every removed flow: keep it off the cache line
 	// every Lookup reads.
 	_ [64]byte
-	n atomic.Int64 // flows stored, including expired ones not yet swept
+	n   atomic.Int64 // flows stored, including expired ones not yet swept
+	off atomic.Int64 // of which offloaded (Offload)
 }
 
 // shard is one lock's worth of flows. Keys and flows are pointer-free, so the map is never
@@ -137,9 +141,14 @@ type flow struct {
 }
 
 const (
-	flagOrigA   = 1 << iota // the originator is endpoint a of k
-	flagIngress             // Meta.Ingress
+	flagOrigA     = 1 << iota // the originator is endpoint a of k
+	flagIngress               // Meta.Ingress
+	flagOffloaded             // the kernel tracks the flow (Offload): deadline holds counted, not a time
 )
+
+// live reports whether f is tracked at now: an offloaded flow lives until Forget, whatever
+// the clock says (the kernel's conntrack decides its life).
+func (f *flow) live(now int64) bool { return f.flags&flagOffloaded != 0 || now < f.deadline }
 
 // protoClass maps a protocol to its CountByProto slot: 0 tcp, 1 udp, 2 icmp, 3 other.
 func protoClass(p uint8) int {
@@ -219,8 +228,8 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, now int64, side Match) (Match,
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	}
-	if now >= f.deadline {
-		t.remove(s, &k)
+	if !f.live(now) {
+		t.remove(s, &k, &f)
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	}
@@ -230,16 +239,22 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, now int64, side Match) (Match,
 		s.mu.Unlock()
 		return MatchNone, FlowInfo{}
 	}
-	switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
-	case stepHit:
-		s.m[k] = f
-	case stepRestart:
-		t.remove(s, &k)
-		s.mu.Unlock()
-		return MatchNone, FlowInfo{}
-	case stepForeign:
-		s.mu.Unlock()
-		return MatchNone, FlowInfo{}
+	if f.flags&flagOffloaded != 0 {
+		// The kernel sees the flow's packets, not sgd: its state here is the one it had
+		// when it was offloaded, and a packet that still reaches the table (an ICMP error,
+		// one the kernel found invalid) changes nothing.
+	} else {
+		switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
+		case stepHit:
+			s.m[k] = f
+		case stepRestart:
+			t.remove(s, &k, &f)
+			s.mu.Unlock()
+			return MatchNone, FlowInfo{}
+		case stepForeign:
+			s.mu.Unlock()
+			return MatchNone, FlowInfo{}
+		}
 	}
 	info := f.info(set)
 	s.mu.Unlock()
@@ -256,7 +271,7 @@ func (t *Table) Peek(tp *Tuple, now int64) bool {
 	s := t.shardFor(&k)
 	s.mu.Lock()
 	f, ok := s.m[k]
-	live := ok && now < f.deadline
+	live := ok && f.live(now)
 	s.mu.Unlock()
 	return live
 }
@@ -276,6 +291,9 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 	defer s.mu.Unlock()
 	set := t.tos.set.Load()
 	if f, ok := s.m[k]; ok {
+		if f.flags&flagOffloaded != 0 {
+			return Exists // as Lookup: the kernel has it, nothing changes here
+		}
 		if now < f.deadline {
 			orig := srcIsA == (f.flags&flagOrigA != 0)
 			switch step(&f, orig, tcpFlags, now, &set.byState[f.tidx]) {
@@ -287,7 +305,7 @@ func (t *Table) Insert(tp *Tuple, tcpFlags uint8, meta Meta, now int64) InsertRe
 			}
 		}
 		if !starts {
-			t.remove(s, &k)
+			t.remove(s, &k, &f)
 			return NoFlow
 		}
 		// Replace: the count does not change.
@@ -320,7 +338,7 @@ func (t *Table) Adopt(tp *Tuple, meta Meta, now int64) InsertResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	set := t.tos.set.Load()
-	if f, ok := s.m[k]; ok && now < f.deadline {
+	if f, ok := s.m[k]; ok && f.live(now) {
 		return Exists
 	} else if !ok && !t.reserve() {
 		return Full
@@ -379,23 +397,27 @@ func (f *flow) info(set *timeoutSet) FlowInfo {
 			Ingress:  f.flags&flagIngress != 0,
 			Rule:     f.rule,
 		},
-		State: f.state,
+		State:     f.state,
+		Offloaded: f.flags&flagOffloaded != 0,
 	}
 }
 
 func (f *flow) tuple(k *key) Tuple { return k.tuple(f.flags&flagOrigA != 0) }
 
-// remove deletes the flow of k from s; s.mu must be held.
-func (t *Table) remove(s *shard, k *key) {
+// remove deletes the flow f of k from s; s.mu must be held.
+func (t *Table) remove(s *shard, k *key, f *flow) {
 	delete(s.m, *k)
 	s.count[protoClass(k.proto)]--
 	t.n.Add(-1)
+	if f.flags&flagOffloaded != 0 {
+		t.off.Add(-1)
+	}
 }
 
 // Sweep removes the flows idle past their timeout at now and returns how many it
 // removed. It locks one shard at a time, so packets of other shards never wait for it.
 func (t *Table) Sweep(now int64) int {
-	return t.deleteIf(func(_ key, f flow, _ *timeoutSet) bool { return now >= f.deadline })
+	return t.deleteIf(func(_ key, f flow, _ *timeoutSet) bool { return !f.live(now) })
 }
 
 // DeleteIf removes the flows for which del returns true and returns how many it removed
@@ -421,6 +443,9 @@ func (t *Table) deleteIf(del func(key, flow, *timeoutSet) bool) int {
 				delete(s.m, k)
 				s.count[protoClass(k.proto)]--
 				t.n.Add(-1)
+				if f.flags&flagOffloaded != 0 {
+					t.off.Add(-1)
+				}
 				removed++
 			}
 		}
@@ -485,6 +510,11 @@ func (t *Table) Flush() {
 		s := &t.shards[j]
 		s.mu.Lock()
 		t.n.Add(-int64(len(s.m)))
+		for _, f := range s.m {
+			if f.flags&flagOffloaded != 0 {
+				t.off.Add(-1)
+			}
+		}
 		s.m = make(map[key]flow)
 		s.peak = 0
 		s.count = [4]int32{}
