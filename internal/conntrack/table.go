@@ -108,7 +108,7 @@ type Table struct {
 	tos      timeouts
 	// n is written by every new and every removed flow: keep it off the cache line
 	// every Lookup reads.
-	_ [64]byte
+	_   [64]byte
 	n   atomic.Int64 // flows stored, including expired ones not yet swept
 	off atomic.Int64 // of which offloaded (Offload)
 }
