@@ -25,8 +25,11 @@ type Options struct {
 	// dhcpExempt; SPEC 1.2).
 	ExemptDHCP bool
 	// Zones numbers the interfaces for per-interface tracking (nil: a new numbering).
-	// Share it with whatever else needs the numbers (the fast path's marks).
+	// Share it with whatever else needs the numbers (the fast path's labels).
 	Zones *Zones
+	// Offload, when set, lets the judge hand flows to the kernel's conntrack (SPEC 4.7;
+	// see Offload). Nil: every packet is judged here.
+	Offload *Offload
 }
 
 // Engine judges packets against the current policy and the connection table. It is safe
@@ -252,6 +255,7 @@ type Worker struct {
 	id  int
 	dec *packet.Decoder
 	p   packet.Parsed
+	off offloads // the flows the packet being judged started (settle)
 	C   Counters
 }
 
@@ -303,6 +307,9 @@ type Result struct {
 	// Rule is the rule that allowed a new flow or an untracked packet (nil otherwise): its
 	// GroupID and Rule.ID name it. It points into an immutable policy, valid for good.
 	Rule *rules.RuleInfo
+	// Offload says the packet started a flow the kernel may carry from here on (Offload):
+	// the caller's verdict asks it to, and the table keeps the flow as offloaded.
+	Offload bool
 }
 
 // Packet returns the packet the worker decoded last (valid until the next Judge).
@@ -311,6 +318,13 @@ func (w *Worker) Packet() *packet.Parsed { return &w.p }
 // Judge decides one packet at one attachment point. b holds the packet from its IP
 // header (possibly truncated to the copy range). It allocates nothing in the steady state.
 func (w *Worker) Judge(b []byte, at Point) Result {
+	res := w.judgeOne(b, at)
+	w.settle(1, w.length(b), &res)
+	return res
+}
+
+// judgeOne is Judge without the offload decision.
+func (w *Worker) judgeOne(b []byte, at Point) Result {
 	res := Result{Reason: ReasonMalformed, Dir: at.Dir}
 	if w.dec.Decode(b, &w.p) {
 		w.judge(at, &res)
@@ -324,14 +338,22 @@ func (w *Worker) Judge(b []byte, at Point) Result {
 // at the second through to (its ingress), each point with its own groups and tracking. A
 // drop at from is the verdict; otherwise to's verdict is. Each point judged is counted.
 func (w *Worker) JudgePath(b []byte, from, to Point) Result {
-	res := w.Judge(b, from)
-	if res.Verdict == Drop {
-		return res
+	res := w.judgeOne(b, from)
+	if res.Verdict != Drop {
+		res = Result{Dir: to.Dir}
+		w.judge(to, &res)
+		w.count(len(b), &res)
 	}
-	res = Result{Dir: to.Dir}
-	w.judge(to, &res)
-	w.count(len(b), &res)
+	w.settle(2, w.length(b), &res)
 	return res
+}
+
+// length is the packet's length: its IP header's, when it was decoded, or len(b).
+func (w *Worker) length(b []byte) int {
+	if w.p.Length != 0 {
+		return int(w.p.Length)
+	}
+	return len(b)
 }
 
 // count adds the packet to the worker's counters and sets the verdict.

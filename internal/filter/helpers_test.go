@@ -25,8 +25,14 @@ func (c *fakeClock) now() int64 { return c.t }
 // newTestEngine compiles yaml and returns an engine with one worker.
 func newTestEngine(t testing.TB, yaml string, capacity int) (*Engine, *Worker, *fakeClock) {
 	t.Helper()
+	return newTestEngineWith(t, yaml, capacity, nil)
+}
+
+// newTestEngineWith is newTestEngine with the options changed by edit (nil: as they are).
+func newTestEngineWith(t testing.TB, yaml string, capacity int, edit func(*Options)) (*Engine, *Worker, *fakeClock) {
+	t.Helper()
 	clk := &fakeClock{t: 1}
-	e := New(Options{Table: conntrack.New(conntrack.Config{Capacity: capacity}), Now: clk.now,
+	opt := Options{Table: conntrack.New(conntrack.Config{Capacity: capacity}), Now: clk.now,
 		IfName: func(i uint32) (string, bool) {
 			switch i {
 			case ifEth0:
@@ -37,7 +43,11 @@ func newTestEngine(t testing.TB, yaml string, capacity int) (*Engine, *Worker, *
 				return "eth9", true
 			}
 			return "", false // ifGone and anything else
-		}})
+		}}
+	if edit != nil {
+		edit(&opt)
+	}
+	e := New(opt)
 	w := e.NewWorker()
 	setPolicy(t, e, yaml, rules.Options{})
 	return e, w, clk

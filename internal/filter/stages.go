@@ -137,7 +137,7 @@ func (w *Worker) track(p *packet.Parsed, dir Dir, f *flowRef, now int64) (r Reas
 	table := w.e.table
 	switch {
 	case !ipproto.IsICMP(p.Proto):
-		if m, _ := table.Lookup(&f.t, p.TCPFlags, now); m != conntrack.MatchNone {
+		if m, info := table.Lookup(&f.t, p.TCPFlags, now); m != conntrack.MatchNone && (!info.Offloaded || w.alive(f.t)) {
 			return ReasonTracked, true
 		}
 	case ipproto.IsEcho(p.Proto, p.ICMPType):
@@ -175,7 +175,8 @@ func (w *Worker) related(p *packet.Parsed, dir Dir, zone uint16, now int64) bool
 		}
 		t.SrcPort, t.DstPort = in.ICMPID, in.ICMPID
 	}
-	return w.e.table.Peek(&t, now)
+	info, ok := w.e.table.Find(&t, now)
+	return ok && (!info.Offloaded || w.alive(t))
 }
 
 // decide is the last stage: the rules of the point's groups allow the packet or it is
@@ -216,6 +217,9 @@ func (w *Worker) decide(st *state, is *ifaceState, dir Dir, f *flowRef, res *Res
 		res.Reason = ReasonTableFull
 	case conntrack.NoFlow:
 		res.Reason = ReasonRuleNoFlow // e.g. SYN+FIN: allowed by the rules, starts nothing
+	case conntrack.Inserted:
+		res.Reason = ReasonRule
+		w.started(is, dir, &f.t)
 	default:
 		res.Reason = ReasonRule
 	}
