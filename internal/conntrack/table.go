@@ -267,13 +267,22 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, now int64, side Match) (Match,
 // Peek reports whether the packet tp belongs to a live tracked flow (either direction)
 // at now, changing nothing. It serves ICMP errors that quote a packet of a flow.
 func (t *Table) Peek(tp *Tuple, now int64) bool {
+	_, live := t.Find(tp, now)
+	return live
+}
+
+// Find returns what the table knows of the live flow of tp (either direction) at now,
+// changing nothing; ok is false when there is none.
+func (t *Table) Find(tp *Tuple, now int64) (info FlowInfo, ok bool) {
 	k, _ := makeKey(tp)
 	s := t.shardFor(&k)
 	s.mu.Lock()
-	f, ok := s.m[k]
-	live := ok && f.live(now)
+	f, found := s.m[k]
+	if ok = found && f.live(now); ok {
+		info = f.info(t.tos.set.Load())
+	}
 	s.mu.Unlock()
-	return live
+	return info, ok
 }
 
 // Insert starts tracking the flow of the packet tp, whose first packet it is, with meta.

@@ -44,6 +44,9 @@ type Engine struct {
 	workers []*Worker
 	retired map[RuleKey]uint64 // hits of policies no longer in force
 	refs    ruleRefs
+	// offloaded counts the packets of offloaded flows that the kernel carried past the
+	// queue (CountOffloaded), as tracked.
+	offloaded Counters
 }
 
 // state is one published policy with what the packet path needs precomputed.
@@ -275,15 +278,31 @@ func (e *Engine) Counters() (packets, bytes [2][NumReasons]uint64) {
 	e.mu.Lock()
 	ws := e.workers
 	e.mu.Unlock()
-	for _, w := range ws {
+	for _, c := range append([]*Counters{&e.offloaded}, workerCounters(ws)...) {
 		for d := range 2 {
 			for r := range NumReasons {
-				packets[d][r] += w.C.Packets[d][r].Load()
-				bytes[d][r] += w.C.Bytes[d][r].Load()
+				packets[d][r] += c.Packets[d][r].Load()
+				bytes[d][r] += c.Bytes[d][r].Load()
 			}
 		}
 	}
 	return packets, bytes
+}
+
+func workerCounters(ws []*Worker) []*Counters {
+	cs := make([]*Counters, len(ws))
+	for i, w := range ws {
+		cs[i] = &w.C
+	}
+	return cs
+}
+
+// CountOffloaded adds packets of an offloaded flow that the kernel carried without
+// queueing them (its accounting, SPEC 4.7) to the counters, as tracked packets crossing
+// a point in direction dir.
+func (e *Engine) CountOffloaded(dir Dir, packets, bytes uint64) {
+	e.offloaded.Packets[dir&1][ReasonTracked].Add(packets)
+	e.offloaded.Bytes[dir&1][ReasonTracked].Add(bytes)
 }
 
 // Point is an attachment point, where a packet is judged: a device (a host interface or

@@ -75,8 +75,9 @@ func ifNameByIndex(index uint32) (string, bool) {
 // can never be found under another one's number. Zone 0 is never given out. Safe for
 // concurrent use; the zero value is not usable (NewZones).
 type Zones struct {
-	mu   sync.Mutex
-	byID map[string]uint16
+	mu    sync.Mutex
+	byID  map[string]uint16
+	names []string // names[id-1] is numbered id
 }
 
 // NewZones returns an empty numbering.
@@ -95,7 +96,18 @@ func (z *Zones) Of(name string) uint16 {
 	}
 	id := uint16(len(z.byID) + 1)
 	z.byID[name] = id
+	z.names = append(z.names, name)
 	return id
+}
+
+// Name returns the name numbered id, if any.
+func (z *Zones) Name(id uint16) (string, bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if id == 0 || int(id) > len(z.names) {
+		return "", false
+	}
+	return z.names[id-1], true
 }
 
 // addrSet is a set of addresses asked on every arriving packet (the host's own). A host
