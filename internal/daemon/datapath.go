@@ -7,7 +7,6 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
-	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/nfqueue"
 )
 
@@ -17,20 +16,15 @@ import (
 type reader struct {
 	d        *Daemon
 	w        *filter.Worker
-	fastMask uint32 // Settings.FastPath: the mark field for the kernel fast path (0: off)
-	audit    bool   // Settings.Audit: accept what the judge drops (it is counted would_drop)
-	drops    limiter
+	audit bool // Settings.Audit: accept what the judge drops (it is counted would_drop)
+	drops limiter
 }
 
 // readers returns one reader per worker.
 func (d *Daemon) readers() []nfqueue.Handler {
 	hs := make([]nfqueue.Handler, len(d.workers))
 	for i, w := range d.workers {
-		r := &reader{d: d, w: w, audit: d.set.Audit, drops: limiter{rate: int64(d.set.DeniedLogPerSec)}}
-		if d.set.FastPath {
-			r.fastMask = FastPathMask
-		}
-		hs[i] = r
+		hs[i] = &reader{d: d, w: w, audit: d.set.Audit, drops: limiter{rate: int64(d.set.DeniedLogPerSec)}}
 	}
 	return hs
 }
@@ -50,7 +44,7 @@ func (d *Daemon) readers() []nfqueue.Handler {
 // host would never have answered), so the client's later datagrams of that exchange
 // count as tracked.
 func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
-	res, port := r.judge(p)
+	res := r.judge(p)
 	if r.d.flows != nil {
 		r.d.flows.record(r.w, res)
 	}
@@ -64,20 +58,17 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		r.d.logFlow(r.w, res)
 	}
 	v := nfqueue.Verdict{Accept: true}
-	if r.fastMask != 0 && !port && (res.Reason == filter.ReasonTracked || res.Reason == filter.ReasonRule) {
-		// The kernel fast path: the packet's mark carries the zone, which netfilter saves
-		// to the connection. The mark replaces the packet's whole mark: keep its other
-		// bits (fwmark routing, SO_MARK, WireGuard). A zone the field cannot hold stays
-		// on the queue.
-		if mark, ok := netfilter.ZoneMark(r.fastMask, res.Zone); ok {
-			v.Mark = p.Mark&^r.fastMask | mark
-		}
+	if res.Offload {
+		// The kernel fast path (the judge offers only with it on): the mark bit asks
+		// sgd's rules to label the connection at every sgd point the packet crosses.
+		// The mark replaces the packet's whole mark: keep its other bits (fwmark
+		// routing, SO_MARK, WireGuard).
+		v.Mark = p.Mark | OffloadMark
 	}
 	return v
 }
 
-// judge maps the packet's devices to attachment points and judges it there; port says
-// whether a port was among them (ports are not offloaded: netfilter.Spec.Ports).
+// judge maps the packet's devices to attachment points and judges it there.
 //
 // A device is the bridge port when the packet was bridged (PhysIn/PhysOut), the device
 // otherwise (a routed veth). The instance behind a port is what the port's groups
@@ -89,7 +80,7 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 //     that port's point alone;
 //   - no port: the host's own hooks, INPUT at the input interface (ingress), OUTPUT at the
 //     output interface (egress).
-func (r *reader) judge(p *nfqueue.Packet) (res filter.Result, port bool) {
+func (r *reader) judge(p *nfqueue.Packet) filter.Result {
 	in, out := p.InDev, p.OutDev
 	if p.PhysIn != 0 {
 		in = p.PhysIn
@@ -100,17 +91,17 @@ func (r *reader) judge(p *nfqueue.Packet) (res filter.Result, port bool) {
 	from, to := r.w.IsPort(in), r.w.IsPort(out)
 	switch {
 	case from && to:
-		return r.w.JudgePath(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress}, filter.Point{Dev: out, Dir: filter.DirIngress}), true
+		return r.w.JudgePath(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress}, filter.Point{Dev: out, Dir: filter.DirIngress})
 	case from:
-		return r.w.Judge(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress}), true
+		return r.w.Judge(p.Payload, filter.Point{Dev: in, Dir: filter.DirEgress})
 	case to:
-		return r.w.Judge(p.Payload, filter.Point{Dev: out, Dir: filter.DirIngress}), true
+		return r.w.Judge(p.Payload, filter.Point{Dev: out, Dir: filter.DirIngress})
 	case p.InDev == 0:
-		return r.w.Judge(p.Payload, filter.Point{Dev: p.OutDev, Dir: filter.DirEgress}), false
+		return r.w.Judge(p.Payload, filter.Point{Dev: p.OutDev, Dir: filter.DirEgress})
 	}
 	// INPUT, or a forwarded packet of a port a reload has just removed (its hooks go
 	// next): at the input device, which the policy does not list in the second case.
-	return r.w.Judge(p.Payload, filter.Point{Dev: p.InDev, Dir: filter.DirIngress}), false
+	return r.w.Judge(p.Payload, filter.Point{Dev: p.InDev, Dir: filter.DirIngress})
 }
 
 // logDrop logs a dropped packet, or in audit mode one that would have been (at the

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
 // flowLog aggregates packets per flow and interval and writes VPC Flow Log records in
@@ -82,8 +83,30 @@ func (fl *flowLog) record(w *filter.Worker, r filter.Result) {
 	if p.Proto == 6 || p.Proto == 17 {
 		k.sport, k.dport = p.SrcPort, p.DstPort
 	}
+	fl.add(w.ID(), k, 1, uint64(p.Length))
+}
+
+// addOffloaded records what the kernel carried of an offloaded connection at the point
+// named id since it was last read: each direction is a record of its own, as VPC Flow
+// Logs keep them.
+func (fl *flowLog) addOffloaded(id string, c offload.Conn, op, ob, rp, rb uint64) {
+	if id == "" {
+		return
+	}
+	k := flowKey{iface: id, src: c.Src, dst: c.Dst, sport: c.SrcPort, dport: c.DstPort, proto: c.Proto, accept: true}
+	if op > 0 {
+		fl.add(0, k, op, ob)
+	}
+	if rp > 0 {
+		k.src, k.dst, k.sport, k.dport = k.dst, k.src, k.dport, k.sport
+		fl.add(0, k, rp, rb)
+	}
+}
+
+// add counts packets and bytes of flow k in shard i's current interval.
+func (fl *flowLog) add(i int, k flowKey, packets, bytes uint64) {
 	now := time.Now().Unix()
-	sh := &fl.shards[w.ID()%len(fl.shards)]
+	sh := &fl.shards[i%len(fl.shards)]
 	sh.mu.Lock()
 	a := sh.flows[k]
 	if a == nil {
@@ -91,15 +114,15 @@ func (fl *flowLog) record(w *filter.Worker, r filter.Result) {
 			if sh.skipped == 0 {
 				sh.first = now
 			}
-			sh.skipped++
+			sh.skipped += packets
 			sh.mu.Unlock()
 			return
 		}
 		a = &flowAgg{start: now}
 		sh.flows[k] = a
 	}
-	a.packets++
-	a.bytes += uint64(p.Length)
+	a.packets += packets
+	a.bytes += bytes
 	a.end = now
 	sh.mu.Unlock()
 }

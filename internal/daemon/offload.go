@@ -1,0 +1,223 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sgd-firewall/sgd/internal/conntrack"
+	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/offload"
+)
+
+// OffloadMark is the packet-mark bit of sgd's verdicts that hands a flow to the kernel
+// (netfilter.Offload.Mark): sgd's filter-table rules then set the connection's label bit
+// of every sgd point the packet crosses, and the kernel accepts the connection's later
+// packets there without queueing them.
+const OffloadMark = 0x00800000
+
+// offloadPoll is how often the kernel's counters of offloaded flows are read into sgd's
+// counters and flow logs (and flows the kernel dropped without a word are forgotten).
+const offloadPoll = 5 * time.Second
+
+// offloader is the daemon's side of the kernel fast path (SPEC 4.7): it keeps the
+// connection table true to the kernel's (a flow ends when the kernel's does: destroy
+// events, and a dump for what events missed) and adds the kernel's accounting of
+// offloaded flows to sgd's counters and flow logs, so that every packet is counted once,
+// whether or not it crossed the queue.
+//
+// Counting once: the kernel counts every packet of a connection, including the ones sgd
+// judged on the queue before it offloaded the flow; the table keeps what sgd counted of
+// those (conntrack.Counted), and the first time a connection is read its kernel counts
+// less those are what sgd did not see. From then on, each reading adds what grew.
+type offloader struct {
+	d   *Daemon
+	k   *offload.Kernel
+	log *zap.Logger
+
+	mu      sync.Mutex
+	credit  map[uint32]counts      // kernel connection id → what was added for it so far
+	missing map[conntrack.Tuple]bool // offloaded flows absent from the last dump
+}
+
+// counts is a connection's packets and bytes, original direction then reply.
+type counts struct{ op, ob, rp, rb uint64 }
+
+func newOffloader(d *Daemon, k *offload.Kernel) *offloader {
+	return &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]bool{}}
+}
+
+// run follows the kernel's destroy events and reads its counters every offloadPoll until
+// ctx ends.
+func (o *offloader) run(ctx context.Context) {
+	go func() {
+		err := o.k.Listen(ctx, o.ended, func(err error) {
+			// Events were lost (the socket overran): the next dump finds what ended.
+			o.log.Warn("kernel conntrack events lost; catching up from a dump", zap.Error(err))
+			o.poll(ctx)
+		})
+		if err != nil && ctx.Err() == nil {
+			o.log.Error("kernel conntrack events stopped: offloaded flows are forgotten only by dumps now", zap.Error(err))
+		}
+	}()
+	t := time.NewTicker(offloadPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			o.poll(ctx)
+		}
+	}
+}
+
+// alive is the judge's question (filter.Offload.Alive): does the kernel still track the
+// connection of t? When it cannot tell, the answer is no: the flow is forgotten and the
+// packet judged by the rules, which is never more open.
+func (o *offloader) alive(t conntrack.Tuple) bool {
+	_, ok, err := o.k.Lookup(context.Background(), t.Proto, t.Src, t.Dst, t.SrcPort, t.DstPort)
+	if err != nil {
+		o.log.Debug("kernel conntrack lookup failed; judging the packet by the rules", zap.Error(err))
+		return false
+	}
+	return ok
+}
+
+// ended takes a connection the kernel has destroyed: its last counts, then its flows
+// leave the table.
+func (o *offloader) ended(c offload.Conn) {
+	o.mu.Lock()
+	o.add(c)
+	delete(o.credit, c.ID)
+	o.mu.Unlock()
+	for _, z := range zonesOf(c.Labels) {
+		t := tupleOf(c, z)
+		o.d.table.Forget(&t)
+	}
+}
+
+// poll reads every offloaded connection's counts, and forgets offloaded flows the kernel
+// no longer has (two dumps in a row without them: a flow offloaded a moment ago may not be
+// in the kernel's table yet, its first packet still on its way through the hooks).
+func (o *offloader) poll(ctx context.Context) {
+	conns, err := o.k.Dump(ctx)
+	if err != nil {
+		o.log.Warn("reading the kernel's offloaded connections", zap.Error(err))
+		return
+	}
+	live := make(map[conntrack.Tuple]bool, len(conns))
+	ids := make(map[uint32]bool, len(conns))
+	o.mu.Lock()
+	for _, c := range conns {
+		o.add(c)
+		ids[c.ID] = true
+		for _, z := range zonesOf(c.Labels) {
+			live[canonical(tupleOf(c, z))] = true
+		}
+	}
+	for id := range o.credit {
+		if !ids[id] {
+			delete(o.credit, id) // ended, and its event lost
+		}
+	}
+	var gone []conntrack.Tuple
+	missing := map[conntrack.Tuple]bool{}
+	o.d.table.Range(func(t conntrack.Tuple, info conntrack.FlowInfo) bool {
+		if k := canonical(t); info.Offloaded && !live[k] {
+			if o.missing[k] {
+				gone = append(gone, t)
+			} else {
+				missing[k] = true
+			}
+		}
+		return true
+	})
+	o.missing = missing
+	o.mu.Unlock()
+	for i := range gone {
+		o.d.table.Forget(&gone[i])
+	}
+}
+
+// add credits what c's counts grew by since they were last read. o.mu is held.
+func (o *offloader) add(c offload.Conn) {
+	prev, seen := o.credit[c.ID]
+	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
+	zones := zonesOf(c.Labels)
+	if !seen && len(zones) > 0 {
+		// The packets sgd judged itself before the kernel took the flow over.
+		t := tupleOf(c, zones[0])
+		if sgd, ok := o.d.table.Counted(&t); ok {
+			prev.op, prev.ob = sgd.Packets, sgd.Bytes
+		}
+	}
+	o.credit[c.ID] = now
+	delta := counts{sub(now.op, prev.op), sub(now.ob, prev.ob), sub(now.rp, prev.rp), sub(now.rb, prev.rb)}
+	if delta == (counts{}) {
+		return
+	}
+	for _, z := range zones {
+		t := tupleOf(c, z)
+		info, ok := o.d.table.Find(&t, o.d.now())
+		if !ok {
+			continue
+		}
+		orig := filter.DirEgress
+		if info.Meta.Ingress {
+			orig = filter.DirIngress
+		}
+		o.d.engine.CountOffloaded(orig, delta.op, delta.ob)
+		o.d.engine.CountOffloaded(orig^1, delta.rp, delta.rb)
+		if o.d.flows != nil {
+			o.d.flows.addOffloaded(o.d.flowID(z), c, delta.op, delta.ob, delta.rp, delta.rb)
+		}
+	}
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+// zonesOf lists the zones whose label bits l carries.
+func zonesOf(l offload.Labels) []uint16 {
+	var zs []uint16
+	for z := uint16(1); z <= filter.MaxOffloadZone; z++ {
+		if l.Has(z) {
+			zs = append(zs, z)
+		}
+	}
+	return zs
+}
+
+// tupleOf is c's key in the table's zone z (the original direction's tuple).
+func tupleOf(c offload.Conn, z uint16) conntrack.Tuple {
+	return conntrack.Tuple{Zone: z, Proto: c.Proto, Src: c.Src, Dst: c.Dst, SrcPort: c.SrcPort, DstPort: c.DstPort}
+}
+
+// canonical is t with its endpoints in one order, so that a flow keyed from either side
+// compares equal.
+func canonical(t conntrack.Tuple) conntrack.Tuple {
+	if t.Dst.Less(t.Src) || t.Dst == t.Src && t.DstPort < t.SrcPort {
+		t.Src, t.Dst, t.SrcPort, t.DstPort = t.Dst, t.Src, t.DstPort, t.SrcPort
+	}
+	return t
+}
+
+// flowID is the interface-id of zone z's flow-log records: a port's ENI, an interface's
+// name.
+func (d *Daemon) flowID(z uint16) string {
+	name, ok := d.zones.Name(z)
+	if !ok {
+		return ""
+	}
+	if itf := d.ctl.Running().Policy.Interface(name); itf != nil && itf.Port != nil {
+		return itf.Port.ENI
+	}
+	return name
+}
