@@ -40,7 +40,7 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	queueNum := fs.Int("queue-num", 0, "first NFQUEUE `number` (default 100)")
 	queueCount := fs.Int("queue-count", 0, "number of queues, one reader each, spread by CPU (default 1)")
 	failOpen := fs.Bool("fail-open", false, "let traffic pass while no daemon answers (default: fail closed)")
-	fastPath := fs.Bool("fast-path", false, "accept packets of flows sgd already allowed in the kernel (connmark)")
+	fastPath := fs.Bool("fast-path", true, "let the kernel carry flows sgd allowed, with their timeouts, counters and flow logs kept (SPEC 4.7); --fast-path=false judges every packet in sgd")
 	statusSocket := fs.String("status-socket", "", "`path` of the root-only status socket (default /run/sgd/sgd.sock; \"off\" disables)")
 	flowLog := fs.String("flow-log", "", "append VPC Flow Log records to this `file`")
 	apiListen := fs.String("api-listen", "", "serve the EC2 Query API on `address:port` (off by default; requests signed with a key of daemon.api_credentials_file)")
@@ -69,7 +69,10 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	if set["queue-count"] {
 		o.QueueCount = queueCount
 	}
-	o.FailOpen, o.FastPath = *failOpen, *fastPath
+	o.FailOpen = *failOpen
+	if set["fast-path"] {
+		o.FastPath = fastPath
+	}
 	o.Audit, o.AllowMissingInterfaces = *audit, *allowMissing
 	if *etcdEndpoints != "" || *etcdCACert != "" || *etcdCert != "" || *etcdKey != "" {
 		o.Etcd = &settings.EtcdSection{CACert: *etcdCACert, Cert: *etcdCert, Key: *etcdKey}

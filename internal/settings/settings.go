@@ -45,7 +45,7 @@ type Section struct {
 	LogFormat               string `yaml:"log_format" json:"log_format"`
 	FlowLogFile             string `yaml:"flow_log_file" json:"flow_log_file"`
 	FlowLogInterval         *int   `yaml:"flow_log_interval" json:"flow_log_interval"`
-	FastPath                bool   `yaml:"fast_path" json:"fast_path"`
+	FastPath                *bool  `yaml:"fast_path" json:"fast_path"`
 	RulesPerGroupQuota      *int   `yaml:"rules_per_group_quota" json:"rules_per_group_quota"`
 	GroupsPerInterfaceQuota *int   `yaml:"groups_per_interface_quota" json:"groups_per_interface_quota"`
 	DeniedLogPerSecond      *int   `yaml:"denied_log_per_second" json:"denied_log_per_second"`
@@ -209,7 +209,12 @@ func Resolve(d, o Section) Daemon {
 	if p := pick(d.FlowLogInterval, o.FlowLogInterval); p != nil {
 		s.FlowLogInterval = *p
 	}
-	s.FastPath = d.FastPath || o.FastPath
+	s.FastPath = true // SPEC 4.7: on by default; false judges every packet in sgd
+	if o.FastPath != nil {
+		s.FastPath = *o.FastPath
+	} else if d.FastPath != nil {
+		s.FastPath = *d.FastPath
+	}
 	s.Audit = d.Audit || o.Audit
 	// Audit mode drops nothing, so not even while no daemon answers: its hooks fail open.
 	s.FailOpen = s.FailOpen || s.Audit

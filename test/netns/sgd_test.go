@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -35,6 +36,11 @@ func (b *syncBuffer) String() string {
 }
 
 var queueSeq atomic.Int32
+
+// fastPath, when set, is passed to every `sgd run` of the suite as --fast-path=VALUE: CI
+// runs the suite with sgd's default (the kernel fast path on) and again with
+// -sgd.fast-path=false (every packet judged in sgd), SPEC 4.7.
+var fastPath = flag.String("sgd.fast-path", "", "run every sgd of the suite with --fast-path=`VALUE` (default: sgd's own default)")
 
 // nextQueue returns a queue number unique to this run of the suite (queues are per
 // namespace anyway; distinct numbers make logs unambiguous).
@@ -87,6 +93,9 @@ func sgdCommand(t *testing.T, ns, config string, queue int, extra ...string) (cm
 		"--status-socket", socket,
 		"--queue-num", strconv.Itoa(queue),
 		"--log-format", "console"}
+	if *fastPath != "" {
+		args = append(args, "--fast-path="+*fastPath)
+	}
 	cmd = exec.Command("ip", append(args, extra...)...)
 	// `ip netns exec` execs sgd in place (no fork), so signals reach sgd itself; the
 	// parent-death signal makes sure no daemon outlives a test binary that dies.
