@@ -55,8 +55,9 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 	if s.LastError != "" {
 		w("last reload error: %s\n", strings.ReplaceAll(s.LastError, "\n", "\n  "))
 	}
-	w("queues:   %d–%d, fail %s, fast path %v\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
-		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen], s.Settings.FastPath)
+	w("queues:   %d–%d, fail %s, fast path %s\n", s.Settings.QueueNum, s.Settings.QueueNum+s.Settings.QueueCount-1,
+		map[bool]string{true: "open", false: "closed"}[s.Settings.FailOpen],
+		map[bool]string{true: "on (the kernel carries tracked flows)", false: "off (every packet judged in sgd)"}[s.Settings.FastPath])
 	if st := s.Store; st != nil {
 		state := "connected"
 		if !st.Connected {
@@ -98,8 +99,8 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 	for _, g := range s.Groups {
 		w("  %-20s %-24s %3d ingress, %3d egress rules\n", g.ID, g.Name, g.Ingress, g.Egress)
 	}
-	w("\ntracked flows: tcp %d, udp %d, icmp %d, other %d (max %d)\n",
-		s.TrackedFlows["tcp"], s.TrackedFlows["udp"], s.TrackedFlows["icmp"], s.TrackedFlows["other"], s.Capacity)
+	w("\ntracked flows: tcp %d, udp %d, icmp %d, other %d (max %d); %d offloaded to the kernel\n",
+		s.TrackedFlows["tcp"], s.TrackedFlows["udp"], s.TrackedFlows["icmp"], s.TrackedFlows["other"], s.Capacity, s.Offloaded)
 	w("\npackets (direction/verdict/reason):\n")
 	for _, k := range s.SortedPackets() {
 		w("  %-36s %d\n", k, s.Packets[k])

@@ -342,6 +342,8 @@ func (d *Daemon) snapshot() metrics.Snapshot {
 	}
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
+	s.OffloadedFlows = d.table.Offloaded()
+	s.OffloadedPackets, _ = d.engine.Offloaded()
 	s.Interfaces = append(s.Interfaces, d.ctl.Running().Policy.DeviceNames()...)
 	s.Missing = d.missingInterfaces()
 	return s

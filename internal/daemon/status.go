@@ -35,6 +35,9 @@ type Status struct {
 	Groups       []GroupStatus  `json:"groups"`
 	TrackedFlows map[string]int `json:"tracked_flows"`
 	Capacity     int            `json:"max_tracked_connections"`
+	// Offloaded is how many of the tracked flows the kernel carries (the fast path, SPEC
+	// 4.7); they count in TrackedFlows too.
+	Offloaded int `json:"offloaded_flows"`
 	// Adopted counts, per interface, the established TCP connections adopted at start
 	// (nil when adopt_established is off).
 	Adopted  map[string]int    `json:"adopted_at_start,omitempty"`
@@ -101,6 +104,7 @@ func (d *Daemon) status() Status {
 	}
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
+	s.Offloaded = d.table.Offloaded()
 	pk, _ := d.engine.Counters()
 	s.Packets = map[string]uint64{}
 	for dir := range 2 {

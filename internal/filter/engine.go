@@ -297,6 +297,16 @@ func workerCounters(ws []*Worker) []*Counters {
 	return cs
 }
 
+// Offloaded returns the packets and bytes CountOffloaded added: what the kernel carried of
+// offloaded flows without queueing it.
+func (e *Engine) Offloaded() (packets, bytes uint64) {
+	for d := range 2 {
+		packets += e.offloaded.Packets[d][ReasonTracked].Load()
+		bytes += e.offloaded.Bytes[d][ReasonTracked].Load()
+	}
+	return packets, bytes
+}
+
 // CountOffloaded adds packets of an offloaded flow that the kernel carried without
 // queueing them (its accounting, SPEC 4.7) to the counters, as tracked packets crossing
 // a point in direction dir.

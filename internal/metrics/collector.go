@@ -18,6 +18,8 @@ type snapshotCollector struct {
 	trackedFlows       *prometheus.Desc
 	allowanceExceeded  *prometheus.Desc
 	interfaces         *prometheus.Desc
+	offloadedFlows     *prometheus.Desc
+	offloadedPackets   *prometheus.Desc
 	build              *prometheus.Desc
 }
 
@@ -35,6 +37,11 @@ func newSnapshotCollector(opt Options) *snapshotCollector {
 			"New flows and untracked packets allowed by each security group (sum of its rules).", []string{"group"}, nil),
 		trackedFlows: prometheus.NewDesc("sgd_tracked_flows",
 			"Flows currently in sgd's connection table, by protocol.", []string{"protocol"}, nil),
+		offloadedFlows: prometheus.NewDesc("sgd_offloaded_flows",
+			"Tracked flows the kernel carries past the queue (the fast path); they count in sgd_tracked_flows too.", nil, nil),
+		offloadedPackets: prometheus.NewDesc("sgd_offloaded_packets_total",
+			"Packets of offloaded flows the kernel accepted without queueing them, from its accounting; they count in sgd_packets_total (reason tracked) too.",
+			nil, nil),
 		allowanceExceeded: prometheus.NewDesc("sgd_conntrack_allowance_exceeded_total",
 			"Packets dropped because the connection table was full and could not track a new flow.", nil, nil),
 		interfaces: prometheus.NewDesc("sgd_interfaces",
@@ -51,7 +58,7 @@ func newSnapshotCollector(opt Options) *snapshotCollector {
 // names and label sets once, at registration.
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.ruleHits, c.groupHit,
-		c.trackedFlows, c.allowanceExceeded, c.interfaces, c.build} {
+		c.trackedFlows, c.allowanceExceeded, c.interfaces, c.offloadedFlows, c.offloadedPackets, c.build} {
 		ch <- d
 	}
 }
@@ -86,6 +93,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- constMetric(c.trackedFlows, prometheus.GaugeValue, float64(n), proto)
 	}
 	ch <- constMetric(c.allowanceExceeded, prometheus.CounterValue, float64(s.ConntrackAllowanceExceeded))
+	ch <- constMetric(c.offloadedFlows, prometheus.GaugeValue, float64(s.OffloadedFlows))
+	ch <- constMetric(c.offloadedPackets, prometheus.CounterValue, float64(s.OffloadedPackets))
 
 	seen := make(map[string]bool, len(s.Interfaces))
 	for _, name := range s.Interfaces {

@@ -37,6 +37,8 @@ func fullSnapshot() Snapshot {
 			{"sg-db", "sg-db/egress/0", 5},
 		},
 		TrackedFlows:               map[string]int{"tcp": 4, "udp": 2, "icmp": 1, "other": 0},
+		OffloadedFlows:             3,
+		OffloadedPackets:           1234,
 		ConntrackAllowanceExceeded: 2,
 		Interfaces:                 []string{"eth0", "veth-sgd"},
 		Missing:                    []string{"veth-sgd"},

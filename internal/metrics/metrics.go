@@ -45,6 +45,11 @@ type Snapshot struct {
 	// TrackedFlows is the number of flows in the connection table by protocol
 	// (tcp, udp, icmp, other).
 	TrackedFlows map[string]int
+	// OffloadedFlows are the tracked flows the kernel carries (sgd_offloaded_flows), and
+	// OffloadedPackets the packets it accepted for them without queueing
+	// (sgd_offloaded_packets_total).
+	OffloadedFlows   int
+	OffloadedPackets uint64
 	// ConntrackAllowanceExceeded counts packets dropped because the flow table was
 	// full (SPEC 2.5: sgd_conntrack_allowance_exceeded_total).
 	ConntrackAllowanceExceeded uint64

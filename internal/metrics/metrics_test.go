@@ -75,7 +75,7 @@ func TestFamiliesAndLabels(t *testing.T) {
 		"sgd_tracked_flows", "sgd_conntrack_allowance_exceeded_total",
 		"sgd_config_reloads_total", "sgd_config_last_reload_success_timestamp_seconds", "sgd_config_info",
 		"sgd_queue_dropped_total", "sgd_queue_user_dropped_total", "sgd_queue_waiting",
-		"sgd_build_info", "sgd_interfaces",
+		"sgd_build_info", "sgd_interfaces", "sgd_offloaded_flows", "sgd_offloaded_packets_total",
 		"go_goroutines", "process_start_time_seconds",
 	} {
 		if !got[want] {
@@ -99,6 +99,8 @@ func TestScrapeValues(t *testing.T) {
 		{`sgd_tracked_flows{protocol="tcp"}`, "4"},
 		{`sgd_tracked_flows{protocol="other"}`, "0"},
 		{`sgd_conntrack_allowance_exceeded_total`, "2"},
+		{`sgd_offloaded_flows`, "3"},
+		{`sgd_offloaded_packets_total`, "1234"},
 		{`sgd_config_reloads_total{result="success"}`, "1"},
 		{`sgd_config_reloads_total{result="failure"}`, "1"},
 		// The failed reload at 1700000100 does not move the timestamp.
