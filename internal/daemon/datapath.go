@@ -8,6 +8,7 @@ import (
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/nfqueue"
+	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
 // reader joins one queue reader of the transport to one worker of the judge: it maps the
@@ -63,7 +64,7 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		// sgd's rules to label the connection at every sgd point the packet crosses.
 		// The mark replaces the packet's whole mark: keep its other bits (fwmark
 		// routing, SO_MARK, WireGuard).
-		v.Mark = p.Mark | OffloadMark
+		v.Mark = p.Mark | offload.Mark
 	}
 	return v
 }

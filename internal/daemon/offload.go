@@ -12,12 +12,6 @@ import (
 	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
-// OffloadMark is the packet-mark bit of sgd's verdicts that hands a flow to the kernel
-// (netfilter.Offload.Mark): sgd's filter-table rules then set the connection's label bit
-// of every sgd point the packet crosses, and the kernel accepts the connection's later
-// packets there without queueing them.
-const OffloadMark = 0x00800000
-
 // offloadPoll is how often the kernel's counters of offloaded flows are read into sgd's
 // counters and flow logs (and flows the kernel dropped without a word are forgotten).
 const offloadPoll = 5 * time.Second
@@ -89,14 +83,33 @@ func (o *offloader) alive(t conntrack.Tuple) bool {
 // ended takes a connection the kernel has destroyed: its last counts, then its flows
 // leave the table.
 func (o *offloader) ended(c offload.Conn) {
+	zones := o.zones(c)
 	o.mu.Lock()
-	o.add(c)
+	o.add(c, zones)
 	delete(o.credit, c.ID)
 	o.mu.Unlock()
-	for _, z := range zonesOf(c.Labels) {
+	for _, z := range zones {
 		t := tupleOf(c, z)
 		o.d.table.Forget(&t)
 	}
+}
+
+// zones are the zones c is offloaded at: its label bits, or, for a destroy event (which
+// carries no labels), the zones of the devices in force that hold c's flow offloaded.
+func (o *offloader) zones(c offload.Conn) []uint16 {
+	if c.Labels.Any() {
+		return zonesOf(c.Labels)
+	}
+	var zs []uint16
+	now := o.d.now()
+	for _, name := range o.d.ctl.Running().Policy.DeviceNames() {
+		z := o.d.zones.Of(name)
+		t := tupleOf(c, z)
+		if info, ok := o.d.table.Find(&t, now); ok && info.Offloaded {
+			zs = append(zs, z)
+		}
+	}
+	return zs
 }
 
 // poll reads every offloaded connection's counts, and forgets offloaded flows the kernel
@@ -112,7 +125,7 @@ func (o *offloader) poll(ctx context.Context) {
 	ids := make(map[uint32]bool, len(conns))
 	o.mu.Lock()
 	for _, c := range conns {
-		o.add(c)
+		o.add(c, zonesOf(c.Labels))
 		ids[c.ID] = true
 		for _, z := range zonesOf(c.Labels) {
 			live[canonical(tupleOf(c, z))] = true
@@ -142,11 +155,11 @@ func (o *offloader) poll(ctx context.Context) {
 	}
 }
 
-// add credits what c's counts grew by since they were last read. o.mu is held.
-func (o *offloader) add(c offload.Conn) {
+// add credits what c's counts grew by since they were last read to its flows at zones.
+// o.mu is held.
+func (o *offloader) add(c offload.Conn, zones []uint16) {
 	prev, seen := o.credit[c.ID]
 	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
-	zones := zonesOf(c.Labels)
 	if !seen && len(zones) > 0 {
 		// The packets sgd judged itself before the kernel took the flow over.
 		t := tupleOf(c, zones[0])
@@ -187,7 +200,7 @@ func sub(a, b uint64) uint64 {
 // zonesOf lists the zones whose label bits l carries.
 func zonesOf(l offload.Labels) []uint16 {
 	var zs []uint16
-	for z := uint16(1); z <= filter.MaxOffloadZone; z++ {
+	for z := uint16(1); z <= offload.MaxZone; z++ {
 		if l.Has(z) {
 			zs = append(zs, z)
 		}
