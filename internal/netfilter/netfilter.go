@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -106,12 +107,13 @@ func (m *Manager) Rules(s Spec) (v4, v6 []byte) {
 }
 
 // Apply validates s, then for each family replaces the contents of sgd's chains in one
-// iptables-restore transaction per table and inserts each jump at the top of its built-in
-// chain unless iptables -C finds it already there, so applying again, or after a crash,
-// leaves exactly one copy. With s.FastPathMask == 0 the filter-table chains and jumps of a
-// previous run are removed. Packets start being queued when the jumps first appear: open
-// the queues before. On error, a family may be left with its old or new rules (each
-// table's chain contents change atomically); Apply again or Remove.
+// iptables-restore transaction and adds each jump to its built-in chain (at the top; in
+// raw, at the end) unless iptables -C finds it already there, so applying again, or after
+// a crash, leaves exactly one copy. The chains s does not need (the forwarding path's
+// without ports; the offload's without Offload, and those of an older version) are
+// removed, jumps and all. Packets start being queued when the jumps first appear: open
+// the queues before; with Offload, create the timeout policies before (offload.Ensure).
+// On error, a family may be left with its old or new rules; Apply again or Remove.
 func (m *Manager) Apply(ctx context.Context, s Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -133,32 +135,33 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 	if _, err := m.run(ctx, m.restoreBin(f), []string{"-w", "--noflush"}, rules(s, f)); err != nil {
 		return fmt.Errorf("netfilter: %v: replace chains: %w", f, err)
 	}
-	hooks := queueHooks[:]
-	if len(s.Ports) > 0 {
-		hooks = append(hooks, forwardHooks[:]...)
-	}
-	if s.FastPathMask != 0 {
-		hooks = append(hooks, saveHooks[:]...)
-	}
-	for _, h := range hooks {
+	want := s.hooks()
+	for _, h := range want {
+		if h.builtin == "" {
+			continue
+		}
 		if err := m.ensureJump(ctx, f, h); err != nil {
 			return err
 		}
 	}
-	if len(s.Ports) == 0 {
-		if err := m.remove(ctx, f, "mangle", forwardHooks[:]); err != nil {
-			return err
+	for _, table := range tables {
+		var unwanted []hook
+		for _, h := range allHooks() {
+			if h.table == table && !slices.Contains(want, h) {
+				unwanted = append(unwanted, h)
+			}
 		}
-	}
-	if s.FastPathMask == 0 {
-		if err := m.remove(ctx, f, "filter", saveHooks[:]); err != nil {
+		if len(unwanted) == 0 {
+			continue
+		}
+		if err := m.remove(ctx, f, table, unwanted); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ensureJump inserts h's jump as rule 1 of its built-in chain unless -C finds one.
+// ensureJump adds h's jump to its built-in chain (as rule 1, or last) unless -C finds one.
 func (m *Manager) ensureJump(ctx context.Context, f family, h hook) error {
 	check := append([]string{"-w", "-t", h.table, "-C", h.builtin}, h.jumpArgs()...)
 	_, err := m.run(ctx, m.iptablesBin(f), check, nil)
@@ -171,13 +174,17 @@ func (m *Manager) ensureJump(ctx context.Context, f family, h hook) error {
 		return fmt.Errorf("netfilter: %v: check jump %s -> %s in %s: %w", f, h.builtin, h.chain, h.table, err)
 	}
 	insert := append([]string{"-w", "-t", h.table, "-I", h.builtin, "1"}, h.jumpArgs()...)
+	if h.last {
+		insert = append([]string{"-w", "-t", h.table, "-A", h.builtin}, h.jumpArgs()...)
+	}
 	if _, err := m.run(ctx, m.iptablesBin(f), insert, nil); err != nil {
 		return fmt.Errorf("netfilter: %v: insert jump %s -> %s in %s: %w", f, h.builtin, h.chain, h.table, err)
 	}
 	return nil
 }
 
-// Remove deletes sgd's jumps and chains from both tables of every managed family, in one
+// Remove deletes sgd's jumps and chains from the tables of every managed family (raw,
+// mangle, filter), in one
 // iptables-restore transaction per family, leaving every other rule as it was. What is
 // already absent is skipped, so Remove on a clean ruleset does nothing and returns nil.
 // A failure in one family does not stop the other; the errors are joined.
@@ -190,16 +197,19 @@ func (m *Manager) Remove(ctx context.Context) error {
 	var errs []error
 	for _, f := range m.families {
 		var b bytes.Buffer
-		for _, t := range []struct {
-			table string
-			hooks []hook
-		}{{"mangle", append(queueHooks[:], forwardHooks[:]...)}, {"filter", saveHooks[:]}} {
-			st, err := m.list(ctx, f, t.table)
+		for _, table := range tables {
+			var hooks []hook
+			for _, h := range allHooks() {
+				if h.table == table {
+					hooks = append(hooks, h)
+				}
+			}
+			st, err := m.list(ctx, f, table)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			b.Write(removal(st, t.table, t.hooks))
+			b.Write(removal(st, table, hooks))
 		}
 		if b.Len() == 0 {
 			continue
@@ -237,6 +247,9 @@ func removal(st tableState, table string, hooks []hook) []byte {
 		}
 	}
 	for _, h := range hooks {
+		if h.builtin == "" {
+			continue
+		}
 		spec := strings.Join(h.jumpArgs(), " ")
 		for range st.jumps[h.builtin+" "+spec] {
 			fmt.Fprintf(&b, "-D %s %s\n", h.builtin, spec)
@@ -294,7 +307,8 @@ func (m *Manager) list(ctx context.Context, f family, table string) (tableState,
 		switch {
 		case strings.HasPrefix(line, "-N "):
 			st.chains[strings.TrimPrefix(line, "-N ")] = true
-		case strings.HasPrefix(line, "-A INPUT "), strings.HasPrefix(line, "-A OUTPUT "), strings.HasPrefix(line, "-A FORWARD "):
+		case strings.HasPrefix(line, "-A INPUT "), strings.HasPrefix(line, "-A OUTPUT "), strings.HasPrefix(line, "-A FORWARD "),
+			strings.HasPrefix(line, "-A PREROUTING "):
 			st.jumps[strings.TrimPrefix(line, "-A ")]++
 		}
 	}

@@ -112,31 +112,6 @@ COMMIT
 `,
 		},
 		{
-			name: "fast path on, two interfaces",
-			spec: Spec{Interfaces: []string{"eth0", "eth1"}, QueueNum: 0, QueueCount: 1, FastPathMask: 0xff00, Zones: map[string]uint16{"eth0": 1, "eth1": 7}},
-			v4: `*mangle
-:SGD-INPUT - [0:0]
-:SGD-OUTPUT - [0:0]
--A SGD-INPUT -i lo -j RETURN
--A SGD-INPUT -i eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x100/0xff00 -j ACCEPT
--A SGD-INPUT -i eth0 -j NFQUEUE --queue-num 0
--A SGD-INPUT -i eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x700/0xff00 -j ACCEPT
--A SGD-INPUT -i eth1 -j NFQUEUE --queue-num 0
--A SGD-OUTPUT -o lo -j RETURN
--A SGD-OUTPUT -o eth0 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x100/0xff00 -j ACCEPT
--A SGD-OUTPUT -o eth0 -j NFQUEUE --queue-num 0
--A SGD-OUTPUT -o eth1 -m conntrack --ctstate NEW,ESTABLISHED -m connmark --mark 0x700/0xff00 -j ACCEPT
--A SGD-OUTPUT -o eth1 -j NFQUEUE --queue-num 0
-COMMIT
-*filter
-:SGD-SAVE-IN - [0:0]
-:SGD-SAVE-OUT - [0:0]
--A SGD-SAVE-IN -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00
--A SGD-SAVE-OUT -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00
-COMMIT
-`,
-		},
-		{
 			name: "no interfaces: nothing queued",
 			spec: Spec{QueueCount: 1},
 			v4: `*mangle
@@ -276,16 +251,19 @@ func TestFastPathOnOff(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Runner = f
 	m := New(opts)
-	on := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 0xf0, Zones: map[string]uint16{"eth0": 1}}
+	on := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"eth0": 1}}}
 	if err := m.Apply(ctx, on); err != nil {
 		t.Fatalf("Apply(%+v) = %v", on, err)
 	}
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		for _, c := range []struct{ builtin, chain string }{{"INPUT", ChainSaveIn}, {"OUTPUT", ChainSaveOut}} {
 			fl := f.state[fam]["filter"]
-			want := "-m mark ! --mark 0x0/0xf0 -j CONNMARK --save-mark --nfmask 0xf0 --ctmask 0xf0"
-			if got := fl[c.chain]; len(got) != 1 || got[0] != want {
-				t.Errorf("%s filter %s = %q; want [%q]", fam, c.chain, got, want)
+			want := `-i eth0 -m connlabel --label "1" --set -j CONNMARK --set-xmark 0x800000/0x800000`
+			if c.builtin == "OUTPUT" {
+				want = strings.Replace(want, "-i", "-o", 1)
+			}
+			if got := fl[c.chain]; len(got) != 3 || got[2] != want {
+				t.Errorf("%s filter %s = %q; want 3 rules ending with %q", fam, c.chain, got, want)
 			}
 			if got := fl[c.builtin]; len(got) == 0 || got[0] != "-m comment --comment sgd -j "+c.chain {
 				t.Errorf("%s filter %s = %q; want the jump to %s first", fam, c.builtin, got, c.chain)
@@ -297,16 +275,18 @@ func TestFastPathOnOff(t *testing.T) {
 	}
 
 	off := on
-	off.FastPathMask = 0
+	off.Offload = nil
 	if err := m.Apply(ctx, off); err != nil {
 		t.Fatalf("Apply(%+v) = %v", off, err)
 	}
 	dump := f.dump()
-	if strings.Contains(dump, "SGD-SAVE") {
-		t.Errorf("after Apply with FastPathMask 0, ruleset still has SGD-SAVE:\n%s", dump)
+	for _, c := range []string{"SGD-SAVE", "-FAST", "SGD-RAW", "raw"} {
+		if strings.Contains(dump, c) {
+			t.Errorf("after Apply without Offload, ruleset still has %s:\n%s", c, dump)
+		}
 	}
 	if !strings.Contains(dump, "ipv4 filter -A INPUT -s 192.0.2.9/32 -j DROP\n") {
-		t.Errorf("after Apply with FastPathMask 0, foreign filter rule is gone:\n%s", dump)
+		t.Errorf("after Apply without Offload, foreign filter rule is gone:\n%s", dump)
 	}
 
 	// Off again: nothing in filter to remove, so no restore touches it.
@@ -339,7 +319,7 @@ func TestRemove(t *testing.T) {
 		t.Errorf("Installed() before Apply = %v, %v; want false, nil", ok, err)
 	}
 
-	if err := m.Apply(ctx, Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 1, Zones: map[string]uint16{"eth0": 1}}); err != nil {
+	if err := m.Apply(ctx, Spec{Interfaces: []string{"eth0"}, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"eth0": 1}, Timeouts: map[string][2]string{"eth0": {"sgd-tcp-60", "sgd-udp-30-60"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	// A duplicate jump (two sgd instances racing) is removed too.
@@ -444,7 +424,7 @@ func TestConcurrentUse(t *testing.T) {
 	opts := DefaultOptions()
 	opts.Runner = f
 	m := New(opts)
-	s := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, FastPathMask: 2, Zones: map[string]uint16{"eth0": 1}}
+	s := Spec{Interfaces: []string{"eth0"}, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"eth0": 1}}}
 	done := make(chan error)
 	for i := range 3 {
 		go func() {
@@ -470,32 +450,3 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
-// A zone goes into the fast path's mark field only when the field can hold it; a mask that
-// is not one run of bits is refused.
-func TestZoneMark(t *testing.T) {
-	for _, tc := range []struct {
-		mask uint32
-		zone uint16
-		want uint32
-		ok   bool
-	}{
-		{0x00ff0000, 1, 0x00010000, true},
-		{0x00ff0000, 255, 0x00ff0000, true},
-		{0x00ff0000, 256, 0, false},
-		{0x00ff0000, 0, 0, false}, // zone 0: not a tracked interface
-		{0, 1, 0, false},          // fast path off
-		{0x80000000, 1, 0x80000000, true},
-		{0x80000000, 3, 0, false}, // would shift out of the word
-	} {
-		got, ok := ZoneMark(tc.mask, tc.zone)
-		if ok != tc.ok || (ok && got != tc.want) {
-			t.Errorf("ZoneMark(%#x, %d) = %#x, %v; want %#x, %v", tc.mask, tc.zone, got, ok, tc.want, tc.ok)
-		}
-	}
-	for mask, valid := range map[uint32]bool{0: true, 0x00ff0000: true, 0x1: true, 0x00f0f000: false, 0x5: false} {
-		err := Spec{QueueCount: 1, FastPathMask: mask}.Validate()
-		if (err == nil) != valid {
-			t.Errorf("Validate(FastPathMask %#x) = %v; want valid %v", mask, err, valid)
-		}
-	}
-}

@@ -20,12 +20,20 @@ import (
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
 // These tests run the real iptables commands, but only inside network namespaces they
 // create (and always delete): the host's own ruleset is never read or written.
 
 var nsSeq atomic.Int32
+
+// ensure creates the timeout policies of ts inside namespace ns.
+func ensure(t *testing.T, ns string, ts ...offload.Timeouts) {
+	t.Helper()
+	inNetns(t, ns, func() error { return offload.Ensure(context.Background(), ts) })
+}
 
 func requireRoot(t *testing.T) {
 	t.Helper()
@@ -70,7 +78,10 @@ func nsSh(t *testing.T, ns string, args ...string) string {
 	return sh(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
 }
 
-var counters = regexp.MustCompile(`\[\d+:\d+\]$`)
+var (
+	counters    = regexp.MustCompile(`\[\d+:\d+\]$`)
+	builtinDecl = regexp.MustCompile(`^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT `)
+)
 
 // saved is iptables-save of both families in ns, without comments and counters, as
 // "family table line" lines.
@@ -81,7 +92,9 @@ func saved(t *testing.T, ns string) []string {
 		table := ""
 		for _, l := range strings.Split(nsSh(t, ns, fam), "\n") {
 			switch {
-			case l == "" || strings.HasPrefix(l, "#") || l == "COMMIT":
+			case l == "" || strings.HasPrefix(l, "#") || l == "COMMIT", builtinDecl.MatchString(l):
+				// Built-in chains of the nft backend stay once a table was used;
+				// only their policy would matter, and sgd never sets one.
 			case strings.HasPrefix(l, "*"):
 				table = l[1:]
 			default:
@@ -92,12 +105,21 @@ func saved(t *testing.T, ns string) []string {
 	return lines
 }
 
-var jumpLines = []string{
-	"mangle -A INPUT -m comment --comment sgd -j SGD-INPUT",
-	"mangle -A OUTPUT -m comment --comment sgd -j SGD-OUTPUT",
-	"filter -A INPUT -m comment --comment sgd -j SGD-SAVE-IN",
-	"filter -A OUTPUT -m comment --comment sgd -j SGD-SAVE-OUT",
-}
+// jumpLines are sgd's jumps as "table -A BUILTIN rule", the mangle INPUT and OUTPUT ones
+// first.
+var jumpLines = func() []string {
+	var ls []string
+	for _, h := range allHooks() {
+		if h.builtin != "" {
+			ls = append(ls, h.table+" -A "+h.builtin+" "+strings.Join(h.jumpArgs(), " "))
+		}
+	}
+	return ls
+}()
+
+// cutTimeout shortens CT's timeout names to the 4 bytes Linux 6.18 lists (xt_CT's
+// usersize ends there; the rule in the kernel has the whole name).
+var cutTimeout = regexp.MustCompile(`(--timeout \S{1,4})\S*`)
 
 // owned splits saved lines into sgd's (chain declarations, chain rules, jumps) and the rest.
 func owned(lines []string) (own, foreign []string) {
@@ -128,12 +150,12 @@ func wantOwned(m *Manager, s Spec) []string {
 			case strings.HasPrefix(l, "*"):
 				table = l[1:]
 			case strings.HasPrefix(l, ":"), strings.HasPrefix(l, "-A "):
-				want = append(want, x.fam+" "+table+" "+l)
+				want = append(want, x.fam+" "+table+" "+cutTimeout.ReplaceAllString(l, "$1"))
 			}
 		}
-		for _, j := range jumpLines {
-			if strings.HasPrefix(j, "mangle") || s.FastPathMask != 0 {
-				want = append(want, x.fam+" "+j)
+		for _, h := range s.hooks() {
+			if h.builtin != "" {
+				want = append(want, x.fam+" "+h.table+" -A "+h.builtin+" "+strings.Join(h.jumpArgs(), " "))
 			}
 		}
 	}
@@ -186,7 +208,11 @@ func TestNetnsApplyRemove(t *testing.T) {
 	if ok, err := m.Installed(ctx); ok || err != nil {
 		t.Fatalf("Installed() before Apply = %v, %v; want false, nil", ok, err)
 	}
-	s := Spec{Interfaces: []string{"sgd-a", "sgd-b"}, QueueNum: 3, QueueCount: 2, FailOpen: true, FastPathMask: 0xf00, Zones: map[string]uint16{"sgd-a": 1, "sgd-b": 2}}
+	pol := offload.Timeouts{TCPEstablished: 60, UDP: 30, UDPStream: 60}
+	tcp, udp := pol.Names()
+	ensure(t, ns, pol)
+	s := Spec{Interfaces: []string{"sgd-a", "sgd-b"}, QueueNum: 3, QueueCount: 2, FailOpen: true,
+		Offload: &Offload{Zones: map[string]uint16{"sgd-a": 1, "sgd-b": 2}, Timeouts: map[string][2]string{"sgd-a": {tcp, udp}, "sgd-b": {tcp, ""}}}}
 
 	check := func(step string, s Spec) []string {
 		t.Helper()
@@ -381,6 +407,17 @@ func vethPair(t *testing.T) (a, b string, flows []flow) {
 // non-zero; hits counts the packets that carried marker in their payload.
 func queueReader(t *testing.T, ns string, num uint16, mark uint32, marker []byte, hits *atomic.Int32) (stop func()) {
 	t.Helper()
+	return queueReaderFunc(t, ns, num, mark, func(p []byte) {
+		if bytes.Contains(p, marker) {
+			hits.Add(1)
+		}
+	})
+}
+
+// queueReaderFunc is queueReader calling seen with each packet (from the library's
+// goroutine).
+func queueReaderFunc(t *testing.T, ns string, num uint16, mark uint32, seen func(payload []byte)) (stop func()) {
+	t.Helper()
 	fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -402,8 +439,8 @@ func queueReader(t *testing.T, ns string, num uint16, mark uint32, marker []byte
 		if a.PacketID == nil {
 			return 0
 		}
-		if a.Payload != nil && bytes.Contains(*a.Payload, marker) {
-			hits.Add(1)
+		if a.Payload != nil {
+			seen(*a.Payload)
 		}
 		if mark != 0 {
 			_ = q.SetVerdictWithMark(*a.PacketID, nfqueue.NfAccept, int(mark))
@@ -517,7 +554,7 @@ func TestNetnsFastPath(t *testing.T) {
 	m := New(opts)
 	t.Cleanup(func() { _ = m.Remove(context.Background()) })
 	const mark = 0x100
-	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 1, QueueCount: 1, FastPathMask: 0xff00, Zones: map[string]uint16{"veth1": 1}}
+	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 1, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}}
 	if err := m.Apply(ctx, spec); err != nil {
 		t.Fatalf("Apply(%+v) = %v", spec, err)
 	}

@@ -1,0 +1,288 @@
+package offload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/sgd-firewall/sgd/internal/ipproto"
+)
+
+// ICMP echo reply types (RFC 792; RFC 4443 section 4.2): the reply direction's type of
+// an echo entry, which Lookup needs to find one by its reply tuple.
+const (
+	echoReply   = 0
+	echoReplyV6 = 129
+)
+
+// eventBuffer is the receive buffer asked for the destroy-event socket: room for tens of
+// thousands of events while the listener is busy (root may exceed net.core.rmem_max).
+const eventBuffer = 16 << 20
+
+// Kernel talks to the conntrack table of one network namespace: the one Open was called
+// in. One per daemon; its methods are safe for concurrent use.
+type Kernel struct {
+	log  *zap.Logger
+	ns   int // fd of the namespace, for every socket the Kernel opens
+	mu   sync.Mutex
+	ct   *conntrack.Conn // Lookup and Delete (each a short request)
+	done bool
+}
+
+// Open returns a Kernel for the network namespace of the calling thread. log may be nil.
+func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("offload: open this thread's network namespace: %w", err)
+	}
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: ns})
+	if err != nil {
+		unix.Close(ns)
+		return nil, fmt.Errorf("offload: open conntrack netlink socket: %w", err)
+	}
+	return &Kernel{log: log, ns: ns, ct: ct}, nil
+}
+
+// Close closes the Kernel's sockets; a Listen still running ends (its context's end is
+// the clean way).
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done {
+		return nil
+	}
+	k.done = true
+	err := k.ct.Close()
+	unix.Close(k.ns)
+	return err
+}
+
+// dial opens a netlink netfilter socket in the Kernel's namespace.
+func (k *Kernel) dial() (*netlink.Conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: k.ns})
+	if err != nil {
+		return nil, fmt.Errorf("offload: open netfilter netlink socket: %w", err)
+	}
+	return c, nil
+}
+
+// Listen delivers the destruction of every entry sgd offloaded (its connection mark has
+// Mark: the destroy event carries the mark, not the labels) to ended, with the entry's
+// final counters and an empty Labels, until ctx ends; then it returns nil. When the
+// kernel drops events because the socket's buffer was full (ENOBUFS), lost is called
+// and listening goes on: some destructions were missed, so the caller should resync
+// (Dump). ended and lost run on Listen's goroutine, one at a time: keep them short, or
+// events pile up and get lost. An entry is reported only if it was created while
+// nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
+func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error)) error {
+	c, err := k.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.JoinGroup(uint32(netfilter.GroupCTDestroy)); err != nil {
+		return fmt.Errorf("offload: join conntrack destroy events: %w", err)
+	}
+	k.growBuffer(c)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		msgs, err := c.Receive()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, unix.ENOBUFS) {
+			lost(fmt.Errorf("offload: conntrack destroy events lost: %w", err))
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("offload: receive conntrack events: %w", err)
+		}
+		for _, m := range msgs {
+			var ev conntrack.Event
+			if err := ev.Unmarshal(m); err != nil || ev.Type != conntrack.EventDestroy || ev.Flow == nil {
+				continue // not a conntrack destroy event (nothing else is subscribed)
+			}
+			if ev.Flow.Mark&Mark == 0 {
+				continue
+			}
+			ended(connFrom(ev.Flow))
+		}
+	}
+}
+
+// growBuffer asks for a receive buffer of eventBuffer bytes, past net.core.rmem_max when
+// the process may (CAP_NET_ADMIN), else as much as the limit allows.
+func (k *Kernel) growBuffer(c *netlink.Conn) {
+	var serr error
+	if rc, err := c.SyscallConn(); err == nil {
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, eventBuffer)
+		})
+		if err == nil && serr == nil {
+			return
+		}
+	}
+	if err := c.SetReadBuffer(eventBuffer); err != nil {
+		k.log.Warn("conntrack destroy events: could not grow the socket's receive buffer", zap.Error(err))
+	}
+}
+
+// Dump returns the live entries that carry any of sgd's labels, with their counters and
+// remaining timeouts. Unconfirmed entries (whose first packet has not finished its way
+// through the hooks) are not in the kernel's table and not in the dump.
+func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := k.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
+	req, err := netfilter.MarshalNetlink(netfilter.Header{
+		SubsystemID: netfilter.NFSubsysCTNetlink,
+		MessageType: netfilter.MessageType(1), // IPCTNL_MSG_CT_GET
+		Family:      netfilter.ProtoUnspec,    // both families
+		Flags:       netlink.Request | netlink.Dump,
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Send(req); err != nil {
+		return nil, fmt.Errorf("offload: dump conntrack: %w", err)
+	}
+	var out []Conn
+	// Stream the dump: only sgd's entries are kept (the table may hold a million).
+	for m, err := range c.ReceiveIter() {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("offload: dump conntrack: %w", err)
+		}
+		var ev conntrack.Event
+		if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
+			continue
+		}
+		if conn := connFrom(ev.Flow); conn.Labels.Any() {
+			out = append(out, conn)
+		}
+	}
+	return out, nil
+}
+
+// Lookup finds the kernel's entry for a flow by its original or its reply tuple (for
+// ICMP echo, sport and dport are the echo identifier), whether or not sgd offloaded it.
+// An entry whose first packet is still on its way through the hooks (in sgd's queue, for
+// one) is not confirmed, not in the kernel's table yet, and not found.
+func (k *Kernel) Lookup(ctx context.Context, proto uint8, src, dst netip.Addr, sport, dport uint16) (Conn, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Conn{}, false, err
+	}
+	src, dst = src.Unmap(), dst.Unmap()
+	if src.Is4() != dst.Is4() {
+		return Conn{}, false, fmt.Errorf("offload: lookup %s -> %s: mixed address families", src, dst)
+	}
+	tuples := []conntrack.Tuple{tuple(proto, src, dst, sport, dport, false)}
+	if ipproto.IsICMP(proto) {
+		// An echo entry's reply tuple has the reply's type: try it as well.
+		tuples = append(tuples, tuple(proto, src, dst, sport, dport, true))
+	}
+	for _, t := range tuples {
+		f, err := k.ct.Get(conntrack.Flow{TupleOrig: t})
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return Conn{}, false, fmt.Errorf("offload: look up %s: %w", t, err)
+		}
+		return connFrom(&f), true, nil
+	}
+	return Conn{}, false, nil
+}
+
+// tuple builds a conntrack tuple; for ICMP, an echo request's, or with reply an echo
+// reply's.
+func tuple(proto uint8, src, dst netip.Addr, sport, dport uint16, reply bool) conntrack.Tuple {
+	t := conntrack.Tuple{
+		IP:    conntrack.IPTuple{SourceAddress: src, DestinationAddress: dst},
+		Proto: conntrack.ProtoTuple{Protocol: proto, SourcePort: sport, DestinationPort: dport},
+	}
+	switch proto {
+	case ipproto.ICMP:
+		t.Proto.ICMPType, t.Proto.ICMPID = ipproto.EchoRequest, sport
+		if reply {
+			t.Proto.ICMPType = echoReply
+		}
+	case ipproto.ICMPv6:
+		t.Proto.ICMPType, t.Proto.ICMPID = ipproto.EchoRequestV6, sport
+		if reply {
+			t.Proto.ICMPType = echoReplyV6
+		}
+	}
+	return t
+}
+
+// Delete removes the kernel's entry c (matched by its original tuple and its ID, so a
+// newer entry of the same tuple is left alone). The next packet of the flow creates a new
+// entry, unlabelled: it goes to sgd's queue again. An entry already gone is not an error.
+func (k *Kernel) Delete(ctx context.Context, c Conn) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f := conntrack.Flow{ID: c.ID, TupleOrig: tuple(c.Proto, c.Src, c.Dst, c.SrcPort, c.DstPort, false)}
+	if err := k.ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("offload: delete %v: %w", c, err)
+	}
+	return nil
+}
+
+// connFrom converts the library's flow.
+func connFrom(f *conntrack.Flow) Conn {
+	o := f.TupleOrig
+	c := Conn{
+		ID:           f.ID,
+		Proto:        o.Proto.Protocol,
+		Src:          o.IP.SourceAddress,
+		Dst:          o.IP.DestinationAddress,
+		SrcPort:      o.Proto.SourcePort,
+		DstPort:      o.Proto.DestinationPort,
+		Labels:       labelsFrom(f.Labels),
+		OrigPackets:  f.CountersOrig.Packets,
+		OrigBytes:    f.CountersOrig.Bytes,
+		ReplyPackets: f.CountersReply.Packets,
+		ReplyBytes:   f.CountersReply.Bytes,
+		Timeout:      f.Timeout,
+		Replied:      f.Status.SeenReply(),
+		Assured:      f.Status.Assured(),
+		Mark:         f.Mark,
+	}
+	if ipproto.IsICMP(c.Proto) {
+		c.SrcPort, c.DstPort = o.Proto.ICMPID, o.Proto.ICMPID
+	}
+	if f.ProtoInfo.TCP != nil {
+		c.TCPState = f.ProtoInfo.TCP.State
+	}
+	return c
+}
