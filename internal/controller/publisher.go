@@ -3,11 +3,14 @@ package controller
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
+	"github.com/sgd-firewall/sgd/internal/offload"
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
@@ -45,12 +48,15 @@ type Applier interface {
 }
 
 // Hooks publishes a policy's interfaces and ports to netfilter: sgd's chains queue the
-// traffic of exactly those interfaces (SPEC 2.3) and ports (SPEC 4.3). It changes the rules only when the interfaces
-// change; rules themselves live in the judge. Safe for use by several goroutines.
+// traffic of exactly those interfaces (SPEC 2.3) and ports (SPEC 4.3), and with the kernel
+// fast path (SPEC 4.7) carry offloaded flows there with each device's timeouts. It changes
+// the rules only when what they are made of changes; rules themselves live in the judge.
+// Safe for use by several goroutines.
 type Hooks struct {
 	nf    Applier // nil: Check only
 	base  netfilter.Spec
 	zones *filter.Zones
+	off   *HookOffload
 
 	mu        sync.Mutex
 	cur       netfilter.Spec // in force, when known
@@ -58,13 +64,22 @@ type Hooks struct {
 	installed bool           // an Apply has succeeded once
 }
 
-// NewHooks returns the netfilter publisher. base holds everything but the interfaces:
-// queues, fail mode and the fast path's mark field (FastPathMask 0: no fast path); with a
-// fast path, each interface's zone (the one the judge tracks it in) rides in the marks.
-// nf may be nil for a publisher that only checks (`sgd check`).
-func NewHooks(nf Applier, base netfilter.Spec, zones *filter.Zones) *Hooks {
-	base.Interfaces, base.Ports, base.Zones = nil, nil, nil
-	return &Hooks{nf: nf, base: base, zones: zones}
+// HookOffload is what the hooks need of the kernel fast path: the kernel's timeout
+// policies, which the rules name and the kernel must hold first. A nil *HookOffload is no
+// fast path.
+type HookOffload struct {
+	// Ensure makes the policies exist (offload.Ensure); Prune removes sgd's others
+	// (offload.Prune). Both run in sgd's namespace; nil for a publisher that only checks.
+	Ensure, Prune func(ctx context.Context, keep []offload.Timeouts) error
+}
+
+// NewHooks returns the netfilter publisher. base holds everything but the devices:
+// queues and fail mode; off, when set, turns the fast path on, with each device's zone
+// (the one the judge tracks it in) as its connection label. nf may be nil for a
+// publisher that only checks (`sgd check`).
+func NewHooks(nf Applier, base netfilter.Spec, zones *filter.Zones, off *HookOffload) *Hooks {
+	base.Interfaces, base.Ports, base.Offload = nil, nil, nil
+	return &Hooks{nf: nf, base: base, zones: zones, off: off}
 }
 
 // Name is "netfilter rules".
@@ -75,13 +90,36 @@ func (h *Hooks) Spec(p *rules.Policy) netfilter.Spec {
 	s := h.base
 	s.Interfaces = slices.Clone(p.InterfaceNames())
 	s.Ports = slices.Clone(p.PortNames())
-	if s.FastPathMask != 0 {
-		s.Zones = make(map[string]uint16, len(s.Interfaces))
-		for _, name := range s.Interfaces {
-			s.Zones[name] = h.zones.Of(name)
+	if h.off != nil {
+		o := &netfilter.Offload{Zones: map[string]uint16{}, Timeouts: map[string][2]string{}}
+		for _, name := range p.DeviceNames() {
+			if z := h.zones.Of(name); z <= offload.MaxZone {
+				o.Zones[name] = z
+			}
+			tcp, udp := kernelTimeouts(p, name).Names()
+			o.Timeouts[name] = [2]string{tcp, udp}
 		}
+		s.Offload = o
 	}
 	return s
+}
+
+// kernelTimeouts is device name's connection_tracking as a kernel timeout policy.
+func kernelTimeouts(p *rules.Policy, name string) offload.Timeouts {
+	t := p.Interface(name).Timeouts
+	return offload.Timeouts{TCPEstablished: uint32(t.TCPEstablished / time.Second), UDP: uint32(t.UDP / time.Second),
+		UDPStream: uint32(t.UDPStream / time.Second)}
+}
+
+// policies are the distinct timeout policies of p's devices.
+func policies(p *rules.Policy) []offload.Timeouts {
+	var ts []offload.Timeouts
+	for _, name := range p.DeviceNames() {
+		if t := kernelTimeouts(p, name); !slices.Contains(ts, t) {
+			ts = append(ts, t)
+		}
+	}
+	return ts
 }
 
 // Check is what must hold before p's interfaces are hooked, at start and at each
@@ -95,13 +133,20 @@ func (h *Hooks) Check(p *rules.Policy) error {
 	return checkDevices(s.Interfaces)
 }
 
-// Publish installs the hooks for p's interfaces unless they are in force already.
+// Publish installs the hooks for p's devices unless they are in force already. With the
+// fast path, the kernel's timeout policies the rules name are made first, and sgd's
+// policies no rule names any more are removed after.
 func (h *Hooks) Publish(ctx context.Context, p *rules.Policy) error {
 	s := h.Spec(p)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.known && slices.Equal(s.Interfaces, h.cur.Interfaces) && slices.Equal(s.Ports, h.cur.Ports) {
+	if h.known && reflect.DeepEqual(s, h.cur) {
 		return nil
+	}
+	if h.off != nil && h.off.Ensure != nil {
+		if err := h.off.Ensure(ctx, policies(p)); err != nil {
+			return fmt.Errorf("kernel timeout policies: %w", err)
+		}
 	}
 	if err := h.nf.Apply(ctx, s); err != nil {
 		h.known = false // half applied, perhaps: the next Publish applies whatever it gets
@@ -111,5 +156,10 @@ func (h *Hooks) Publish(ctx context.Context, p *rules.Policy) error {
 		return err
 	}
 	h.cur, h.known, h.installed = s, true, true
+	if h.off != nil && h.off.Prune != nil {
+		// A policy still attached to a live connection stays (the kernel refuses);
+		// the next publish tries again. Nothing depends on it being gone.
+		_ = h.off.Prune(ctx, policies(p))
+	}
 	return nil
 }

@@ -21,14 +21,10 @@ import (
 	"github.com/sgd-firewall/sgd/internal/metrics"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/nfqueue"
+	"github.com/sgd-firewall/sgd/internal/offload"
 	"github.com/sgd-firewall/sgd/internal/rules"
 	"github.com/sgd-firewall/sgd/internal/settings"
 )
-
-// FastPathMask is the field of packet/connection mark bits of the optional kernel fast
-// path: it holds the zone of the interface a flow was accepted on (netfilter.Spec), so
-// up to 255 interfaces are offloaded; flows of later ones stay on the queue.
-const FastPathMask = 0x00ff0000
 
 // Options start a daemon.
 type Options struct {
@@ -55,7 +51,7 @@ type Daemon struct {
 	engine  *filter.Engine
 	workers []*filter.Worker
 	nf      *netfilter.Manager
-	zones   *filter.Zones // interface zones, shared by the engine and the fast path's marks
+	zones   *filter.Zones // interface zones, shared by the engine and the fast path's labels
 	metrics *metrics.Metrics
 	flows   *flowLog
 	debug   bool                   // the log takes debug lines (each new flow, with its rule)
@@ -63,6 +59,7 @@ type Daemon struct {
 	ctl     *controller.Controller // the only writer of the running policy
 	adopted map[string]int         // established connections adopted at start, per interface
 	fleet   *fleet                 // fleet mode's store; nil otherwise
+	off     *offloader             // the kernel fast path's bookkeeping; nil when it is off
 }
 
 // ConfigError is a configuration that failed to load or validate; the daemon did not start.
@@ -137,7 +134,11 @@ func Run(ctx context.Context, opt Options) error {
 		log.Warn("configured interfaces do not exist; sgd filters each from the moment it appears", zap.Strings("missing", missing))
 	}
 	d.nf = netfilter.New(nfo)
-	hooks := controller.NewHooks(d.nf, hookSpec(set), d.zones)
+	var hoff *controller.HookOffload
+	if set.FastPath {
+		hoff = &controller.HookOffload{Ensure: offload.Ensure, Prune: offload.Prune}
+	}
+	hooks := controller.NewHooks(d.nf, hookSpec(set), d.zones, hoff)
 	if err := hooks.Check(pol); err != nil {
 		return &ConfigError{err}
 	}
@@ -147,8 +148,15 @@ func Run(ctx context.Context, opt Options) error {
 
 	d.table = conntrack.New(conntrack.Config{Capacity: set.MaxTracked})
 	go d.table.Run(ctx, time.Second, d.now)
-	d.engine = filter.New(filter.Options{Table: d.table, Now: d.now, AllowRelatedICMP: set.AllowRelatedICMP,
-		ExemptDHCP: set.ExemptDHCP, Zones: d.zones})
+	eopt := filter.Options{Table: d.table, Now: d.now, AllowRelatedICMP: set.AllowRelatedICMP, ExemptDHCP: set.ExemptDHCP, Zones: d.zones}
+	if set.FastPath {
+		stop, err := d.startOffload(ctx, &eopt)
+		if err != nil {
+			return err
+		}
+		defer func() { cancel(); stop() }() // its event listener ends with ctx
+	}
+	d.engine = filter.New(eopt)
 	for range set.QueueCount {
 		d.workers = append(d.workers, d.engine.NewWorker())
 	}
@@ -174,6 +182,9 @@ func Run(ctx context.Context, opt Options) error {
 		fl.run(ctx, d.ctl)
 		log.Info("fleet mode: following etcd", zap.String("endpoints", set.Etcd.Endpoints),
 			zap.String("prefix", set.Etcd.Prefix), zap.Uint64("revision", fl.applied.Load()))
+	}
+	if d.off != nil {
+		go d.off.run(ctx)
 	}
 	if d.metrics != nil {
 		if err := metrics.Serve(ctx, set.MetricsListen, d.metrics.Handler(), func(err error) {
@@ -287,16 +298,17 @@ func (d *Daemon) queueNumbers() []uint16 {
 // config's daemon: section: the check `sgd run` makes before it installs rules (names it
 // can put in a rule, and no bridge port or bond member among the devices of this host).
 func CheckNetfilter(p *rules.Policy, file settings.Section) error {
-	return controller.NewHooks(nil, hookSpec(settings.Resolve(file, settings.Section{})), filter.NewZones()).Check(p)
+	set := settings.Resolve(file, settings.Section{})
+	var off *controller.HookOffload
+	if set.FastPath {
+		off = &controller.HookOffload{}
+	}
+	return controller.NewHooks(nil, hookSpec(set), filter.NewZones(), off).Check(p)
 }
 
-// hookSpec is what the netfilter rules are made of besides the interfaces.
+// hookSpec is what the netfilter rules are made of besides the devices and the fast path.
 func hookSpec(set settings.Daemon) netfilter.Spec {
-	s := netfilter.Spec{QueueNum: set.QueueNum, QueueCount: set.QueueCount, FailOpen: set.FailOpen}
-	if set.FastPath {
-		s.FastPathMask = FastPathMask
-	}
-	return s
+	return netfilter.Spec{QueueNum: set.QueueNum, QueueCount: set.QueueCount, FailOpen: set.FailOpen}
 }
 
 // reload has the controller load the config again and, when it is good, publish it: the

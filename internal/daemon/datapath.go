@@ -15,8 +15,8 @@ import (
 // hook's devices to the attachment point, judges, records the result, and turns it into
 // the queue's verdict. It runs on the reader's goroutine only.
 type reader struct {
-	d        *Daemon
-	w        *filter.Worker
+	d     *Daemon
+	w     *filter.Worker
 	audit bool // Settings.Audit: accept what the judge drops (it is counted would_drop)
 	drops limiter
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 // offloadPoll is how often the kernel's counters of offloaded flows are read into sgd's
 // counters and flow logs (and flows the kernel dropped without a word are forgotten).
 const offloadPoll = 5 * time.Second
+
+// aliveTimeout bounds the judge's question to the kernel (a queue reader waits for it).
+const aliveTimeout = 100 * time.Millisecond
 
 // offloader is the daemon's side of the kernel fast path (SPEC 4.7): it keeps the
 // connection table true to the kernel's (a flow ends when the kernel's does: destroy
@@ -32,15 +36,54 @@ type offloader struct {
 	log *zap.Logger
 
 	mu      sync.Mutex
-	credit  map[uint32]counts      // kernel connection id → what was added for it so far
+	credit  map[uint32]counts        // kernel connection id → what was added for it so far
 	missing map[conntrack.Tuple]bool // offloaded flows absent from the last dump
 }
 
 // counts is a connection's packets and bytes, original direction then reply.
 type counts struct{ op, ob, rp, rb uint64 }
 
-func newOffloader(d *Daemon, k *offload.Kernel) *offloader {
-	return &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]bool{}}
+// startOffload turns the kernel fast path on: conntrack's accounting and events in sgd's
+// namespace (put back at a clean stop), the conntrack socket, and the judge's part in
+// opt. stop, called when sgd stops after its rules are removed, removes sgd's timeout
+// policies and restores the sysctls.
+func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop func(), err error) {
+	kernel, err := offload.KernelDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("kernel fast path (turn it off with --fast-path=false): %w", err)
+	}
+	k, err := offload.Open(ctx, d.log)
+	if err != nil {
+		return nil, fmt.Errorf("kernel fast path (turn it off with --fast-path=false): %w", err)
+	}
+	sc := &offload.Sysctls{}
+	changed, err := sc.Enable()
+	if err != nil {
+		k.Close()
+		_ = sc.Restore()
+		return nil, fmt.Errorf("kernel fast path (turn it off with --fast-path=false): %w", err)
+	}
+	if len(changed) > 0 {
+		d.log.Info("kernel fast path: turned on conntrack accounting and events in this network namespace (restored at a clean stop)",
+			zap.Strings("sysctls", changed))
+	}
+	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]bool{}}
+	to := conntrack.DefaultTimeouts()
+	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
+	to.UDP = time.Duration(kernel.UDP) * time.Second
+	to.UDPStream = time.Duration(kernel.UDPStream) * time.Second
+	opt.Offload = &filter.Offload{Kernel: to, Alive: d.off.alive}
+	return func() {
+		k.Close()
+		// A policy still attached to a live connection stays (the kernel refuses to delete
+		// it); it is harmless, and the next start reuses it.
+		if err := offload.Prune(context.Background(), nil); err != nil {
+			d.log.Debug("kernel timeout policies left in use", zap.Error(err))
+		}
+		if err := sc.Restore(); err != nil {
+			d.log.Warn("restoring conntrack sysctls", zap.Error(err))
+		}
+	}, nil
 }
 
 // run follows the kernel's destroy events and reads its counters every offloadPoll until
@@ -68,16 +111,20 @@ func (o *offloader) run(ctx context.Context) {
 	}
 }
 
-// alive is the judge's question (filter.Offload.Alive): does the kernel still track the
-// connection of t? When it cannot tell, the answer is no: the flow is forgotten and the
-// packet judged by the rules, which is never more open.
+// alive is the judge's question (filter.Offload.Alive): does the kernel still carry the
+// connection of t offloaded at t's zone? A connection of that tuple without the zone's
+// label is a newer one (the offloaded one ended and its end is not read yet, or it
+// ended in a clash with the one that won). When it cannot tell, the answer is no: the
+// flow is forgotten and the packet judged by the rules, which is never more open.
 func (o *offloader) alive(t conntrack.Tuple) bool {
-	_, ok, err := o.k.Lookup(context.Background(), t.Proto, t.Src, t.Dst, t.SrcPort, t.DstPort)
+	ctx, cancel := context.WithTimeout(context.Background(), aliveTimeout)
+	defer cancel()
+	c, ok, err := o.k.Lookup(ctx, t.Proto, t.Src, t.Dst, t.SrcPort, t.DstPort)
 	if err != nil {
 		o.log.Debug("kernel conntrack lookup failed; judging the packet by the rules", zap.Error(err))
 		return false
 	}
-	return ok
+	return ok && c.Labels.Has(t.Zone)
 }
 
 // ended takes a connection the kernel has destroyed: its last counts, then its flows
