@@ -81,7 +81,7 @@ func start(t *testing.T, src string) *rig {
 	if err := r.ctl.Start(context.Background(), want, Judge(r.engine)); err != nil {
 		t.Fatalf("Start = %v", err)
 	}
-	hooks := NewHooks(r.nf, netfilter.Spec{QueueNum: 100, QueueCount: 1, FastPathMask: 0x00ff0000}, zones)
+	hooks := NewHooks(r.nf, netfilter.Spec{QueueNum: 100, QueueCount: 1, Offload: &netfilter.Offload{}}, zones)
 	if err := r.ctl.Attach(context.Background(), hooks); err != nil {
 		t.Fatalf("Attach(hooks) = %v", err)
 	}

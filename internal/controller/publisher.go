@@ -59,11 +59,11 @@ type Hooks struct {
 }
 
 // NewHooks returns the netfilter publisher. base holds everything but the interfaces:
-// queues, fail mode and the fast path's mark field (FastPathMask 0: no fast path); with a
-// fast path, each interface's zone (the one the judge tracks it in) rides in the marks.
+// queues, fail mode and the fast path (Offload nil: no fast path); with a fast path, each
+// device's zone (the one the judge tracks it in) is its connection label.
 // nf may be nil for a publisher that only checks (`sgd check`).
 func NewHooks(nf Applier, base netfilter.Spec, zones *filter.Zones) *Hooks {
-	base.Interfaces, base.Ports, base.Zones = nil, nil, nil
+	base.Interfaces, base.Ports = nil, nil
 	return &Hooks{nf: nf, base: base, zones: zones}
 }
 
@@ -75,11 +75,12 @@ func (h *Hooks) Spec(p *rules.Policy) netfilter.Spec {
 	s := h.base
 	s.Interfaces = slices.Clone(p.InterfaceNames())
 	s.Ports = slices.Clone(p.PortNames())
-	if s.FastPathMask != 0 {
-		s.Zones = make(map[string]uint16, len(s.Interfaces))
-		for _, name := range s.Interfaces {
-			s.Zones[name] = h.zones.Of(name)
+	if s.Offload != nil {
+		o := &netfilter.Offload{Zones: make(map[string]uint16, len(s.Interfaces)+len(s.Ports)), Timeouts: s.Offload.Timeouts}
+		for _, name := range append(slices.Clone(s.Interfaces), s.Ports...) {
+			o.Zones[name] = h.zones.Of(name)
 		}
+		s.Offload = o
 	}
 	return s
 }

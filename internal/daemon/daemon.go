@@ -25,11 +25,6 @@ import (
 	"github.com/sgd-firewall/sgd/internal/settings"
 )
 
-// FastPathMask is the field of packet/connection mark bits of the optional kernel fast
-// path: it holds the zone of the interface a flow was accepted on (netfilter.Spec), so
-// up to 255 interfaces are offloaded; flows of later ones stay on the queue.
-const FastPathMask = 0x00ff0000
-
 // Options start a daemon.
 type Options struct {
 	ConfigPath string
@@ -294,7 +289,7 @@ func CheckNetfilter(p *rules.Policy, file settings.Section) error {
 func hookSpec(set settings.Daemon) netfilter.Spec {
 	s := netfilter.Spec{QueueNum: set.QueueNum, QueueCount: set.QueueCount, FailOpen: set.FailOpen}
 	if set.FastPath {
-		s.FastPathMask = FastPathMask
+		s.Offload = &netfilter.Offload{}
 	}
 	return s
 }

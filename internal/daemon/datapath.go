@@ -7,19 +7,19 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/ipproto"
-	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/nfqueue"
+	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
 // reader joins one queue reader of the transport to one worker of the judge: it maps the
 // hook's devices to the attachment point, judges, records the result, and turns it into
 // the queue's verdict. It runs on the reader's goroutine only.
 type reader struct {
-	d        *Daemon
-	w        *filter.Worker
-	fastMask uint32 // Settings.FastPath: the mark field for the kernel fast path (0: off)
-	audit    bool   // Settings.Audit: accept what the judge drops (it is counted would_drop)
-	drops    limiter
+	d     *Daemon
+	w     *filter.Worker
+	fast  bool // Settings.FastPath: offload accepted flows to the kernel
+	audit bool // Settings.Audit: accept what the judge drops (it is counted would_drop)
+	drops limiter
 }
 
 // readers returns one reader per worker.
@@ -28,7 +28,7 @@ func (d *Daemon) readers() []nfqueue.Handler {
 	for i, w := range d.workers {
 		r := &reader{d: d, w: w, audit: d.set.Audit, drops: limiter{rate: int64(d.set.DeniedLogPerSec)}}
 		if d.set.FastPath {
-			r.fastMask = FastPathMask
+			r.fast = true
 		}
 		hs[i] = r
 	}
@@ -64,14 +64,12 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 		r.d.logFlow(r.w, res)
 	}
 	v := nfqueue.Verdict{Accept: true}
-	if r.fastMask != 0 && !port && (res.Reason == filter.ReasonTracked || res.Reason == filter.ReasonRule) {
-		// The kernel fast path: the packet's mark carries the zone, which netfilter saves
-		// to the connection. The mark replaces the packet's whole mark: keep its other
-		// bits (fwmark routing, SO_MARK, WireGuard). A zone the field cannot hold stays
-		// on the queue.
-		if mark, ok := netfilter.ZoneMark(r.fastMask, res.Zone); ok {
-			v.Mark = p.Mark&^r.fastMask | mark
-		}
+	if r.fast && !port && (res.Reason == filter.ReasonTracked || res.Reason == filter.ReasonRule) && res.Zone >= 1 && res.Zone <= offload.MaxZone {
+		// Stand-in until the daemon's side of issue 14 lands: the offload bit asks the
+		// kernel to label the connection at the devices the packet crosses. The mark
+		// replaces the packet's whole mark: keep its other bits (fwmark routing,
+		// SO_MARK, WireGuard).
+		v.Mark = p.Mark | offload.Mark
 	}
 	return v
 }
