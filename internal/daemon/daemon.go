@@ -332,6 +332,7 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 // snapshot is what a metrics scrape reads.
 func (d *Daemon) snapshot() metrics.Snapshot {
 	var s metrics.Snapshot
+	d.readOffloaded()
 	pk, by := d.engine.Counters()
 	for dir := range 2 {
 		for r := range filter.NumReasons {
