@@ -198,6 +198,12 @@ func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path
 			hi = max(hi, v)
 		}
 	}
+	for _, b := range r.Bars {
+		if vs, ok := r.Stat(n, f, b.Versus); ok && b.Rules == n && b.Figure == f && slices.Contains(paths, b.Path) {
+			v, _ := scaled(f, b.Target*vs.Median)
+			hi = max(hi, v)
+		}
+	}
 	top, step := niceScale(hi * 1.12)
 	at := s.yAxis(x, py, w, top, step, axisUnit(f))
 	slotW := (w - 16) / float64(len(paths))
@@ -225,10 +231,8 @@ func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path
 			}
 			if vs, ok := r.Stat(n, f, b.Versus); ok {
 				t, _ := scaled(f, b.Target*vs.Median)
-				if t <= top {
-					s.line(cx-slotW/2+2, at(t), cx+slotW/2-2, at(t), `stroke="#000" stroke-width="1.5" stroke-dasharray="3,2"`)
-					labelY = min(labelY, at(t))
-				}
+				s.line(cx-slotW/2+2, at(t), cx+slotW/2-2, at(t), `stroke="#000" stroke-width="1.5" stroke-dasharray="3,2"`)
+				labelY = min(labelY, at(t))
 			}
 		}
 		label, color := valueLabel(st)

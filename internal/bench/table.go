@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -243,18 +244,25 @@ func (r *Report) barLabel(rules int, path, versus Path) string {
 	return fmt.Sprintf("%s ≥ %s × %s", path, strings.Join(ts, " / "), versus)
 }
 
-// barCell is a bar's ratio and verdict; a miss says by how much. A ratio that would
-// print as its target when it misses gets a third decimal (0.949 is not 0.95).
+// barCell is a bar's ratio and verdict; a miss says by how much. A missed bar's ratio
+// gets as many decimals as it takes not to print as its target or above it (0.9498 is
+// not 0.95), and its shortfall as many as it takes not to print as zero.
 func barCell(b Bar) string {
-	ratio := fmt.Sprintf("%.2f", b.Ratio)
 	if b.Holds {
-		return ratio + " holds"
+		return fmt.Sprintf("%.2f holds", b.Ratio)
 	}
-	short := fmt.Sprintf("%.2f", b.Target-b.Ratio)
-	if ratio == fmt.Sprintf("%.2f", b.Target) || short == "0.00" {
-		ratio, short = fmt.Sprintf("%.3f", b.Ratio), fmt.Sprintf("%.3f", b.Target-b.Ratio)
+	printed := func(x float64, d int) (string, float64) {
+		s := strconv.FormatFloat(x, 'f', d, 64)
+		v, _ := strconv.ParseFloat(s, 64)
+		return s, v
 	}
-	return ratio + " FAILS by " + short
+	for d := 2; ; d++ {
+		ratio, r := printed(b.Ratio, d)
+		short, s := printed(b.Target-b.Ratio, d)
+		if d == 6 || r < b.Target && s > 0 {
+			return ratio + " FAILS by " + short
+		}
+	}
 }
 
 // writeBars prints SPEC 3.1's bars: a row per bar, a column per figure.
