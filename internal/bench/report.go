@@ -196,10 +196,11 @@ func (r *Report) finish() {
 	r.Stats, r.Ratios, r.Bars, r.Warnings = nil, nil, nil, nil
 	for _, f := range r.Figures {
 		for _, p := range r.Paths {
-			for _, n := range r.Rules {
-				if n != ruleCount(p, n) {
-					continue // a raw path: once, under 0
-				}
+			counts := r.Rules
+			if !p.filters() {
+				counts = []int{0} // no rules: once, under 0
+			}
+			for _, n := range counts {
 				if s, ok := r.stat(n, f, p); ok {
 					r.Stats = append(r.Stats, s)
 					if s.Disagree {

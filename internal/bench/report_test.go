@@ -170,6 +170,12 @@ func TestRatiosAndBars(t *testing.T) {
 			t.Errorf("Ratio(%d, %s, %s) = %+v, %v; want %v (%v–%v) over 3 repeats", tc.n, tc.f, tc.name, q, ok, tc.want, tc.lo, tc.hi)
 		}
 	}
+	// Without 0 among the rule counts, raw is still there (its samples are under 0).
+	r100 := report(paths, []Figure{TCP}, []int{100}, 3, ss...)
+	if q, ok := r100.Ratio(100, TCP, "kernel/raw"); !ok || math.Abs(q.Value-0.45) > 1e-9 {
+		t.Errorf("run of 100 only: Ratio(kernel/raw) = %+v, %v; want 0.45", q, ok)
+	}
+	checkRows(t, table(r100), []string{"raw", "20.0 (20.0–20.0)"})
 	if _, ok := r.Ratio(0, UDP, "sgd/raw"); ok {
 		t.Errorf("Ratio(udp, sgd/raw) present without a raw sample")
 	}
