@@ -36,8 +36,11 @@ func (b *bencher) setup(ctx context.Context, s session) error {
 		if _, err := b.l.RunInput(ctx, b.t.judge, []byte(ipsetRestore(s.rules)), "ipset", "restore"); err != nil {
 			return err
 		}
-		_, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelIPSetRules(p.Forwarded())), "iptables-restore")
-		return err
+		if _, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelIPSetRules(p.Forwarded())), "iptables-restore"); err != nil {
+			_, _ = b.l.Run(ctx, b.t.judge, "ipset", "destroy", ipsetName) // no rule refers to it
+			return err
+		}
+		return nil
 	case sgdDefault, sgdQueue:
 		cfg := b.t.configs[s.rules]
 		args := []string{b.o.SGD, "run", "--config", cfg.path, "--metrics-listen", "127.0.0.1:9640",
