@@ -128,21 +128,23 @@ the end, also on Ctrl-C.`, stderr)
 		}
 		fmt.Fprintln(stdout)
 		rep.WriteTable(stdout)
-		if *jsonPath != "" {
-			if jerr := rep.WriteJSON(*jsonPath); jerr != nil {
-				fmt.Fprintln(stderr, "sgd bench: --json:", jerr)
-				code = 1
-			} else {
-				fmt.Fprintf(stdout, "\nall samples written to %s\n", *jsonPath)
+		fmt.Fprintln(stdout)
+		for _, out := range []struct {
+			flag, path, what string
+			write            func(string) error
+		}{
+			{"--json", *jsonPath, "all samples", rep.WriteJSON},
+			{"--plot", *plotPath, "the plot", rep.WriteSVG},
+		} {
+			if out.path == "" {
+				continue
 			}
-		}
-		if *plotPath != "" {
-			if perr := rep.WriteSVG(*plotPath); perr != nil {
-				fmt.Fprintln(stderr, "sgd bench: --plot:", perr)
+			if werr := out.write(out.path); werr != nil {
+				fmt.Fprintf(stderr, "sgd bench: %s: %v\n", out.flag, werr)
 				code = 1
-			} else {
-				fmt.Fprintf(stdout, "plot written to %s\n", *plotPath)
+				continue
 			}
+			fmt.Fprintf(stdout, "%s written to %s\n", out.what, out.path)
 		}
 	}
 	switch {

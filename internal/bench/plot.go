@@ -114,6 +114,14 @@ func (s *svg) whisker(x, lo, hi float64) {
 	s.line(x-4, hi, x+4, hi, `stroke="#222" stroke-width="1.2"`)
 }
 
+// scaledStat is a Stat's median, lowest and highest in the unit the axis shows.
+func scaledStat(st Stat) (med, lo, hi float64) {
+	med, _ = scaled(st.Figure, st.Median)
+	lo, _ = scaled(st.Figure, st.Min)
+	hi, _ = scaled(st.Figure, st.Max)
+	return med, lo, hi
+}
+
 // valueLabel is a median's label: red with "!" when the repeats disagree.
 func valueLabel(st Stat) (string, string) {
 	x, _ := scaled(st.Figure, st.Median)
@@ -215,9 +223,7 @@ func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path
 		if !ok {
 			continue
 		}
-		med, _ := scaled(f, st.Median)
-		lo, _ := scaled(f, st.Min)
-		hiV, _ := scaled(f, st.Max)
+		med, lo, hiV := scaledStat(st)
 		bw := slotW * 0.62
 		s.printf("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>%s</title></rect>\n",
 			cx-bw/2, at(med), bw, py+plotH-at(med), pathColor[p], esc(fmt.Sprintf("%s: %s", p, statCell(st))))
@@ -285,9 +291,7 @@ func (r *Report) linePanel(s *svg, x, y, w float64, f Figure, paths []Path) {
 			if !ok {
 				continue
 			}
-			med, _ := scaled(f, st.Median)
-			lo, _ := scaled(f, st.Min)
-			hiV, _ := scaled(f, st.Max)
+			med, lo, hiV := scaledStat(st)
 			cx := atN(n) + dx
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", cx, at(med)))
 			if st.Samples > 1 {

@@ -158,54 +158,47 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 }
 
+// column is one column of a table of medians: a figure at a rule count.
+type column struct {
+	rules  int
+	figure Figure
+}
+
 // writeByFigure prints one rule count: a row per path and ratio, a column per figure.
 func (r *Report) writeByFigure(w io.Writer, n int, paths []Path, ratios []string) {
 	head, units := []string{""}, []string{""}
+	var cols []column
 	for _, f := range r.Figures {
 		_, unit := scaled(f, 0)
 		head, units = append(head, f.Title()), append(units, unit)
+		cols = append(cols, column{n, f})
 	}
-	rows := [][]string{head, units}
-	for _, p := range paths {
-		row := []string{string(p)}
-		for _, f := range r.Figures {
-			if s, ok := r.Stat(n, f, p); ok {
-				row = append(row, statCell(s))
-			} else {
-				row = append(row, "-")
-			}
-		}
-		rows = append(rows, row)
-	}
-	for _, name := range ratios {
-		row := []string{name}
-		for _, f := range r.Figures {
-			if q, ok := r.Ratio(n, f, name); ok {
-				row = append(row, ratioCell(q))
-			} else {
-				row = append(row, "-")
-			}
-		}
-		rows = append(rows, row)
-	}
-	writeColumns(w, rows)
+	r.writeGrid(w, [][]string{head, units}, cols, paths, ratios)
 }
 
 // writeByRules prints one figure: a row per path and ratio, a column per rule count.
 func (r *Report) writeByRules(w io.Writer, f Figure, paths []Path, ratios []string) {
 	head := []string{""}
+	var cols []column
 	for _, n := range r.Rules {
 		head = append(head, fmt.Sprintf("N=%d", n))
+		cols = append(cols, column{n, f})
 	}
-	rows := [][]string{head}
+	r.writeGrid(w, [][]string{head}, cols, paths, ratios)
+}
+
+// writeGrid prints the header rows, then a row per path and per ratio with a cell per
+// column. A raw path, which has no rules, is shown under the first rule count only.
+func (r *Report) writeGrid(w io.Writer, head [][]string, cols []column, paths []Path, ratios []string) {
+	rows := head
 	for _, p := range paths {
 		row := []string{string(p)}
-		for i, n := range r.Rules {
-			s, ok := r.Stat(n, f, p)
+		for _, c := range cols {
+			s, ok := r.Stat(c.rules, c.figure, p)
 			switch {
 			case !ok:
 				row = append(row, "-")
-			case !p.filters() && i > 0:
+			case !p.filters() && c.rules != cols[0].rules:
 				row = append(row, "")
 			default:
 				row = append(row, statCell(s))
@@ -215,8 +208,8 @@ func (r *Report) writeByRules(w io.Writer, f Figure, paths []Path, ratios []stri
 	}
 	for _, name := range ratios {
 		row := []string{name}
-		for _, n := range r.Rules {
-			if q, ok := r.Ratio(n, f, name); ok {
+		for _, c := range cols {
+			if q, ok := r.Ratio(c.rules, c.figure, name); ok {
 				row = append(row, ratioCell(q))
 			} else {
 				row = append(row, "-")
