@@ -128,7 +128,9 @@ the end, also on Ctrl-C.`, stderr)
 		}
 		fmt.Fprintln(stdout)
 		rep.WriteTable(stdout)
-		fmt.Fprintln(stdout)
+		if *jsonPath != "" || *plotPath != "" {
+			fmt.Fprintln(stdout)
+		}
 		for _, out := range []struct {
 			flag, path, what string
 			write            func(string) error
