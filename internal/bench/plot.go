@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -72,15 +73,13 @@ func niceScale(hi float64) (top, step float64) {
 	return math.Ceil(hi/step-1e-9) * step, step
 }
 
-// tickLabel prints an axis tick without needless decimals.
+// tickLabel prints an axis tick with the decimals its step needs (2.5 is not 2).
 func tickLabel(v, step float64) string {
-	switch {
-	case step >= 1:
-		return fmt.Sprintf("%.0f", v)
-	case step >= 0.1:
-		return fmt.Sprintf("%.1f", v)
+	d := 0
+	for p := step; d < 4 && math.Abs(p-math.Round(p)) > 1e-9; p *= 10 {
+		d++
 	}
-	return fmt.Sprintf("%.2f", v)
+	return strconv.FormatFloat(v, 'f', d, 64)
 }
 
 // panel geometry.
@@ -194,7 +193,7 @@ func (r *Report) SVG() []byte {
 // barPanel draws one figure's bars at n rules in front.
 func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path) {
 	title := f.Title()
-	if n > 0 {
+	if n > 0 || len(r.Rules) > 1 {
 		title += ", " + inFront(n)
 	}
 	s.text(x+w/2, y+18, `text-anchor="middle" font-size="13" font-weight="bold" fill="#111"`, title)

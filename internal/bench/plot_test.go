@@ -143,6 +143,17 @@ func TestSVGScale(t *testing.T) {
 	}
 }
 
+func TestTickLabel(t *testing.T) {
+	for _, tc := range []struct {
+		v, step float64
+		want    string
+	}{{7.5, 2.5, "7.5"}, {10, 2.5, "10.0"}, {400, 100, "400"}, {0.4, 0.2, "0.4"}, {0.75, 0.25, "0.75"}, {5000, 2500, "5000"}} {
+		if got := tickLabel(tc.v, tc.step); got != tc.want {
+			t.Errorf("tickLabel(%v, %v) = %q; want %q", tc.v, tc.step, got, tc.want)
+		}
+	}
+}
+
 func TestNiceScale(t *testing.T) {
 	for _, tc := range []struct{ hi, top, step float64 }{
 		{13.8, 15, 5}, {0.9, 1, 0.2}, {384, 400, 100}, {11625, 12500, 2500}, {0, 1, 0.2}, {math.NaN(), 1, 0.2},

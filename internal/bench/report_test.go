@@ -111,7 +111,8 @@ func TestStatSpreadAndWarnings(t *testing.T) {
 	checkRows(t, out, []string{"raw", "110 (100–120)"}, []string{"kernel", "121 (100–130) !"}, []string{"sgd", "50.0 (0.00–60.0) !"},
 		[]string{"kernel/raw", "1.10 (1.00–1.18)"})
 	for _, want := range []string{
-		"!: the repeats disagree by more than 20 % (highest/lowest > 1.2):\n  warning: kernel udp",
+		"warning !: in 2 of 3 cells the repeats disagree by more than 20 % (highest/lowest > 1.2)",
+		"\n  udp  kernel 30 %, sgd ∞\n",
 		"seed 42 (--seed 42 repeats the order)",
 	} {
 		if !strings.Contains(out, want) {

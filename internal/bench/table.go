@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -145,12 +146,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "(the raw paths have no rules: measured once per repeat, shown under N=%d)\n", r.Rules[0])
 		}
 	}
-	if len(r.Warnings) > 0 {
-		fmt.Fprintf(w, "\n%s: the repeats disagree by more than %.0f %% (highest/lowest > %g):\n", strings.TrimSpace(disagreeMark), 100*(DisagreeLimit-1), DisagreeLimit)
-		for _, s := range r.Warnings {
-			fmt.Fprintf(w, "  warning: %s\n", s)
-		}
-	}
+	r.writeDisagreements(w)
 	r.writeBars(w)
 	r.writeSGD(w)
 	for _, n := range r.Notes {
@@ -162,6 +158,46 @@ func (r *Report) WriteTable(w io.Writer) {
 type column struct {
 	rules  int
 	figure Figure
+}
+
+// writeDisagreements warns of the cells whose repeats disagree by more than
+// DisagreeLimit, per figure, with by how much (Report.Warnings says it in sentences).
+func (r *Report) writeDisagreements(w io.Writer) {
+	if len(r.Warnings) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwarning%s: in %d of %d cells the repeats disagree by more than %.0f %% (highest/lowest > %g): read those medians, and\nthe ratios made of them, as rough; re-run with more --repeat or on a quieter machine:\n",
+		disagreeMark, len(r.Warnings), len(r.Stats), 100*(DisagreeLimit-1), DisagreeLimit)
+	for _, f := range r.Figures {
+		var parts []string
+		for _, st := range r.Stats {
+			if st.Figure != f || !st.Disagree {
+				continue
+			}
+			by := "∞"
+			if sp := st.Spread(); !math.IsInf(sp, 1) {
+				by = fmt.Sprintf("%.0f %%", 100*(sp-1))
+			}
+			parts = append(parts, fmt.Sprintf("%s %s", session{st.Path, st.Rules}, by))
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		line := fmt.Sprintf("  %-5s", f)
+		for i, p := range parts {
+			if i > 0 {
+				line += ","
+			}
+			if utf8.RuneCountInString(line)+len(p) > 100 {
+				fmt.Fprintln(w, line)
+				line = strings.Repeat(" ", 7)
+			} else if i > 0 {
+				line += " "
+			}
+			line += p
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 // writeByFigure prints one rule count: a row per path and ratio, a column per figure.
