@@ -86,7 +86,7 @@ func tickLabel(v, step float64) string {
 const (
 	plotH      = 200.0 // height of a plot area
 	panelLeft  = 64.0  // room for the y axis and its label
-	panelTop   = 34.0  // room for the panel's title
+	panelTop   = 44.0  // room for the panel's title and its rule count
 	panelBelow = 84.0  // room for the x labels
 	panelGap   = 24.0
 )
@@ -143,7 +143,7 @@ func (r *Report) SVG() []byte {
 	slot := 44.0
 	barW := max(240, slot*float64(len(paths))+16)
 	panelW := panelLeft + barW
-	width := 24 + float64(max(1, len(figs)))*(panelW+panelGap)
+	width := 40 + float64(max(1, len(figs)))*(panelW+panelGap)
 	rows := 1
 	if scale {
 		rows = 2
@@ -192,11 +192,10 @@ func (r *Report) SVG() []byte {
 
 // barPanel draws one figure's bars at n rules in front.
 func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path) {
-	title := f.Title()
+	s.text(x+w/2, y+18, `text-anchor="middle" font-size="13" font-weight="bold" fill="#111"`, f.Title())
 	if n > 0 || len(r.Rules) > 1 {
-		title += ", " + inFront(n)
+		s.text(x+w/2, y+32, `text-anchor="middle" font-size="11" fill="#444"`, inFront(n))
 	}
-	s.text(x+w/2, y+18, `text-anchor="middle" font-size="13" font-weight="bold" fill="#111"`, title)
 	py := y + panelTop
 	hi := 0.0
 	for _, p := range paths {
@@ -248,7 +247,8 @@ func (r *Report) barPanel(s *svg, x, y, w float64, f Figure, n int, paths []Path
 // linePanel draws one figure over the rule counts: a line per filtering path, the raw
 // paths as dashed levels.
 func (r *Report) linePanel(s *svg, x, y, w float64, f Figure, paths []Path) {
-	s.text(x+w/2, y+18, `text-anchor="middle" font-size="13" font-weight="bold" fill="#111"`, f.Title()+", by N")
+	s.text(x+w/2, y+18, `text-anchor="middle" font-size="13" font-weight="bold" fill="#111"`, f.Title())
+	s.text(x+w/2, y+32, `text-anchor="middle" font-size="11" fill="#444"`, "by N rules in front")
 	py := y + panelTop
 	hi := 0.0
 	maxN := 0

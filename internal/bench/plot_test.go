@@ -131,7 +131,7 @@ func TestSVGScale(t *testing.T) {
 	if got, want := doc.elements["polyline"], 4; got != want { // a line per filtering path
 		t.Errorf("%d polylines; want %d", got, want)
 	}
-	for _, want := range []string{"0", "100", "990", "N, non-matching rules in front of the policy's 3", "UDP 64 B datagrams delivered, by N"} {
+	for _, want := range []string{"0", "100", "990", "N, non-matching rules in front of the policy's 3", "by N rules in front", "no rules in front"} {
 		if !doc.hasText(want) {
 			t.Errorf("the scale plot has no text %q", want)
 		}
