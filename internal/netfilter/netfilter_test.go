@@ -449,4 +449,3 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
-

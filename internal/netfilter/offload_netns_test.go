@@ -714,3 +714,68 @@ func TestNetnsOffloadUnconfirmed(t *testing.T) {
 		t.Errorf("Lookup by the reply tuple = %+v, %v, %v; want entry %d", c2, ok, err, c.ID)
 	}
 }
+
+// The real iptables takes the offload's rules and lists them as sgd writes them (CT's
+// timeout names cut to 4 bytes: cutTimeout), replaces an older version's fast path left
+// by a crash, and removal leaves others' rules, raw's included, as they were.
+func TestNetnsOffloadRules(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := newNetns(t)
+	nsSh(t, ns, "iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "69", "-j", "CT", "--helper", "tftp")
+	nsSh(t, ns, "ip6tables", "-t", "raw", "-A", "OUTPUT", "-d", "2001:db8::99", "-j", "CT", "--notrack")
+	nsSh(t, ns, "iptables", "-A", "FORWARD", "-s", "192.0.2.99", "-j", "DROP")
+	before := saved(t, ns)
+	// An older sgd's fast path: the zone in a connmark field.
+	for _, c := range [][]string{
+		{"iptables", "-N", ChainSaveIn},
+		{"iptables", "-A", ChainSaveIn, "-m", "mark", "!", "--mark", "0x0/0xff0000", "-j", "CONNMARK", "--save-mark", "--nfmask", "0xff0000", "--ctmask", "0xff0000"},
+		{"iptables", "-I", "INPUT", "1", "-m", "comment", "--comment", "sgd", "-j", ChainSaveIn},
+		{"iptables", "-t", "mangle", "-N", ChainInput},
+		{"iptables", "-t", "mangle", "-A", ChainInput, "-i", "eth0", "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-m", "connmark", "--mark", "0x10000/0xff0000", "-j", "ACCEPT"},
+		{"iptables", "-t", "mangle", "-I", "INPUT", "1", "-m", "comment", "--comment", "sgd", "-j", ChainInput},
+	} {
+		nsSh(t, ns, c...)
+	}
+	ensure(t, ns, offload.Timeouts{TCPEstablished: 432000, UDP: 30, UDPStream: 180}, offload.Timeouts{TCPEstablished: 60, UDP: 30, UDPStream: 180})
+	opts := DefaultOptions()
+	opts.Netns = ns
+	m := New(opts)
+	for _, mm := range []*Manager{m, New(opts)} {
+		if err := mm.Apply(ctx, offloadSpec); err != nil {
+			t.Fatalf("Apply(offloadSpec) = %v", err)
+		}
+	}
+	now := saved(t, ns)
+	own, foreign := owned(now)
+	if !slices.Equal(foreign, before) {
+		t.Errorf("foreign rules =\n%s\nwant\n%s", strings.Join(foreign, "\n"), strings.Join(before, "\n"))
+	}
+	if want := wantOwned(m, offloadSpec); !sameLines(own, want) {
+		t.Errorf("sgd's rules =\n%s\nwant\n%s", strings.Join(own, "\n"), strings.Join(want, "\n"))
+	}
+	// raw's jump comes after the user's CT rule.
+	helper := slices.Index(now, "iptables raw -A PREROUTING -p udp -m udp --dport 69 -j CT --helper tftp")
+	jump := slices.Index(now, "iptables raw -A PREROUTING -m comment --comment sgd -j "+ChainRawPre)
+	if helper < 0 || jump < helper {
+		t.Errorf("raw PREROUTING: user's CT rule at %d, sgd's jump at %d; want the jump after it", helper, jump)
+	}
+	off := offloadSpec
+	off.Offload = nil
+	if err := m.Apply(ctx, off); err != nil {
+		t.Fatal(err)
+	}
+	if own, _ := owned(saved(t, ns)); !sameLines(own, wantOwned(m, off)) {
+		t.Errorf("after Apply without Offload: sgd's rules =\n%s\nwant\n%s", strings.Join(own, "\n"), strings.Join(wantOwned(m, off), "\n"))
+	}
+	if err := m.Apply(ctx, offloadSpec); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if now := saved(t, ns); !slices.Equal(now, before) {
+		t.Errorf("after Remove:\n%s\nwant\n%s", strings.Join(now, "\n"), strings.Join(before, "\n"))
+	}
+}
