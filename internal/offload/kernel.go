@@ -37,6 +37,8 @@ type Kernel struct {
 
 	mu  sync.Mutex    // req, one request at a time
 	req *netlink.Conn // Lookup and Delete, read by hand (request); nil once closed
+
+	eventBuffer int // the destroy-event socket's receive buffer (tests make it small)
 }
 
 // Open returns a Kernel for the network namespace of the calling thread. log may be nil.
@@ -51,7 +53,7 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offload: open this thread's network namespace: %w", err)
 	}
-	k := &Kernel{log: log, ns: ns}
+	k := &Kernel{log: log, ns: ns, eventBuffer: eventBuffer}
 	if k.req, err = k.dial(); err != nil {
 		unix.Close(ns)
 		return nil, err
@@ -133,13 +135,13 @@ func (k *Kernel) growBuffer(c *netlink.Conn) {
 	var serr error
 	if rc, err := c.SyscallConn(); err == nil {
 		err = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, eventBuffer)
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, k.eventBuffer)
 		})
 		if err == nil && serr == nil {
 			return
 		}
 	}
-	if err := c.SetReadBuffer(eventBuffer); err != nil {
+	if err := c.SetReadBuffer(k.eventBuffer); err != nil {
 		k.log.Warn("conntrack destroy events: could not grow the socket's receive buffer", zap.Error(err))
 	}
 }

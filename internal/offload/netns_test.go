@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -380,4 +381,75 @@ func TestNetnsKernel(t *testing.T) {
 		t.Error("Listen did not return after its context ended")
 	}
 
+}
+
+// When the listener falls behind and the kernel drops events, lost is called and
+// listening goes on.
+func TestNetnsListenLost(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t, "lost")
+	ctx := context.Background()
+	if err := lab.Sysctl(ns, "net.netfilter.nf_conntrack_events", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var k *Kernel
+	in(t, ns, func() (err error) { k, err = Open(ctx, nil); return err })
+	defer k.Close()
+	k.eventBuffer = 4096 // a few events' worth
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lostN, endedN atomic.Int32
+	block := make(chan struct{})
+	go func() {
+		_ = k.Listen(lctx, func(Conn) {
+			<-block // the caller is busy: events pile up in the socket
+			endedN.Add(1)
+		}, func(error) { lostN.Add(1) })
+	}()
+	time.Sleep(100 * time.Millisecond)
+	const n = 400
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := range n {
+			f := conntrack.NewFlow(17, conntrack.StatusConfirmed, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), uint16(10000+i), 53, 60, Mark)
+			if err := c.Create(f); err != nil {
+				return err
+			}
+		}
+		return c.Flush()
+	})
+	close(block)
+	deadline := time.Now().Add(5 * time.Second)
+	for lostN.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if lostN.Load() == 0 {
+		t.Fatalf("lost never called (%d of %d endings delivered)", endedN.Load(), n)
+	}
+	// Still listening: a later ending arrives.
+	before := endedN.Load()
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f := conntrack.NewFlow(17, conntrack.StatusConfirmed, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), 9999, 53, 60, Mark)
+		if err := c.Create(f); err != nil {
+			return err
+		}
+		return c.Delete(f)
+	})
+	deadline = time.Now().Add(3 * time.Second)
+	for endedN.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if endedN.Load() == before {
+		t.Error("no ending delivered after the loss: Listen stopped")
+	}
+	t.Logf("%d of %d endings delivered, lost called %d times", endedN.Load(), n+1, lostN.Load())
 }
