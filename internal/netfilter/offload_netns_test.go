@@ -81,11 +81,12 @@ func udpEnds(c *net.UDPConn) (src, dst netip.AddrPort) {
 const labelmapScript = `mount -t tmpfs none /etc && mkdir /etc/xtables && i=0 && while [ $i -le 127 ]; do echo "$i z$i"; i=$((i+1)); done > /etc/xtables/connlabel.conf && exec "$@"`
 
 // conntrackLabels is Debian's conntrack -L -o labels in ns for one family, one line per
-// entry.
+// entry; nil (and the cross-checks are skipped) without conntrack-tools.
 func conntrackLabels(t *testing.T, ns, family string) []string {
 	t.Helper()
 	if _, err := exec.LookPath("conntrack"); err != nil {
-		t.Skip("skipping the cross-check: conntrack (conntrack-tools) is not installed")
+		t.Log("no conntrack (conntrack-tools): the cross-check with conntrack -L is skipped")
+		return nil
 	}
 	out := sh(t, "unshare", "--mount", "--propagation", "private", "sh", "-c", labelmapScript, "sh",
 		"ip", "netns", "exec", ns, "conntrack", "-L", "-f", family, "-o", "labels")
@@ -151,7 +152,7 @@ func TestNetnsOffloadInterface(t *testing.T) {
 			t.Errorf("%s: entry counts %d packets; want 3 (nf_conntrack_acct on)", f.name, c.OrigPackets)
 		}
 		line := cliLine(cli, src, dst)
-		if m := labelsField.FindStringSubmatch(line); m == nil || m[1] != "z1" {
+		if m := labelsField.FindStringSubmatch(line); cli != nil && (m == nil || m[1] != "z1") {
 			t.Errorf("%s: conntrack -L -o labels line %q; want labels=z1", f.name, line)
 		}
 	}
@@ -397,7 +398,7 @@ func TestNetnsOffloadPorts(t *testing.T) {
 		if !ok || !c.Labels.Has(3) || !c.Labels.Has(4) || c.Labels.Has(1) {
 			t.Errorf("%s: entry %+v, %v; want labels 3 and 4", f.name, c, ok)
 		}
-		if m := labelsField.FindStringSubmatch(cliLine(cli, src, dst)); m == nil || m[1] != "z3,z4" {
+		if m := labelsField.FindStringSubmatch(cliLine(cli, src, dst)); cli != nil && (m == nil || m[1] != "z3,z4") {
 			t.Errorf("%s: conntrack -L -o labels: %v; want labels=z3,z4", f.name, m)
 		}
 	}
