@@ -45,6 +45,14 @@ func offloadOn(t *testing.T, ns string, spec Spec) (*Manager, *offload.Sysctls) 
 	return m, sys
 }
 
+// offloadPair is vethPair with the fast path on veth1 (zone 1) in b, queueing to queue.
+func offloadPair(t *testing.T, queue uint16) (a, b string, flows []flow) {
+	t.Helper()
+	a, b, flows = vethPair(t)
+	offloadOn(t, b, Spec{Interfaces: []string{"veth1"}, QueueNum: queue, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}})
+	return a, b, flows
+}
+
 // kernelConns dumps sgd's offloaded entries in ns.
 func kernelConns(t *testing.T, ns string) []offload.Conn {
 	t.Helper()
@@ -121,8 +129,7 @@ func redial(t *testing.T, ns string, f flow) flow {
 func TestNetnsOffloadInterface(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	a, b, flows := vethPair(t)
-	offloadOn(t, b, Spec{Interfaces: []string{"veth1"}, QueueNum: 2, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}})
+	a, b, flows := offloadPair(t, 2)
 	var hits atomic.Int32
 	stop := queueReader(t, b, 2, offload.Mark, []byte("sgd-netfilter-test"), &hits)
 	for _, f := range flows {
@@ -179,8 +186,7 @@ func TestNetnsOffloadInterface(t *testing.T) {
 func TestNetnsOffloadRelatedICMP(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	a, b, _ := vethPair(t)
-	offloadOn(t, b, Spec{Interfaces: []string{"veth1"}, QueueNum: 3, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}})
+	a, b, _ := offloadPair(t, 3)
 	var udp, icmp atomic.Int32
 	queueReaderFunc(t, b, 3, offload.Mark, func(p []byte) {
 		switch proto := l4(p); {
@@ -233,8 +239,7 @@ func l4(p []byte) byte {
 func TestNetnsOffloadInvalid(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	a, b, _ := vethPair(t)
-	offloadOn(t, b, Spec{Interfaces: []string{"veth1"}, QueueNum: 4, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}})
+	a, b, _ := offloadPair(t, 4)
 	var tcp, marked atomic.Int32
 	queueReaderFunc(t, b, 4, offload.Mark, func(p []byte) {
 		if l4(p) == 6 {
@@ -675,8 +680,7 @@ func TestNetnsOffloadUnconfirmed(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	_, b, flows := vethPair(t)
-	offloadOn(t, b, Spec{Interfaces: []string{"veth1"}, QueueNum: 8, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}})
+	_, b, flows := offloadPair(t, 8)
 	held, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	queueReaderFunc(t, b, 8, offload.Mark, func(p []byte) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/sgd-firewall/sgd/internal/lab"
@@ -91,16 +92,7 @@ func TestNetnsPolicies(t *testing.T) {
 	}
 
 	// The objects hold the values (read back from the kernel).
-	var objs map[string]object
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs := kernelObjects(t, ns)
 	if o := objs["sgd-udp-30-60-ipv6"]; o.l3 != unix.AF_INET6 || o.l4 != 17 || o.values[attrUDPUnreplied] != 30 || o.values[attrUDPReplied] != 60 {
 		t.Errorf("sgd-udp-30-60-ipv6 = %+v; want AF_INET6, UDP, 30/60", o)
 	}
@@ -110,31 +102,17 @@ func TestNetnsPolicies(t *testing.T) {
 
 	// An object of sgd's name with other values (changed by hand) is put right in place;
 	// one of another family is reported.
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := newObject(ctx, c, object{name: "sgd-tcp-60-ipv4", l3: unix.AF_INET, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 5}}); err != nil {
-			return err
-		}
-		// Someone else's object, and a misplaced one of sgd's name.
-		if err := newObject(ctx, c, object{name: "other-udp", l3: unix.AF_INET, l4: 17, values: map[uint16]uint32{1: 10}}); err != nil {
-			return err
-		}
-		return newObject(ctx, c, object{name: "sgd-tcp-7-ipv4", l3: unix.AF_INET6, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 7}})
-	})
+	for _, o := range []object{
+		{name: "sgd-tcp-60-ipv4", l3: unix.AF_INET, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 5}},
+		{name: "other-udp", l3: unix.AF_INET, l4: 17, values: map[uint16]uint32{1: 10}},                      // someone else's
+		{name: "sgd-tcp-7-ipv4", l3: unix.AF_INET6, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 7}}, // misplaced
+	} {
+		in(t, ns, func() error {
+			return withObjects(ctx, func(c *netfilter.Conn, _ map[string]object) error { return newObject(ctx, c, o) })
+		})
+	}
 	in(t, ns, func() error { return Ensure(ctx, []Timeouts{a}) })
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs = kernelObjects(t, ns)
 	if v := objs["sgd-tcp-60-ipv4"].values[attrTCPEstablished]; v != 60 {
 		t.Errorf("after Ensure, sgd-tcp-60-ipv4 established = %d; want 60 (replaced)", v)
 	}
@@ -169,18 +147,23 @@ func TestNetnsPolicies(t *testing.T) {
 	if p := policies(t, ns); len(p) != 0 {
 		t.Errorf("after the rule went and Prune(nil): policies %v; want none", p)
 	}
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs = kernelObjects(t, ns)
 	if _, ok := objs["other-udp"]; !ok {
 		t.Errorf("Prune removed someone else's object other-udp (only sgd-* are sgd's)")
 	}
+}
+
+// kernelObjects lists the timeout objects in ns.
+func kernelObjects(t *testing.T, ns string) map[string]object {
+	t.Helper()
+	var objs map[string]object
+	in(t, ns, func() error {
+		return withObjects(context.Background(), func(_ *netfilter.Conn, have map[string]object) error {
+			objs = have
+			return nil
+		})
+	})
+	return objs
 }
 
 func sortedKeys(m map[string]uint32) []string {
