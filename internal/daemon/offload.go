@@ -36,7 +36,7 @@ type offloader struct {
 	log *zap.Logger
 
 	mu      sync.Mutex
-	credit  map[uint32]counts        // kernel connection id → what was added for it so far
+	credit  map[uint32]counts             // kernel connection id → what was added for it so far
 	missing map[conntrack.Tuple]time.Time // offloaded flows absent from dumps, since when
 }
 
