@@ -62,6 +62,7 @@ type EtcdOptions struct {
 // use by several goroutines.
 type Etcd struct {
 	cli       *clientv3.Client
+	prefix    string
 	key       string
 	endpoints string // for error messages
 	timeout   time.Duration
@@ -88,7 +89,7 @@ func OpenEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	e := &Etcd{key: o.Prefix + etcdStateKey, endpoints: strings.Join(o.Endpoints, ","),
+	e := &Etcd{prefix: o.Prefix, key: o.Prefix + etcdStateKey, endpoints: strings.Join(o.Endpoints, ","),
 		timeout: o.RequestTimeout, log: o.Logger}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   o.Endpoints,
