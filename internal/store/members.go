@@ -61,7 +61,7 @@ func (m *Members) Host(id string) *Member {
 	return nil
 }
 
-func (e *Etcd) membersKey() string          { return e.prefix + etcdMembersKey }
+func (e *Etcd) membersKey() string           { return e.prefix + etcdMembersKey }
 func (e *Etcd) memberKey(host string) string { return e.membersKey() + host }
 
 // decodeMember reads a member key's value; the key names the host, and the record must say

@@ -115,8 +115,8 @@ type Attachment struct {
 	// interface it is; "" on a single host — and, for an attachment written in fleet
 	// mode before hosts had ids, every host with an interface of that name, unless the
 	// host has one of its own for it (Snapshot.ConfigFor).
-	Host      string   `json:"host,omitempty"`
-	Groups    []string `json:"groups"` // nil: not set through the API
+	Host   string   `json:"host,omitempty"`
+	Groups []string `json:"groups"` // nil: not set through the API
 	// ConnectionTracking, when set, are the interface's timeouts set through the API
 	// (ModifyNetworkInterfaceAttribute --connection-tracking-specification).
 	ConnectionTracking *rules.ConnectionTracking `json:"connection_tracking,omitempty"`
