@@ -34,6 +34,14 @@ func TestPrintStatus(t *testing.T) {
 		{"one adopted", func(s *daemon.Status) { s.Adopted = map[string]int{"eth0": 1} }, "sgd v1", []string{"adopted:  1 established TCP connection (eth0 1) at start"}},
 		{"adoption off", func(s *daemon.Status) { s.Settings.AdoptEstablished, s.Adopted = false, nil }, "sgd v1",
 			[]string{"adopted:  none (adopt_established: false)"}},
+		{"fleet member", func(s *daemon.Status) {
+			s.Store = &daemon.StoreStatus{Endpoints: "http://e:2379", Connected: true, AppliedRevision: 9, HostID: "b", Lease: "held",
+				LeaseTTL: 10, Members: []string{"a", "b"}}
+		}, "sgd v1", []string{"store:    etcd http://e:2379, connected, applied revision 9\n",
+			"fleet:    host b, member (lease held, ttl 10 s); 2 hosts seen (a, b)\n"}},
+		{"fleet lease lost", func(s *daemon.Status) {
+			s.Store = &daemon.StoreStatus{Endpoints: "http://e:2379", AppliedRevision: 9, HostID: "b", Lease: "lost", Members: []string{"b"}}
+		}, "sgd v1", []string{"DISCONNECTED", "fleet:    host b, NOT A MEMBER: lease lost", "1 host seen (b)"}},
 	} {
 		s := base()
 		tc.edit(s)

@@ -137,6 +137,18 @@ func (r *Registration) Set(m Member) {
 	}
 }
 
+// Verify has the record written again, if the key is still the lease's; if it is not (a
+// key deleted by hand), the host joins again.
+func (r *Registration) Verify() {
+	r.mu.Lock()
+	r.published = nil
+	r.mu.Unlock()
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
 // Status is the membership's state, the lease (0 when none) and the TTL etcd granted it.
 func (r *Registration) Status() (state LeaseState, lease int64, ttl time.Duration) {
 	r.mu.Lock()
