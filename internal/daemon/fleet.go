@@ -178,6 +178,13 @@ func (f *fleet) run(ctx context.Context, ctl *controller.Controller, addrs func(
 		f.log.Warn("fleet: cannot publish this host's interfaces yet (etcd unreachable); it joins when etcd answers", zap.Error(err))
 	}
 	f.reg = reg
+	var others []string
+	for _, m := range f.members.View().Hosts {
+		if m.HostID != f.host {
+			others = append(others, m.HostID)
+		}
+	}
+	f.log.Info("fleet: the other hosts at start", zap.Strings("host_ids", others))
 	go f.src.Follow(ctx, f.st.Watch(ctx, f.src.Revision()), ctl)
 	go f.members.Follow(ctx, f.st.WatchMembers(ctx, f.members.View()), ctl)
 	go f.check(ctx)

@@ -57,6 +57,10 @@ type EtcdOptions struct {
 // must fit in one etcd request (--max-request-bytes, 1.5 MiB by default: some thousands of
 // rules); past that, per-object keys under the same prefix are the way on.
 //
+// The fleet's members are keys of their own, <prefix>members/<host_id>, one per host,
+// each attached to its host's lease (Join, WatchMembers): unlike the API state they are
+// written by each host alone, about itself, and must vanish with it.
+//
 // Fail-static: with etcd unreachable (or without a leader: reads are linearizable) Load and
 // Commit return an error naming the endpoints, never an empty or stale state. Safe for
 // use by several goroutines.

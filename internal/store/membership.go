@@ -292,7 +292,7 @@ func (r *Registration) waitFree(ctx context.Context, kv *mvccpb.KeyValue) error 
 	}
 	r.mu.Unlock()
 	if !quiet {
-		r.log.Warn("fleet: this host id's member key is held by a lease this process does not keep alive (a previous run's?); waiting for it to expire",
+		r.log.Warn("fleet: this host id's member key is held by another lease (this host's previous run, killed, or another live host with this id); waiting for it to expire",
 			zap.String("key", r.key), zap.String("lease", fmt.Sprintf("%x", kv.Lease)), zap.Int64("remaining_seconds", remaining))
 	}
 	deadline := time.Now().Add(time.Duration(max(remaining, 0))*time.Second + memberWaitMargin)

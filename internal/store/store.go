@@ -4,7 +4,9 @@
 //
 // A Store holds Snapshots: the whole API state at one revision, replaced whole by Commit.
 // Dir is the implementation on a local state directory; Etcd, for fleet mode (SPEC 4.6),
-// the one on etcd v3. Nothing here judges packets or validates rules: the
+// the one on etcd v3, which also holds the fleet's members: each host's interfaces, ports
+// and their groups under a lease of its own (Registration), proposed to every other host's
+// controller as members of their groups (MemberSource). Nothing here judges packets or validates rules: the
 // controller validates a proposed snapshot together with every other source before the
 // snapshot is committed (Source.Apply).
 package store
