@@ -44,13 +44,28 @@ func webDB(t *testing.T, ctx context.Context, h *host) (web, db string) {
 	return web, db
 }
 
+// pair starts hosts a (192.0.2.10) and b (192.0.2.20) with withEth0, as their options do
+// not say otherwise, and waits until they see each other.
+func pair(t *testing.T, ao, bo hostOptions) (a, b *host) {
+	t.Helper()
+	for _, o := range []*hostOptions{&ao, &bo} {
+		if o.file == "" {
+			o.file = withEth0
+		}
+	}
+	ao.id, ao.addr, bo.id, bo.addr = "a", "192.0.2.10", "b", "192.0.2.20"
+	a, b = newHost(t, ao), newHost(t, bo)
+	meet(t, a, b)
+	return a, b
+}
+
 // meet waits until every host sees every other's member record (then their APIs list
 // each other's ENIs).
 func meet(t *testing.T, hosts ...*host) {
 	t.Helper()
 	for _, h := range hosts {
 		for _, o := range hosts {
-			within(t, time.Second, h.id+" sees "+o.id, func() bool { return h.fl.members.View().Host(o.id) != nil })
+			within(t, 5*time.Second, h.id+" sees "+o.id, func() bool { return h.fl.members.View().Host(o.id) != nil })
 		}
 	}
 }
@@ -72,8 +87,7 @@ func TestFleetMembership(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a := newHost(t, hostOptions{id: "a", addr: "192.0.2.10", etcd: srv.Client, file: withEth0})
-	b := newHost(t, hostOptions{id: "b", addr: "192.0.2.20", etcd: srv.Client, file: withEth0})
+	a, b := pair(t, hostOptions{etcd: srv.Client}, hostOptions{etcd: srv.Client})
 	web, db := webDB(t, ctx, a)
 	other, err := a.client.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("other"), Description: aws.String("other")})
 	if err != nil {
@@ -125,9 +139,7 @@ func TestFleetCleanStop(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a := newHost(t, hostOptions{id: "a", addr: "192.0.2.10", etcd: srv.Client, file: withEth0, ttl: 30})
-	b := newHost(t, hostOptions{id: "b", addr: "192.0.2.20", etcd: srv.Client, file: withEth0})
-	meet(t, a, b)
+	a, b := pair(t, hostOptions{etcd: srv.Client, ttl: 30}, hostOptions{etcd: srv.Client})
 	web, db := webDB(t, ctx, a)
 	attach(t, ctx, a, b.eni(), db)
 	attach(t, ctx, a, a.eni(), web)
@@ -160,9 +172,7 @@ func TestFleetRestartAfterKill(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a := newHost(t, hostOptions{id: "a", addr: "192.0.2.10", etcd: srv.Client, file: withEth0})
-	b := newHost(t, hostOptions{id: "b", addr: "192.0.2.20", etcd: srv.Client, file: withEth0})
-	meet(t, a, b)
+	a, b := pair(t, hostOptions{etcd: srv.Client}, hostOptions{etcd: srv.Client})
 	web, db := webDB(t, ctx, a)
 	within(t, time.Second, "b knows a's groups", func() bool { return b.fl.src.Snapshot().Group(db) != nil })
 	attach(t, ctx, b, b.eni(), db)
@@ -219,10 +229,8 @@ func TestFleetMembersFailStatic(t *testing.T) {
 	p := etcdtest.NewProxy(t, strings.TrimPrefix(srv.Client, "http://"))
 	core, logs := observer.New(zap.InfoLevel)
 	acore, alogs := observer.New(zap.InfoLevel)
-	a := newHost(t, hostOptions{id: "a", addr: "192.0.2.10", etcd: srv.Client, file: withEth0, log: zap.New(acore)})
-	b := newHost(t, hostOptions{id: "b", addr: "192.0.2.20", etcd: p.URL(), file: withEth0, log: zap.New(core)})
+	a, b := pair(t, hostOptions{etcd: srv.Client, log: zap.New(acore)}, hostOptions{etcd: p.URL(), log: zap.New(core)})
 	web, db := webDB(t, ctx, a)
-	meet(t, a, b)
 	attach(t, ctx, a, b.eni(), db, web)
 	attach(t, ctx, a, a.eni(), web, db)
 	within(t, time.Second, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -159,30 +157,15 @@ const MembersCacheFile = "etcd-members.json"
 // SaveMembersCache writes m to dir/MembersCacheFile atomically: the other hosts a host in
 // fleet mode starts with when etcd cannot be reached at start.
 func SaveMembersCache(dir string, m *Members) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(dir, MembersCacheFile, append(b, '\n')); err != nil {
-		return fmt.Errorf("write the members cache: %w", err)
-	}
-	return nil
+	return saveJSON(dir, MembersCacheFile, "the members cache", m)
 }
 
 // LoadMembersCache reads dir/MembersCacheFile; an error wrapping fs.ErrNotExist when there
 // is none.
 func LoadMembersCache(dir string) (*Members, error) {
-	path := filepath.Join(dir, MembersCacheFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var m Members
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := loadJSON(dir, MembersCacheFile, &m); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

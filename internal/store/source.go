@@ -167,7 +167,10 @@ func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(
 		s.stage(nil)
 		return err
 	}
-	if err := s.st.Commit(ctx, next); err != nil {
+	// Commit sets the revision of what it is given: a copy, since the staged snapshot is
+	// read by any reload meanwhile (another source's) and is not ours to change.
+	done := next.Clone()
+	if err := s.st.Commit(ctx, done); err != nil {
 		s.stage(nil)
 		if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
 			return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
@@ -175,9 +178,9 @@ func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(
 		return err
 	}
 	s.mu.Lock()
-	s.committed, s.staged = next, nil
+	s.committed, s.staged = done, nil
 	s.mu.Unlock()
-	s.notify(next, nil)
+	s.notify(done, nil)
 	return nil
 }
 
