@@ -63,8 +63,12 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 			state = "DISCONNECTED: keeping the last applied state until etcd returns"
 		}
 		w("store:    etcd %s, %s, applied revision %d\n", st.Endpoints, state, st.AppliedRevision)
+		seen := st.Members
+		if len(seen) > maxHostsShown {
+			seen = append(slices.Clone(seen[:maxHostsShown]), fmt.Sprintf("… %d more", len(st.Members)-maxHostsShown))
+		}
 		w("fleet:    host %s, %s; %d %s seen (%s)\n", st.HostID, leaseSummary(st), len(st.Members),
-			map[bool]string{true: "host", false: "hosts"}[len(st.Members) == 1], strings.Join(st.Members, ", "))
+			map[bool]string{true: "host", false: "hosts"}[len(st.Members) == 1], strings.Join(seen, ", "))
 	}
 	if s.Settings.AdoptEstablished {
 		w("adopted:  %s at start\n", adoptedSummary(s.Adopted))
@@ -107,6 +111,9 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 		w("  %-36s %d\n", k, s.Packets[k])
 	}
 }
+
+// maxHostsShown is how many of the fleet's hosts `sgd status` names (--json lists all).
+const maxHostsShown = 10
 
 // leaseSummary says where this host's membership stands, in words.
 func leaseSummary(st *daemon.StoreStatus) string {

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -120,6 +121,14 @@ func TestFleetMembership(t *testing.T) {
 	}
 	if n := b.gauge("sgd_fleet_members"); n != 2 || b.gauge("sgd_fleet_lease_held") != 1 {
 		t.Errorf("sgd_fleet_members = %v, sgd_fleet_lease_held = %v; want 2 and 1", n, b.gauge("sgd_fleet_lease_held"))
+	}
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil || len(problems) > 0 {
+		t.Errorf("promlint of the fleet's metrics: %v %v", problems, err)
 	}
 
 	attach(t, ctx, a, a.eni(), *other.GroupId)
