@@ -674,9 +674,10 @@ func TestFleetMembership(t *testing.T) {
 	a, b, c := l.hosts[0], l.hosts[1], l.hosts[2]
 	l.launch(a)
 	if !readyOrExit(a.d) {
-		if out := a.d.out.String(); strings.Contains(out, unknownHostID) {
-			t.Skipf("this sgd does not publish members yet (sgd run: %s); the test runs once daemon.etcd.host_id is known",
-				strings.TrimSpace(out[strings.LastIndex(out[:strings.Index(out, unknownHostID)], "\n")+1:]))
+		for _, line := range strings.Split(a.d.out.String(), "\n") {
+			if strings.Contains(line, unknownHostID) {
+				t.Skipf("this sgd does not publish members yet; the test runs once sgd run knows daemon.etcd.host_id (it said: %s)", strings.TrimSpace(line))
+			}
 		}
 		t.Fatalf("sgd on A exited before it was ready (exit code %d):\n%s", a.d.cmd.ProcessState.ExitCode(), a.d.out)
 	}
