@@ -155,6 +155,15 @@ func (l *fleetLab) attach(ports ...uint16) string {
 	return g.GroupId
 }
 
+// runningFleet is the fault tests' start: the fleet running, group db on every host's
+// eth0 allowing tcp/3306 and tcp/3308 from the client.
+func runningFleet(t *testing.T) (*fleetLab, string) {
+	t.Helper()
+	l := newFleetLab(t, nil, nil)
+	l.startAll()
+	return l, l.attach(3306, 3308)
+}
+
 // authorize allows tcp/ports from the client's address in group id, in one call through
 // h's API, and returns when the call has returned.
 func (l *fleetLab) authorize(h *fleetHost, id string, ports ...uint16) {
@@ -318,10 +327,8 @@ func establish(t *testing.T, ns string, dst netip.AddrPort) func(why string) {
 func TestFleetEtcdStopped(t *testing.T) {
 	requireEnv(t)
 	t.Parallel()
-	l := newFleetLab(t, nil, nil)
-	l.startAll()
+	l, db := runningFleet(t)
 	a, b, c := l.hosts[0], l.hosts[1], l.hosts[2]
-	db := l.attach(3306, 3308)
 
 	// A rule through A's API is on B's packet path within 1 s of the response.
 	l.authorize(a, db, 3307)
@@ -564,10 +571,8 @@ func (l *fleetLab) cutEtcd(h *fleetHost) (heal func()) {
 func TestFleetPartition(t *testing.T) {
 	requireEnv(t)
 	t.Parallel()
-	l := newFleetLab(t, nil, nil)
-	l.startAll()
+	l, db := runningFleet(t)
 	a, b, c := l.hosts[0], l.hosts[1], l.hosts[2]
-	db := l.attach(3306, 3308)
 	flow := establish(t, l.client.ns, c.at(3306))
 
 	heal := l.cutEtcd(c)
@@ -607,10 +612,8 @@ func TestFleetPartition(t *testing.T) {
 func TestFleetCompactionWhileCut(t *testing.T) {
 	requireEnv(t)
 	t.Parallel()
-	l := newFleetLab(t, nil, nil)
-	l.startAll()
+	l, db := runningFleet(t)
 	a, c := l.hosts[0], l.hosts[2]
-	db := l.attach(3306, 3308)
 
 	// The cut drops C's etcd traffic and ends its connection, as a keepalive would after
 	// a long enough silence: C's watch must be made anew when etcd is reachable again.
