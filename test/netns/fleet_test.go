@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -91,6 +92,8 @@ func (l *fleetLab) newHost(name, last string) *fleetHost {
 	}
 	if l.etcdExtra != nil {
 		eextra = l.etcdExtra(h)
+	} else if hostIDKnown() {
+		eextra = "    host_id: host-" + name + "\n"
 	}
 	h.config = writeConfig(t, fmt.Sprintf("interfaces:\n  - name: %s\ndaemon:\n  api_credentials_file: %s\n  state_dir: %s\n%s  etcd:\n    endpoints: [%q]\n%s",
 		hostIf, h.aws.creds, filepath.Join(t.TempDir(), "state"), extra, l.etcd.URL(), eextra))
@@ -134,11 +137,8 @@ func (l *fleetLab) startAll() {
 }
 
 // attach creates group db through A's API allowing tcp/ports from the client, and gives
-// it to every host's eth0; it returns db's id once each host enforces it. Until hosts
-// publish their members, eth0's ENI id is derived from the device's name, one id for
-// every host (describe-network-interfaces lists it without an address); with members
-// each host's eth0 has its own, listed with its address by any host: attach finds the
-// ids either way.
+// it to every host's eth0 (A's own, and the others' as A lists them); it returns db's id
+// once each host enforces it.
 func (l *fleetLab) attach(ports ...uint16) string {
 	t := l.t
 	t.Helper()
@@ -146,7 +146,7 @@ func (l *fleetLab) attach(ports ...uint16) string {
 	var g struct{ GroupId string }
 	a.aws.ec2(&g, "create-security-group", "--group-name", "db", "--description", "databases of the fleet")
 	l.authorize(a, g.GroupId, ports...)
-	for _, eni := range l.enis(a, false, l.nodes()...) {
+	for _, eni := range l.enis(a, true, l.nodes()...) {
 		a.aws.ec2(nil, "modify-network-interface-attribute", "--network-interface-id", eni, "--groups", g.GroupId)
 	}
 	for _, h := range l.hosts {
@@ -185,41 +185,58 @@ func (l *fleetLab) perms(ports ...uint16) string {
 	return "[" + strings.Join(ps, ",") + "]"
 }
 
-// enis returns the ENI ids, as h's describe-network-interfaces lists them, of the eth0
-// of each node in of: those listed with the node's address, or, unless strict, when none
-// has an address (no members published), the one listed as eth0.
-func (l *fleetLab) enis(h *fleetHost, strict bool, of ...node) []string {
-	l.t.Helper()
-	var out struct {
-		NetworkInterfaces []struct {
-			NetworkInterfaceId, Description, PrivateIpAddress string
-			PrivateIpAddresses                                []struct{ PrivateIpAddress string }
-		}
+// eniList is describe-network-interfaces' output, as far as the tests read it.
+type eniList struct {
+	NetworkInterfaces []struct {
+		NetworkInterfaceId, Description, PrivateIpAddress string
+		PrivateIpAddresses                                []struct{ PrivateIpAddress string }
 	}
+}
+
+// enis returns the ENI ids, as h's describe-network-interfaces lists them, of the eth0 of
+// each node in of, found by the node's address; with own, also h's own eth0, which the API
+// lists without an address (the model's interface). Before hosts publish their members,
+// every host's eth0 has one ENI id, derived from the device's name, and that is h's own.
+func (l *fleetLab) enis(h *fleetHost, own bool, of ...node) []string {
+	l.t.Helper()
+	var out eniList
 	h.aws.ec2(&out, "describe-network-interfaces")
-	var ids, byName []string
+	var ids []string
 	for _, n := range out.NetworkInterfaces {
 		addrs := []string{n.PrivateIpAddress}
 		for _, a := range n.PrivateIpAddresses {
 			addrs = append(addrs, a.PrivateIpAddress)
 		}
+		match := own && n.Description == hostIf && n.PrivateIpAddress == ""
 		for _, o := range of {
-			if slices.Contains(addrs, o.v4.String()) && !slices.Contains(ids, n.NetworkInterfaceId) {
-				ids = append(ids, n.NetworkInterfaceId)
-			}
+			match = match || slices.Contains(addrs, o.v4.String())
 		}
-		if n.Description == hostIf && n.PrivateIpAddress == "" {
-			byName = append(byName, n.NetworkInterfaceId)
+		if match && !slices.Contains(ids, n.NetworkInterfaceId) {
+			ids = append(ids, n.NetworkInterfaceId)
 		}
-	}
-	if len(ids) == 0 && !strict {
-		ids = byName
 	}
 	if len(ids) == 0 {
-		l.t.Fatalf("describe-network-interfaces on %s lists no ENI for %v: %+v", h.name, of, out.NetworkInterfaces)
+		l.t.Fatalf("describe-network-interfaces on %s lists no ENI for %v (own %v): %+v", h.name, of, own, out.NetworkInterfaces)
 	}
 	return ids
 }
+
+// hostIDKnown says whether this sgd knows daemon.etcd.host_id (hosts publish members). The
+// fault tests then give each host an id of its own: the default, the host name, is the
+// same in every namespace, and a second host with an id in use is refused.
+var hostIDKnown = sync.OnceValue(func() bool {
+	dir, err := os.MkdirTemp("", "sgdt")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "probe.yaml")
+	if os.WriteFile(cfg, []byte("daemon:\n  etcd:\n    endpoints: [\"http://192.0.2.2:2379\"]\n    host_id: probe\n"), 0o600) != nil {
+		return false
+	}
+	out, _ := runErr(sgdBin, "check", "--config", cfg)
+	return !strings.Contains(out, unknownHostID)
+})
 
 // stateRevision is the revision of the API's state in etcd, read by the test's own client.
 func (l *fleetLab) stateRevision() uint64 { return uint64(l.etcd.revision(fleetStateKey)) }
@@ -696,7 +713,7 @@ func TestFleetMembership(t *testing.T) {
 	c.aws.ec2(&plain, "create-security-group", "--group-name", "plain", "--description", "nothing special")
 	c.aws.ec2(nil, "authorize-security-group-ingress", "--group-id", db.GroupId, "--protocol", "tcp", "--port", "3306",
 		"--source-group", web.GroupId)
-	enis := l.enis(c, true, b.node)
+	enis := l.enis(c, false, b.node)
 	if len(enis) != 1 {
 		t.Fatalf("B's ENIs as C lists them: %v; want one", enis)
 	}
@@ -704,7 +721,7 @@ func TestFleetMembership(t *testing.T) {
 	waitTCP(t, a.ns, b.at(3306), timeout, time.Now(), 5*time.Second)
 	checkTCP(t, a.ns, b.at(3306), timeout)
 
-	aENI := l.enis(c, true, a.node)
+	aENI := l.enis(c, false, a.node)
 	if len(aENI) != 1 || aENI[0] == enis[0] {
 		t.Fatalf("A's ENIs as C lists them: %v (B's %s); want one of A's own", aENI, enis[0])
 	}
