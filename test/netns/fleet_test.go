@@ -657,7 +657,7 @@ func TestFleetCompactionWhileCut(t *testing.T) {
 	heal()
 	took := c.waitStore(t, fmt.Sprintf("at revision %d", rev), 30*time.Second, appliedAt(rev))
 	t.Logf("C converged %v after the cut healed", took.Round(time.Millisecond))
-	c.d.waitLog("etcd watch history compacted; re-reading the state", 1)
+	c.d.waitLog("etcd watch history compacted; re-reading", 1)
 	checkTCP(t, l.client.ns, c.at(3307), works)
 	checkTCP(t, l.client.ns, c.at(3309), works)
 	checkTCP(t, l.client.ns, c.at(3308), timeout)
