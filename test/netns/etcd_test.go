@@ -35,32 +35,58 @@ func requireEtcd(t *testing.T) {
 	}
 }
 
-// etcdServer is a one-member etcd cluster run from etcdBin inside its own namespace,
-// serving clients on addr:2379 (its peer port stays on the namespace's loopback). It can be
-// stopped, killed and started again on the same data directory.
+// etcdServer is one member of an etcd cluster run from etcdBin inside its own namespace,
+// serving clients on addr:2379. It can be stopped, killed and started again on the same
+// data directory.
 type etcdServer struct {
-	t      *testing.T
-	ns     string
-	addr   netip.Addr
-	dir    string // the data directory
-	cmd    *exec.Cmd
-	out    *syncBuffer // every run's output, for a failing test's log
-	exited chan struct{}
+	t       *testing.T
+	name    string
+	ns      string
+	addr    netip.Addr
+	peer    string // its peer URL: the namespace's loopback for a cluster of one
+	cluster string // --initial-cluster
+	dir     string // the data directory
+	cmd     *exec.Cmd
+	out     *syncBuffer // every run's output, for a failing test's log
+	exited  chan struct{}
 }
 
-// startEtcd starts etcd in ns on addr and waits until it answers; t.Cleanup stops it and,
-// when the test failed, logs its output.
+// startEtcd starts a one-member cluster in ns on addr and waits until it answers; t.Cleanup
+// stops it and, when the test failed, logs its output.
 func startEtcd(t *testing.T, ns string, addr netip.Addr) *etcdServer {
 	t.Helper()
-	e := &etcdServer{t: t, ns: ns, addr: addr, dir: filepath.Join(t.TempDir(), "etcd"), out: &syncBuffer{}}
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			t.Logf("etcd output (ns %s):\n%s", ns, e.out)
+	return startEtcdCluster(t, []node{{ns: ns, v4: addr}})[0]
+}
+
+// startEtcdCluster starts a cluster with one member on each node (peers on their
+// addresses, port 2380) and waits until every member answers.
+func startEtcdCluster(t *testing.T, on []node) []*etcdServer {
+	t.Helper()
+	var ms []*etcdServer
+	var initial []string
+	for i, n := range on {
+		e := &etcdServer{t: t, name: fmt.Sprintf("e%d", i+1), ns: n.ns, addr: n.v4, dir: filepath.Join(t.TempDir(), "etcd"),
+			peer: "http://" + net.JoinHostPort(n.v4.String(), "2380"), out: &syncBuffer{}}
+		if len(on) == 1 {
+			e.peer = "http://127.0.0.1:2380"
 		}
-	})
-	e.start()
-	return e
+		t.Cleanup(func() {
+			e.stop()
+			if t.Failed() {
+				t.Logf("etcd %s output (ns %s):\n%s", e.name, e.ns, e.out)
+			}
+		})
+		initial = append(initial, e.name+"="+e.peer)
+		ms = append(ms, e)
+	}
+	for _, e := range ms {
+		e.cluster = strings.Join(initial, ",")
+		e.launch()
+	}
+	for _, e := range ms {
+		e.waitReady()
+	}
+	return ms
 }
 
 // URL is the client URL the hosts are given.
@@ -78,23 +104,28 @@ func (e *etcdServer) running() bool {
 	}
 }
 
-// start (re)starts etcd on its data directory and waits until it serves a linearizable
-// read (it has a leader).
+// start (re)starts the member on its data directory and waits until it serves a
+// linearizable read (the cluster has a leader).
 func (e *etcdServer) start() {
+	e.t.Helper()
+	e.launch()
+	e.waitReady()
+}
+
+func (e *etcdServer) launch() {
 	t := e.t
 	t.Helper()
 	if e.running() {
-		t.Fatal("etcd is already running")
+		t.Fatalf("etcd %s is already running", e.name)
 	}
-	const peer = "http://127.0.0.1:2380"
 	args := []string{"netns", "exec", e.ns, etcdBin,
-		"--name", "fleet",
+		"--name", e.name,
 		"--data-dir", e.dir,
 		"--listen-client-urls", e.URL(),
 		"--advertise-client-urls", e.URL(),
-		"--listen-peer-urls", peer,
-		"--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "fleet=" + peer,
+		"--listen-peer-urls", e.peer,
+		"--initial-advertise-peer-urls", e.peer,
+		"--initial-cluster", e.cluster,
 		"--initial-cluster-state", "new", // ignored once the data directory holds a member
 		"--heartbeat-interval", "50",
 		"--election-timeout", "500",
@@ -104,11 +135,15 @@ func (e *etcdServer) start() {
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test binary
 	fmt.Fprintf(e.out, "--- %s: start\n", time.Now().Format("15:04:05.000"))
 	if err := e.cmd.Start(); err != nil {
-		t.Fatalf("start etcd: %v", err)
+		t.Fatalf("start etcd %s: %v", e.name, err)
 	}
 	e.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(e.cmd, e.exited)
+}
 
+func (e *etcdServer) waitReady() {
+	t := e.t
+	t.Helper()
 	cli := e.client()
 	defer cli.Close()
 	deadline := time.Now().Add(15 * time.Second)
@@ -120,10 +155,10 @@ func (e *etcdServer) start() {
 			return
 		}
 		if !e.running() {
-			t.Fatalf("etcd exited before it was ready (exit code %d):\n%s", e.cmd.ProcessState.ExitCode(), e.out)
+			t.Fatalf("etcd %s exited before it was ready (exit code %d):\n%s", e.name, e.cmd.ProcessState.ExitCode(), e.out)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcd not ready after 15s: %v\n%s", err, e.out)
+			t.Fatalf("etcd %s not ready after 15s: %v\n%s", e.name, err, e.out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
