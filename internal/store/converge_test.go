@@ -34,7 +34,7 @@ import (
 // Run by hand (2 cores: the hosts share them, so the figure is this machine's, not a
 // fleet's, whose hosts each have their own):
 //
-//	go test -run '^$' -bench FleetConvergence -benchtime 20x -sgd.fleet-hosts 1000 ./internal/store/
+//	go test -run '^$' -bench FleetConvergence -benchtime 20x -count 3 ./internal/store/ -args -sgd.fleet-hosts=1000
 //
 // TestFleetConvergence runs the same with a few hosts in CI, to keep it working; it
 // asserts what converged, not how fast.
