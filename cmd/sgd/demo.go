@@ -79,7 +79,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == demoServeVerb {
 		return demoServe(args[1:], stdout, stderr)
 	}
-	fs := newFlags("demo", "[--timeout D] [--pcap DIR] [--keep]",
+	fs := newFlags("demo", "[--fleet] [--timeout D] [--pcap DIR] [--keep]",
 		`Show, live, what a Security Group does to traffic, from outside the instance. Builds five network
 namespaces (192.0.2.0/24, 2001:db8::/64): a "hypervisor" with a bridge, where sgd (this
 binary, as `+"`sgd run`"+`) judges the bridge ports listed under ports:, and on the bridge an
@@ -92,10 +92,13 @@ nothing reached the instance; for the TCP cases that did not connect, the client
 against the instance's single RST. With --pcap, each case's captures go to a pcapng file
 for Wireshark. Everything is removed at the end, also on Ctrl-C. Needs root, iproute2,
 iptables and br_netfilter; nothing is changed outside the namespaces. Exit 0 when every
-case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
+case behaved as an AWS Security Group would, 1 otherwise.
+
+`+demoFleetHelp, stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long a blocked connection or ping is given before it counts as timed out")
 	keep := fs.Bool("keep", false, "leave the namespaces and sgd running for exploring, and print how to remove them")
 	pcapDir := fs.String("pcap", "", "write one pcapng file per case into `DIR` (created if needed): the sender's and the receiver's eth0")
+	fleet := fs.Bool("fleet", false, "the fleet-mode scenario: three hosts and an etcd, a group reference following its members across hosts (needs etcd)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -107,6 +110,13 @@ case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sgd demo: cannot find my own binary to run as the daemon:", err)
 		return 1
+	}
+	if *fleet && *pcapDir != "" {
+		fmt.Fprintln(stderr, "sgd demo: --pcap is for the single-host demo; --fleet captures nothing")
+		return 2
+	}
+	if *fleet {
+		return runFleetDemo(demoOptions{sgd: exe, timeout: *timeout, keep: *keep}, lab.FindEtcd, stdout, stderr)
 	}
 	if *pcapDir != "" {
 		if err := os.MkdirAll(*pcapDir, 0o755); err != nil {
@@ -750,14 +760,15 @@ func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int
 }
 
 // demoServe runs the lab's toy servers until SIGINT/SIGTERM: "http=ADDR" answers one
-// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner. It prints "ready" once all
+// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner, "db=ADDR" a greeting and then
+// echoes (demoAnswerDB, the fleet demo's). It prints "ready" once all
 // listen. Internal to `sgd demo` (run inside a namespace); not a user command.
 func demoServe(args []string, stdout, stderr io.Writer) int {
 	var lns []net.Listener
 	for _, a := range args {
 		kind, addr, ok := strings.Cut(a, "=")
-		if !ok || (kind != "http" && kind != "ssh") {
-			fmt.Fprintf(stderr, "sgd demo %s: bad server %q (want http=ADDR or ssh=ADDR)\n", demoServeVerb, a)
+		if !ok || (kind != "http" && kind != "ssh" && kind != "db") {
+			fmt.Fprintf(stderr, "sgd demo %s: bad server %q (want http=ADDR, ssh=ADDR or db=ADDR)\n", demoServeVerb, a)
 			return 2
 		}
 		ln, err := net.Listen("tcp", addr)
@@ -789,6 +800,10 @@ func demoServe(args []string, stdout, stderr io.Writer) int {
 
 func demoAnswer(c net.Conn, kind string) {
 	defer c.Close()
+	if kind == "db" {
+		demoAnswerDB(c)
+		return
+	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if kind == "ssh" {
 		_, _ = io.WriteString(c, "SSH-2.0-sgd_demo (a banner only, not a real SSH server)\r\n")
