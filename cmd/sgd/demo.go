@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -172,53 +173,12 @@ type demoCase struct {
 }
 
 func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", tool, err)
-			return 1
-		}
-	}
-	l, err := lab.New(demoPrefix)
-	if err != nil {
-		fmt.Fprintln(stderr, "sgd demo:", err)
+	d := openDemo("sgd demo", []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"}, o.keep, stderr)
+	if d == nil {
 		return 1
 	}
-	if sw := l.Swept(); len(sw) > 0 {
-		fmt.Fprintf(stderr, "sgd demo: removed the leftovers of an earlier demo that was killed: %s\n", strings.Join(sw, ", "))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	cleaned := false
-	cleanup := func() {
-		if cleaned {
-			return
-		}
-		cleaned = true
-		if o.keep {
-			return
-		}
-		if err := l.Cleanup(); err != nil {
-			fmt.Fprintln(stderr, "sgd demo: cleanup:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	defer func() {
-		// On a panic, remove the lab before the panic goes on.
-		if r := recover(); r != nil {
-			o.keep = false
-			cleanup()
-			panic(r)
-		}
-		cleanup()
-	}()
-	// A second Ctrl-C during cleanup kills the process the usual way; `sgd demo` run
-	// again removes what is left (lab.Sweep).
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	defer d.finish(&code)
+	l, ctx := d.l, d.ctx
 
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
 	w("sgd demo — a web server behind a Security Group enforced outside it, live, in network namespaces\n\n")
@@ -750,6 +710,64 @@ func promLabels(s string) map[string]string {
 	return m
 }
 
+// demoRun is a demo's lab and its way out: Ctrl-C (or SIGTERM) ends ctx, and finish,
+// deferred with the demo's exit code, removes the lab unless it is kept.
+type demoRun struct {
+	l      *lab.Lab
+	ctx    context.Context
+	stop   context.CancelFunc
+	name   string // "sgd demo", in messages
+	keep   bool
+	remove func() error // how the lab goes: l.Cleanup unless the demo sets its own
+	stderr io.Writer
+	once   sync.Once
+}
+
+// openDemo checks that the tools are installed, opens the lab (removing what killed
+// demos left) and catches Ctrl-C. When it cannot, it says why and returns nil.
+func openDemo(name string, tools []string, keep bool, stderr io.Writer) *demoRun {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(stderr, "%s: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", name, tool, err)
+			return nil
+		}
+	}
+	l, err := lab.New(demoPrefix)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil
+	}
+	if sw := l.Swept(); len(sw) > 0 {
+		fmt.Fprintf(stderr, "%s: removed the leftovers of an earlier demo that was killed: %s\n", name, strings.Join(sw, ", "))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// After the first Ctrl-C, a second one (during cleanup) kills the process the usual
+	// way; `sgd demo` run again removes what is left (lab.Sweep).
+	context.AfterFunc(ctx, stop)
+	return &demoRun{l: l, ctx: ctx, stop: stop, name: name, keep: keep, remove: l.Cleanup, stderr: stderr}
+}
+
+// finish removes the lab, unless it is kept — and always on a panic, before the panic
+// goes on — and makes *code 1 when that fails. Defer it with the demo's named result.
+func (d *demoRun) finish(code *int) {
+	r := recover()
+	d.once.Do(func() {
+		if d.keep && r == nil {
+			return
+		}
+		if err := d.remove(); err != nil {
+			fmt.Fprintf(d.stderr, "%s: cleanup: %v\n", d.name, err)
+			if *code == 0 {
+				*code = 1
+			}
+		}
+	})
+	d.stop()
+	if r != nil {
+		panic(r)
+	}
+}
+
 func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int {
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "sgd demo: interrupted; cleaning up")
@@ -760,9 +778,9 @@ func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int
 }
 
 // demoServe runs the lab's toy servers until SIGINT/SIGTERM: "http=ADDR" answers one
-// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner, "db=ADDR" a greeting and then
-// echoes (demoAnswerDB, the fleet demo's). It prints "ready" once all
-// listen. Internal to `sgd demo` (run inside a namespace); not a user command.
+// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner, "db=ADDR" sends a greeting and
+// then echoes (demoAnswerDB, the fleet demo's). It prints "ready" once all listen.
+// Internal to `sgd demo` (run inside a namespace); not a user command.
 func demoServe(args []string, stdout, stderr io.Writer) int {
 	var lns []net.Listener
 	for _, a := range args {

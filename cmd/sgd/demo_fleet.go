@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -106,54 +105,20 @@ func fmtSeconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds
 
 // runFleetDemo is `sgd demo --fleet`; findEtcd is lab.FindEtcd but in tests.
 func runFleetDemo(o demoOptions, findEtcd func() (string, error), stdout, stderr io.Writer) (code int) {
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(stderr, "sgd demo --fleet: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", tool, err)
-			return 1
-		}
-	}
+	const name = "sgd demo --fleet"
 	etcdBin, err := findEtcd()
 	if err != nil {
-		fmt.Fprintf(stderr, "sgd demo --fleet: etcd is not installed: the fleet demo runs Debian's %s (on Debian: apt-get install etcd-server)\n", lab.EtcdBin)
+		fmt.Fprintf(stderr, "%s: etcd is not installed: the fleet demo runs Debian's %s (on Debian: apt-get install etcd-server)\n", name, lab.EtcdBin)
 		return 1
 	}
-	l, err := lab.New(demoPrefix)
-	if err != nil {
-		fmt.Fprintln(stderr, "sgd demo --fleet:", err)
+	d := openDemo(name, []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"}, o.keep, stderr)
+	if d == nil {
 		return 1
 	}
-	if sw := l.Swept(); len(sw) > 0 {
-		fmt.Fprintf(stderr, "sgd demo --fleet: removed the leftovers of an earlier demo that was killed: %s\n", strings.Join(sw, ", "))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	f := &fleetDemo{o: o, l: l, groups: map[string]string{}, w: func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }}
-	var once sync.Once
-	cleanup := func() {
-		once.Do(func() {
-			if o.keep {
-				return
-			}
-			if err := f.cleanup(); err != nil {
-				fmt.Fprintln(stderr, "sgd demo --fleet: cleanup:", err)
-				if code == 0 {
-					code = 1
-				}
-			}
-		})
-	}
-	defer func() {
-		// On a panic, remove the lab before the panic goes on.
-		if r := recover(); r != nil {
-			o.keep = false
-			cleanup()
-			panic(r)
-		}
-		cleanup()
-	}()
-	// After the first Ctrl-C, a second one kills the process the usual way; `sgd demo`
-	// run again removes what is left (lab.Sweep).
-	context.AfterFunc(ctx, stop)
+	defer d.finish(&code)
+	ctx := d.ctx
+	f := &fleetDemo{o: o, l: d.l, groups: map[string]string{}, w: func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }}
+	d.remove = f.cleanup
 
 	if err := f.setUp(ctx, etcdBin); err != nil {
 		return demoFail(ctx, stderr, "set up the fleet", err)
@@ -211,7 +176,7 @@ func runFleetDemo(o demoOptions, findEtcd func() (string, error), stdout, stderr
 		return code
 	}
 	f.w("\nCleaning up: stopping sgd on B and C (they revoke their leases and remove their rules), then etcd and the db server; deleting %d namespaces.\n",
-		len(l.Namespaces()))
+		len(f.l.Namespaces()))
 	return code
 }
 
@@ -494,7 +459,9 @@ type fleetResult struct {
 	why, lesson string
 }
 
-func (r *fleetResult) say(format string, a ...any) { r.lines = append(r.lines, fmt.Sprintf(format, a...)) }
+func (r *fleetResult) say(format string, a ...any) {
+	r.lines = append(r.lines, fmt.Sprintf(format, a...))
+}
 
 func (r *fleetResult) fail(format string, a ...any) fleetResult {
 	r.ok, r.why = false, fmt.Sprintf(format, a...)
