@@ -39,8 +39,8 @@ through A's API: db allows tcp/3306 from web, and B's eth0 carries db. Then, liv
 no members: anywhere: A → B:3306 times out; A gains web (ModifyNetworkInterfaceAttribute
 sent to C's API) and connects within about a second; A loses web and new connections time
 out again; A's sgd is killed (SIGKILL) while A carries web, and once its lease expires
-(member_ttl 3 s) A no longer matches on B. About 20 s; the same cleanup, --timeout and
---keep. Needs root, iproute2, iptables and etcd.`
+(member_ttl 3 s) A no longer matches on B. About 15 s (8 s with --timeout 1s); the same
+cleanup, --timeout and --keep. Needs root, iproute2, iptables and etcd.`
 
 // The fleet's addresses (RFC 5737) and settings.
 var (
@@ -54,8 +54,9 @@ const (
 	fleetTTL     = 3                // daemon.etcd.member_ttl, seconds: the lease case 4 waits out
 	fleetKeyID   = "AKIDSGDFLEETDEMO0001"
 	fleetProfile = "demo"
-	// fleetProbe is one attempt while the demo waits for a change to show: short, so that
-	// the moment is measured to within it; a blocked case is then confirmed with --timeout.
+	// fleetProbe is how long one attempt is given while the demo waits for a change to
+	// show: far more than a connection between namespaces takes, short enough that a
+	// dropped SYN is noticed at once; a blocked case is then confirmed with --timeout.
 	fleetProbe = 200 * time.Millisecond
 	// fleetWithin is "about a second" for a change through the API to reach another
 	// host's packet path: SPEC 4.6 promises 1 s (p99); twice that on a loaded machine.
@@ -697,7 +698,7 @@ func fleetBlocked(ctx context.Context, ns string, dst netip.AddrPort, since time
 // blockedLine says when new connections began to time out, after what.
 func blockedLine(after time.Duration, tries int, probe time.Duration, what string) string {
 	if tries == 1 {
-		return fmt.Sprintf("new connections time out: the first one after %s (begun %s after it) got no answer in %s", what, fmtDuration(after), fmtDuration(probe))
+		return fmt.Sprintf("new connections time out at once: the first one after %s (begun %s after it) got no answer in %s", what, fmtDuration(after), fmtDuration(probe))
 	}
 	return fmt.Sprintf("new connections time out from %s after %s: the first attempt to get no answer in %s began then, after %d that connected",
 		fmtDuration(after), what, fmtDuration(probe), tries-1)
