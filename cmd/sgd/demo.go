@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -79,7 +80,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == demoServeVerb {
 		return demoServe(args[1:], stdout, stderr)
 	}
-	fs := newFlags("demo", "[--timeout D] [--pcap DIR] [--keep]",
+	fs := newFlags("demo", "[--fleet] [--timeout D] [--pcap DIR] [--keep]",
 		`Show, live, what a Security Group does to traffic, from outside the instance. Builds five network
 namespaces (192.0.2.0/24, 2001:db8::/64): a "hypervisor" with a bridge, where sgd (this
 binary, as `+"`sgd run`"+`) judges the bridge ports listed under ports:, and on the bridge an
@@ -92,10 +93,13 @@ nothing reached the instance; for the TCP cases that did not connect, the client
 against the instance's single RST. With --pcap, each case's captures go to a pcapng file
 for Wireshark. Everything is removed at the end, also on Ctrl-C. Needs root, iproute2,
 iptables and br_netfilter; nothing is changed outside the namespaces. Exit 0 when every
-case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
+case behaved as an AWS Security Group would, 1 otherwise.
+
+`+demoFleetHelp, stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "how long a blocked connection or ping is given before it counts as timed out")
 	keep := fs.Bool("keep", false, "leave the namespaces and sgd running for exploring, and print how to remove them")
 	pcapDir := fs.String("pcap", "", "write one pcapng file per case into `DIR` (created if needed): the sender's and the receiver's eth0")
+	fleet := fs.Bool("fleet", false, "the fleet-mode scenario: three hosts and an etcd, a group reference following its members across hosts (needs etcd)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -107,6 +111,13 @@ case behaved as an AWS Security Group would, 1 otherwise.`, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sgd demo: cannot find my own binary to run as the daemon:", err)
 		return 1
+	}
+	if *fleet && *pcapDir != "" {
+		fmt.Fprintln(stderr, "sgd demo: --pcap is for the single-host demo; --fleet captures nothing")
+		return 2
+	}
+	if *fleet {
+		return runFleetDemo(demoOptions{sgd: exe, timeout: *timeout, keep: *keep}, lab.FindEtcd, stdout, stderr)
 	}
 	if *pcapDir != "" {
 		if err := os.MkdirAll(*pcapDir, 0o755); err != nil {
@@ -162,53 +173,12 @@ type demoCase struct {
 }
 
 func runDemo(o demoOptions, stdout, stderr io.Writer) (code int) {
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(stderr, "sgd demo: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", tool, err)
-			return 1
-		}
-	}
-	l, err := lab.New(demoPrefix)
-	if err != nil {
-		fmt.Fprintln(stderr, "sgd demo:", err)
+	d := openDemo("sgd demo", []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"}, o.keep, stderr)
+	if d == nil {
 		return 1
 	}
-	if sw := l.Swept(); len(sw) > 0 {
-		fmt.Fprintf(stderr, "sgd demo: removed the leftovers of an earlier demo that was killed: %s\n", strings.Join(sw, ", "))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	cleaned := false
-	cleanup := func() {
-		if cleaned {
-			return
-		}
-		cleaned = true
-		if o.keep {
-			return
-		}
-		if err := l.Cleanup(); err != nil {
-			fmt.Fprintln(stderr, "sgd demo: cleanup:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	defer func() {
-		// On a panic, remove the lab before the panic goes on.
-		if r := recover(); r != nil {
-			o.keep = false
-			cleanup()
-			panic(r)
-		}
-		cleanup()
-	}()
-	// A second Ctrl-C during cleanup kills the process the usual way; `sgd demo` run
-	// again removes what is left (lab.Sweep).
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	defer d.finish(&code)
+	l, ctx := d.l, d.ctx
 
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
 	w("sgd demo — a web server behind a Security Group enforced outside it, live, in network namespaces\n\n")
@@ -740,6 +710,64 @@ func promLabels(s string) map[string]string {
 	return m
 }
 
+// demoRun is a demo's lab and its way out: Ctrl-C (or SIGTERM) ends ctx, and finish,
+// deferred with the demo's exit code, removes the lab unless it is kept.
+type demoRun struct {
+	l      *lab.Lab
+	ctx    context.Context
+	stop   context.CancelFunc
+	name   string // "sgd demo", in messages
+	keep   bool
+	remove func() error // how the lab goes: l.Cleanup unless the demo sets its own
+	stderr io.Writer
+	once   sync.Once
+}
+
+// openDemo checks that the tools are installed, opens the lab (removing what killed
+// demos left) and catches Ctrl-C. When it cannot, it says why and returns nil.
+func openDemo(name string, tools []string, keep bool, stderr io.Writer) *demoRun {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(stderr, "%s: %s is not installed (the demo needs iproute2 and iptables; on Debian: apt-get install iproute2 iptables): %v\n", name, tool, err)
+			return nil
+		}
+	}
+	l, err := lab.New(demoPrefix)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil
+	}
+	if sw := l.Swept(); len(sw) > 0 {
+		fmt.Fprintf(stderr, "%s: removed the leftovers of an earlier demo that was killed: %s\n", name, strings.Join(sw, ", "))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// After the first Ctrl-C, a second one (during cleanup) kills the process the usual
+	// way; `sgd demo` run again removes what is left (lab.Sweep).
+	context.AfterFunc(ctx, stop)
+	return &demoRun{l: l, ctx: ctx, stop: stop, name: name, keep: keep, remove: l.Cleanup, stderr: stderr}
+}
+
+// finish removes the lab, unless it is kept — and always on a panic, before the panic
+// goes on — and makes *code 1 when that fails. Defer it with the demo's named result.
+func (d *demoRun) finish(code *int) {
+	r := recover()
+	d.once.Do(func() {
+		if d.keep && r == nil {
+			return
+		}
+		if err := d.remove(); err != nil {
+			fmt.Fprintf(d.stderr, "%s: cleanup: %v\n", d.name, err)
+			if *code == 0 {
+				*code = 1
+			}
+		}
+	})
+	d.stop()
+	if r != nil {
+		panic(r)
+	}
+}
+
 func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int {
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "sgd demo: interrupted; cleaning up")
@@ -750,14 +778,15 @@ func demoFail(ctx context.Context, stderr io.Writer, what string, err error) int
 }
 
 // demoServe runs the lab's toy servers until SIGINT/SIGTERM: "http=ADDR" answers one
-// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner. It prints "ready" once all
-// listen. Internal to `sgd demo` (run inside a namespace); not a user command.
+// HTTP/1.0 request, "ssh=ADDR" sends an SSH-style banner, "db=ADDR" sends a greeting and
+// then echoes (demoAnswerDB, the fleet demo's). It prints "ready" once all listen.
+// Internal to `sgd demo` (run inside a namespace); not a user command.
 func demoServe(args []string, stdout, stderr io.Writer) int {
 	var lns []net.Listener
 	for _, a := range args {
 		kind, addr, ok := strings.Cut(a, "=")
-		if !ok || (kind != "http" && kind != "ssh") {
-			fmt.Fprintf(stderr, "sgd demo %s: bad server %q (want http=ADDR or ssh=ADDR)\n", demoServeVerb, a)
+		if !ok || (kind != "http" && kind != "ssh" && kind != "db") {
+			fmt.Fprintf(stderr, "sgd demo %s: bad server %q (want http=ADDR, ssh=ADDR or db=ADDR)\n", demoServeVerb, a)
 			return 2
 		}
 		ln, err := net.Listen("tcp", addr)
@@ -789,6 +818,10 @@ func demoServe(args []string, stdout, stderr io.Writer) int {
 
 func demoAnswer(c net.Conn, kind string) {
 	defer c.Close()
+	if kind == "db" {
+		demoAnswerDB(c)
+		return
+	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if kind == "ssh" {
 		_, _ = io.WriteString(c, "SSH-2.0-sgd_demo (a banner only, not a real SSH server)\r\n")
