@@ -2,6 +2,7 @@ package offload
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -31,11 +32,12 @@ const eventBuffer = 16 << 20
 // Kernel talks to the conntrack table of one network namespace: the one Open was called
 // in. One per daemon; its methods are safe for concurrent use.
 type Kernel struct {
-	log  *zap.Logger
-	ns   int // fd of the namespace, for every socket the Kernel opens
-	mu   sync.Mutex
-	ct   *conntrack.Conn // Lookup and Delete (each a short request)
-	done bool
+	log *zap.Logger
+	ns  int             // fd of the namespace, for every socket the Kernel opens
+	ct  *conntrack.Conn // Delete (a short request; the library serialises them)
+
+	mu  sync.Mutex    // Lookup's socket, read by hand (get)
+	get *netlink.Conn // nil once closed
 }
 
 // Open returns a Kernel for the network namespace of the calling thread. log may be nil.
@@ -55,7 +57,13 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 		unix.Close(ns)
 		return nil, fmt.Errorf("offload: open conntrack netlink socket: %w", err)
 	}
-	return &Kernel{log: log, ns: ns, ct: ct}, nil
+	k := &Kernel{log: log, ns: ns, ct: ct}
+	if k.get, err = k.dial(); err != nil {
+		ct.Close()
+		unix.Close(ns)
+		return nil, err
+	}
+	return k, nil
 }
 
 // Close closes the Kernel's sockets; a Listen still running ends (its context's end is
@@ -63,11 +71,11 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.done {
+	if k.get == nil {
 		return nil
 	}
-	k.done = true
-	err := k.ct.Close()
+	err := errors.Join(k.get.Close(), k.ct.Close())
+	k.get = nil
 	unix.Close(k.ns)
 	return err
 }
@@ -143,8 +151,8 @@ func (k *Kernel) growBuffer(c *netlink.Conn) {
 	}
 }
 
-// Dump returns the live entries that carry any of sgd's labels, with their counters and
-// remaining timeouts. Unconfirmed entries (whose first packet has not finished its way
+// Dump returns the live entries sgd offloaded (Mark in the connection mark, and any of
+// sgd's labels), with their counters and remaining timeouts. Unconfirmed entries (whose first packet has not finished its way
 // through the hooks) are not in the kernel's table and not in the dump.
 func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
 	if err := ctx.Err(); err != nil {
@@ -160,12 +168,16 @@ func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
-	req, err := netfilter.MarshalNetlink(netfilter.Header{
+	// The kernel sends only the entries with Mark in their connection mark.
+	ae := netfilter.NewAttributeEncoder()
+	ae.Uint32(8, Mark)  // CTA_MARK
+	ae.Uint32(21, Mark) // CTA_MARK_MASK
+	req, err := netfilter.EncodeNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
 		MessageType: netfilter.MessageType(1), // IPCTNL_MSG_CT_GET
 		Family:      netfilter.ProtoUnspec,    // both families
 		Flags:       netlink.Request | netlink.Dump,
-	}, nil)
+	}, ae)
 	if err != nil {
 		return nil, err
 	}
@@ -210,16 +222,137 @@ func (k *Kernel) Lookup(ctx context.Context, proto uint8, src, dst netip.Addr, s
 		tuples = append(tuples, tuple(proto, src, dst, sport, dport, true))
 	}
 	for _, t := range tuples {
-		f, err := k.ct.Get(conntrack.Flow{TupleOrig: t})
+		f, err := k.lookup(ctx, t)
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
 		if err != nil {
 			return Conn{}, false, fmt.Errorf("offload: look up %s: %w", t, err)
 		}
-		return connFrom(&f), true, nil
+		return connFrom(f), true, nil
 	}
 	return Conn{}, false, nil
+}
+
+// lookup sends IPCTNL_MSG_CT_GET for tuple t and reads the reply up to the request's
+// acknowledgement. Read by hand: Linux 6.18 flags the one reply message NLM_F_MULTI with
+// no NLMSG_DONE after it, and the netlink library (through ti-mo/conntrack's Get) waits
+// for that DONE for ever.
+func (k *Kernel) lookup(ctx context.Context, t conntrack.Tuple) (*conntrack.Flow, error) {
+	ae := netfilter.NewAttributeEncoder()
+	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, t)
+	family := netfilter.ProtoIPv4
+	if t.IP.SourceAddress.Is6() {
+		family = netfilter.ProtoIPv6
+	}
+	req, err := netfilter.EncodeNetlink(netfilter.Header{
+		SubsystemID: netfilter.NFSubsysCTNetlink,
+		MessageType: netfilter.MessageType(1), // IPCTNL_MSG_CT_GET
+		Family:      family,
+		Flags:       netlink.Request | netlink.Acknowledge,
+	}, ae)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.get == nil {
+		return nil, errors.New("offload: kernel closed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = k.get.SetDeadline(deadline)
+	sent, err := k.get.Send(req)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := k.get.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var flow *conntrack.Flow
+	buf := make([]byte, 16<<10)
+	for {
+		var n int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return rerr != unix.EAGAIN
+		}); err != nil {
+			return nil, err
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		for b := buf[:n]; len(b) >= 16; {
+			var m netlink.Message
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < 16 || l > len(b) {
+				return nil, errors.New("offload: truncated netlink message")
+			}
+			if err := m.UnmarshalBinary(b[:min(len(b), (l+3)&^3)]); err != nil {
+				return nil, err
+			}
+			b = b[min(len(b), (l+3)&^3):]
+			if m.Header.Sequence != sent.Header.Sequence {
+				continue // a late reply to an earlier request
+			}
+			if m.Header.Type == netlink.Error {
+				if len(m.Data) < 4 {
+					return nil, errors.New("offload: short netlink error")
+				}
+				if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+					return nil, unix.Errno(-code)
+				}
+				if flow == nil {
+					return nil, unix.ENOENT
+				}
+				return flow, nil
+			}
+			var ev conntrack.Event
+			if err := ev.Unmarshal(m); err == nil && ev.Flow != nil {
+				flow = ev.Flow
+			}
+		}
+	}
+}
+
+// encodeTuple writes a conntrack tuple (CTA_TUPLE_*: nested CTA_TUPLE_IP and
+// CTA_TUPLE_PROTO, include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+func encodeTuple(ae *netlink.AttributeEncoder, typ uint16, t conntrack.Tuple) {
+	ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(1, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_IP
+			if t.IP.SourceAddress.Is4() {
+				ae.Bytes(1, t.IP.SourceAddress.AsSlice()) // CTA_IP_V4_SRC
+				ae.Bytes(2, t.IP.DestinationAddress.AsSlice())
+			} else {
+				ae.Bytes(3, t.IP.SourceAddress.AsSlice()) // CTA_IP_V6_SRC
+				ae.Bytes(4, t.IP.DestinationAddress.AsSlice())
+			}
+			return nil
+		})
+		ae.Nested(2, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_PROTO
+			p := t.Proto
+			ae.Uint8(1, p.Protocol) // CTA_PROTO_NUM
+			switch p.Protocol {
+			case ipproto.ICMP:
+				ae.Uint16(4, p.ICMPID) // CTA_PROTO_ICMP_ID, _TYPE, _CODE
+				ae.Uint8(5, p.ICMPType)
+				ae.Uint8(6, p.ICMPCode)
+			case ipproto.ICMPv6:
+				ae.Uint16(7, p.ICMPID) // CTA_PROTO_ICMPV6_ID, _TYPE, _CODE
+				ae.Uint8(8, p.ICMPType)
+				ae.Uint8(9, p.ICMPCode)
+			default:
+				ae.Uint16(2, p.SourcePort) // CTA_PROTO_SRC_PORT, _DST_PORT
+				ae.Uint16(3, p.DestinationPort)
+			}
+			return nil
+		})
+		return nil
+	})
 }
 
 // tuple builds a conntrack tuple; for ICMP, an echo request's, or with reply an echo
