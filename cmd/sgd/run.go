@@ -49,6 +49,7 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 	etcdCACert := fs.String("etcd-cacert", "", "CA certificate `file` that verifies etcd's servers")
 	etcdCert := fs.String("etcd-cert", "", "client certificate `file` for etcd (with --etcd-key)")
 	etcdKey := fs.String("etcd-key", "", "client key `file` for etcd (with --etcd-cert)")
+	etcdHostID := fs.String("etcd-host-id", "", "fleet mode: this host's `id` among the fleet's members (default: the host name)")
 	audit := fs.Bool("audit", false, "judge, track, count and log every packet but drop none (would-be drops count as would_drop)")
 	allowMissing := fs.Bool("allow-missing-interfaces", false, "start although a configured interface does not exist; filter it once it appears")
 	if code, done := parseFlags(fs, args); done {
@@ -74,8 +75,8 @@ usage error: a bad flag, or a --config that does not exist or cannot be opened.`
 		o.FastPath = fastPath
 	}
 	o.Audit, o.AllowMissingInterfaces = *audit, *allowMissing
-	if *etcdEndpoints != "" || *etcdCACert != "" || *etcdCert != "" || *etcdKey != "" {
-		o.Etcd = &settings.EtcdSection{CACert: *etcdCACert, Cert: *etcdCert, Key: *etcdKey}
+	if *etcdEndpoints != "" || *etcdCACert != "" || *etcdCert != "" || *etcdKey != "" || *etcdHostID != "" {
+		o.Etcd = &settings.EtcdSection{CACert: *etcdCACert, Cert: *etcdCert, Key: *etcdKey, HostID: *etcdHostID}
 		if *etcdEndpoints != "" {
 			o.Etcd.Endpoints = strings.Split(*etcdEndpoints, ",")
 		}

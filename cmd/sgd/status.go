@@ -64,6 +64,12 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 			state = "DISCONNECTED: keeping the last applied state until etcd returns"
 		}
 		w("store:    etcd %s, %s, applied revision %d\n", st.Endpoints, state, st.AppliedRevision)
+		seen := st.Members
+		if len(seen) > maxHostsShown {
+			seen = append(slices.Clone(seen[:maxHostsShown]), fmt.Sprintf("… %d more", len(st.Members)-maxHostsShown))
+		}
+		w("fleet:    host %s, %s; %d %s seen (%s)\n", st.HostID, leaseSummary(st), len(st.Members),
+			map[bool]string{true: "host", false: "hosts"}[len(st.Members) == 1], strings.Join(seen, ", "))
 	}
 	if s.Settings.AdoptEstablished {
 		w("adopted:  %s at start\n", adoptedSummary(s.Adopted))
@@ -105,6 +111,26 @@ func printStatus(stdout io.Writer, s *daemon.Status) {
 	for _, k := range s.SortedPackets() {
 		w("  %-36s %d\n", k, s.Packets[k])
 	}
+}
+
+// maxHostsShown is how many of the fleet's hosts `sgd status` names (--json lists all).
+const maxHostsShown = 10
+
+// leaseSummary says where this host's membership stands, in words.
+func leaseSummary(st *daemon.StoreStatus) string {
+	switch st.Lease {
+	case "held":
+		return fmt.Sprintf("member (lease held, ttl %d s)", st.LeaseTTL)
+	case "waiting":
+		return "JOINING: waiting for an earlier lease of this host id to expire"
+	case "lost":
+		return "NOT A MEMBER: lease lost (etcd cut off for longer than member_ttl); joining again when etcd answers"
+	case "duplicate":
+		return "NOT A MEMBER: another live host has this host id (daemon.etcd.host_id)"
+	case "none":
+		return "NOT A MEMBER yet: joining when etcd answers"
+	}
+	return "lease " + st.Lease
 }
 
 // adoptedSummary is "3 established TCP connections (eth0 2, eth1 1)".

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,20 @@ func TestPrintStatus(t *testing.T) {
 		{"one adopted", func(s *daemon.Status) { s.Adopted = map[string]int{"eth0": 1} }, "sgd v1", []string{"adopted:  1 established TCP connection (eth0 1) at start"}},
 		{"adoption off", func(s *daemon.Status) { s.Settings.AdoptEstablished, s.Adopted = false, nil }, "sgd v1",
 			[]string{"adopted:  none (adopt_established: false)"}},
+		{"fleet member", func(s *daemon.Status) {
+			s.Store = &daemon.StoreStatus{Endpoints: "http://e:2379", Connected: true, AppliedRevision: 9, HostID: "b", Lease: "held",
+				LeaseTTL: 10, Members: []string{"a", "b"}}
+		}, "sgd v1", []string{"store:    etcd http://e:2379, connected, applied revision 9\n",
+			"fleet:    host b, member (lease held, ttl 10 s); 2 hosts seen (a, b)\n"}},
+		{"fleet lease lost", func(s *daemon.Status) {
+			s.Store = &daemon.StoreStatus{Endpoints: "http://e:2379", AppliedRevision: 9, HostID: "b", Lease: "lost", Members: []string{"b"}}
+		}, "sgd v1", []string{"DISCONNECTED", "fleet:    host b, NOT A MEMBER: lease lost", "1 host seen (b)"}},
+		{"a large fleet", func(s *daemon.Status) {
+			s.Store = &daemon.StoreStatus{HostID: "h00", Lease: "held", LeaseTTL: 10}
+			for i := range 12 {
+				s.Store.Members = append(s.Store.Members, fmt.Sprintf("h%02d", i))
+			}
+		}, "sgd v1", []string{"12 hosts seen (h00, h01, h02, h03, h04, h05, h06, h07, h08, h09, … 2 more)\n"}},
 	} {
 		s := base()
 		tc.edit(s)

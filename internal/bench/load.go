@@ -136,9 +136,12 @@ func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 
 // Sample is one measurement.
 type Sample struct {
-	Path    Path    `json:"path"`
-	Figure  Figure  `json:"figure"`
-	Repeat  int     `json:"repeat"`
+	Path   Path   `json:"path"`
+	Rules  int    `json:"rules"` // non-matching rules in front (0 on the raw paths)
+	Figure Figure `json:"figure"`
+	Repeat int    `json:"repeat"`
+	// Seq is the measurement's place in the run (1 = first), for the order.
+	Seq     int     `json:"seq"`
 	Value   float64 `json:"value"` // in Figure.Unit
 	Seconds float64 `json:"seconds"`
 	// Errors counts failed attempts (connections that timed out or were reset).

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,134 +17,59 @@ import (
 	"github.com/sgd-firewall/sgd/internal/lab"
 )
 
-// The policy, the same on every filtering path: the three benchmark ports from the client
-// only; everything else that arrives is dropped; everything may leave (AWS's default
-// egress). Peers are the client's /32, so sgd tracks the flows (a 0.0.0.0/0 peer with
-// all egress would make them untracked).
-//
-// On the bridge the client is a port too, so sgd judges its egress first (SPEC 4.3, two
-// points): its group allows all protocols to the server's /32 and nothing in (replies
-// come back tracked), a peer that keeps its flows tracked too; the kernel's FORWARD rules
-// say the same.
-
-// serverGroup is the server's group for sgd.
-var serverGroup = fmt.Sprintf(`  - group_id: sg-bench
-    group_name: bench-server
-    description: the benchmark ports from the client only
-    ingress:
-      - {ip_protocol: tcp, from_port: %[1]d, to_port: %[1]d, cidr_ipv4: %[4]s/32, description: iperf3}
-      - {ip_protocol: udp, from_port: %[2]d, to_port: %[2]d, cidr_ipv4: %[4]s/32, description: udp datagrams}
-      - {ip_protocol: tcp, from_port: %[3]d, to_port: %[3]d, cidr_ipv4: %[4]s/32, description: new connections}
-    # egress omitted: all traffic out
-`, portTCP, portUDP, portConn, clientAddr)
-
-// sgdConfig is the policy for sgd on the veth pair.
-var sgdConfig = fmt.Sprintf(`# sgd bench: the same policy as the kernel path's iptables rules.
-security_groups:
-%sinterfaces:
-  - name: %s
-    security_groups: [sg-bench]
-`, serverGroup, serverDev)
-
-// sgdForwardedConfig is the policy for sgd in the hypervisor: both bridge ports.
-var sgdForwardedConfig = fmt.Sprintf(`# sgd bench, forwarded: the same policy as the fwd-kernel path's iptables rules.
-security_groups:
-%[1]s  - group_id: sg-bench-client
-    group_name: bench-client
-    description: the client may send anything to the server; nothing comes in but replies
-    egress:
-      - {ip_protocol: "-1", cidr_ipv4: %[2]s/32, description: the server}
-ports:
-  - {name: %[3]s, addresses: [%[2]s], security_groups: [sg-bench]}
-  - {name: %[4]s, addresses: [%[5]s], security_groups: [sg-bench-client]}
-`, serverGroup, serverAddr, serverPort, clientPort, clientAddr)
-
-// serverIngress writes the server's ingress rules in chain, each line starting with the
-// match sel that picks the packets bound for the server.
-func serverIngress(chain, sel string) string {
-	return fmt.Sprintf(`-A %[5]s %[6]s -s %[4]s/32 -p tcp -m tcp --dport %[1]d -j ACCEPT
--A %[5]s %[6]s -s %[4]s/32 -p udp -m udp --dport %[2]d -j ACCEPT
--A %[5]s %[6]s -s %[4]s/32 -p tcp -m tcp --dport %[3]d -j ACCEPT
--A %[5]s %[6]s -j DROP
-`, portTCP, portUDP, portConn, clientAddr, chain, sel)
-}
-
-// kernelRules is the same policy for iptables with the kernel's conntrack: what a user
-// would otherwise write. Loaded with iptables-restore into the server namespace's own
-// (otherwise empty) filter table.
-var kernelRules = fmt.Sprintf(`*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i %[1]s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-%[2]sCOMMIT
-`, serverDev, serverIngress("INPUT", "-i "+serverDev))
-
-// kernelForwardedRules is the policy of both ports in the hypervisor's FORWARD chain, as
-// a hypervisor's own iptables firewall would write it (libvirt's nwfilter, Neutron's
-// iptables driver): one conntrack rule for replies, the client port's egress (only to the
-// server), the server port's ingress, the client port's ingress (nothing new).
-var kernelForwardedRules = fmt.Sprintf(`*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -m physdev --physdev-in %[1]s --physdev-is-bridged ! -d %[2]s/32 -j DROP
-%[3]s-A FORWARD -m physdev --physdev-out %[1]s --physdev-is-bridged -j DROP
-COMMIT
-`, clientPort, serverAddr, serverIngress("FORWARD", "-m physdev --physdev-out "+serverPort+" --physdev-is-bridged"))
-
-// emptyRules resets the filter table of the namespace the filter ran in.
-const emptyRules = `*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-COMMIT
-`
-
-func (b *bencher) setup(ctx context.Context, p Path) error {
-	switch p {
-	case Raw:
-		return nil
-	case FwdRaw:
-		return b.bridgeCalls(false)
-	case Kernel:
-		_, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelRules), "iptables-restore")
-		return err
-	case FwdKernel:
-		if err := b.bridgeCalls(true); err != nil {
+// setup prepares s's filter in the namespace of the filter; checkPolicy then proves it.
+func (b *bencher) setup(ctx context.Context, s session) error {
+	p := s.path
+	if p.Forwarded() {
+		// fwd-sgd starts with br_netfilter's calls off: sgd turns them on (and back).
+		if err := b.bridgeCalls(p.kind() == iptables || p.kind() == iptablesSet); err != nil {
 			return err
 		}
-		_, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelForwardedRules), "iptables-restore")
+	}
+	switch p.kind() {
+	case noFilter:
+		return nil
+	case iptables:
+		_, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelRules(p.Forwarded(), s.rules)), "iptables-restore")
 		return err
-	case SGD, SGDFastPath, FwdSGD:
-		// fwd-sgd starts with br_netfilter's calls off: sgd turns them on (and back).
-		if p == FwdSGD {
-			if err := b.bridgeCalls(false); err != nil {
-				return err
-			}
+	case iptablesSet:
+		if _, err := b.l.RunInput(ctx, b.t.judge, []byte(ipsetRestore(s.rules)), "ipset", "restore"); err != nil {
+			return err
 		}
-		args := []string{b.o.SGD, "run", "--config", b.t.cfgPath, "--metrics-listen", "127.0.0.1:9640",
+		if _, err := b.l.RunInput(ctx, b.t.judge, []byte(kernelIPSetRules(p.Forwarded())), "iptables-restore"); err != nil {
+			_, _ = b.l.Run(ctx, b.t.judge, "ipset", "destroy", ipsetName) // no rule refers to it
+			return err
+		}
+		return nil
+	case sgdDefault, sgdQueue:
+		cfg := b.t.configs[s.rules]
+		args := []string{b.o.SGD, "run", "--config", cfg.path, "--metrics-listen", "127.0.0.1:9640",
 			"--status-socket", "off", "--log-format", "json", "--log-level", "info"}
-		if p == SGDFastPath {
-			args = append(args, "--fast-path")
+		if p.kind() == sgdQueue {
+			args = append(args, "--fast-path=false")
 		}
 		if b.o.Queues > 0 {
 			args = append(args, "--queue-count", strconv.Itoa(b.o.Queues))
 		}
-		proc, err := b.l.Start(b.t.judge, string(p), args...)
+		proc, err := b.l.Start(b.t.judge, s.String(), args...)
 		if err != nil {
 			return err
 		}
-		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := proc.WaitFor(wctx, `"msg":"started"`); err != nil {
 			_ = proc.Stop(5 * time.Second)
 			return err
 		}
 		b.sgd = proc
-		b.counters = b.rep.sgdCounters(p)
+		b.counters = b.rep.sgdCounters(p, s.rules)
 		b.counters.Runs++
+		b.counters.Args = args[1:]
+		st, err := parseStarted(proc.Output())
+		if err != nil {
+			return err
+		}
+		b.counters.FastPath = st.FastPath
 		return nil
 	}
 	return fmt.Errorf("unknown path %q", p)
@@ -152,11 +78,18 @@ func (b *bencher) setup(ctx context.Context, p Path) error {
 func (b *bencher) teardown(p Path) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	switch p {
-	case Kernel, FwdKernel:
+	switch p.kind() {
+	case iptables:
 		_, err := b.l.RunInput(ctx, b.t.judge, []byte(emptyRules), "iptables-restore")
 		return err
-	case SGD, SGDFastPath, FwdSGD:
+	case iptablesSet:
+		// The set can go only once no rule refers to it.
+		if _, err := b.l.RunInput(ctx, b.t.judge, []byte(emptyRules), "iptables-restore"); err != nil {
+			return err
+		}
+		_, err := b.l.Run(ctx, b.t.judge, "ipset", "destroy", ipsetName)
+		return err
+	case sgdDefault, sgdQueue:
 		if b.sgd == nil {
 			return nil
 		}
@@ -181,10 +114,37 @@ func (b *bencher) teardown(p Path) error {
 	return nil
 }
 
-// checkPolicy makes sure the path does what it says before it is measured: the allowed
-// connection port answers, and a port outside the policy is refused on the raw path
-// paths (nothing listens) but silently dropped (a timeout) on the filtering paths.
-func (b *bencher) checkPolicy(ctx context.Context, p Path) error {
+// started is what the benchmark reads of sgd's "started" log line.
+type started struct {
+	Rules    *int  `json:"rules"`
+	FastPath *bool `json:"fast_path"`
+}
+
+// parseStarted finds sgd's "started" line in its JSON log.
+func parseStarted(log string) (started, error) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"msg":"started"`) {
+			continue
+		}
+		var st started
+		if err := json.Unmarshal([]byte(line), &st); err != nil {
+			return started{}, fmt.Errorf("sgd's started line: %w: %s", err, line)
+		}
+		return st, nil
+	}
+	return started{}, errors.New("sgd logged no started line")
+}
+
+// checkPolicy makes sure the path does what it says before it is measured: the filter
+// holds the rules it was given (the N in front included), the allowed connection port
+// answers, and a port outside the policy is refused on the raw paths (nothing listens)
+// but silently dropped (a timeout) on the filtering paths. It prints what it found.
+func (b *bencher) checkPolicy(ctx context.Context, s session) error {
+	p := s.path
+	held, err := b.checkLoaded(ctx, s)
+	if err != nil {
+		return fmt.Errorf("policy check on path %s: %w", s, err)
+	}
 	dial := func(port int, timeout time.Duration) error {
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -195,20 +155,86 @@ func (b *bencher) checkPolicy(ctx context.Context, p Path) error {
 		return err
 	}
 	if err := dial(portConn, 5*time.Second); err != nil {
-		return fmt.Errorf("policy check on path %s: the allowed port tcp/%d does not answer: %w", p, portConn, err)
+		return fmt.Errorf("policy check on path %s: the allowed port tcp/%d does not answer: %w", s, portConn, err)
 	}
-	err := dial(portClosed, 300*time.Millisecond)
+	err = dial(portClosed, 300*time.Millisecond)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	refusedFast := errors.Is(err, syscall.ECONNREFUSED)
 	if !p.filters() && !refusedFast {
-		return fmt.Errorf("policy check on path %s: tcp/%d should be refused (nothing listens, nothing filters), got %v", p, portClosed, err)
+		return fmt.Errorf("policy check on path %s: tcp/%d should be refused (nothing listens, nothing filters), got %v", s, portClosed, err)
 	}
 	if p.filters() && (err == nil || refusedFast) {
-		return fmt.Errorf("policy check on path %s: tcp/%d should be dropped silently, got %v — the filter is not enforcing", p, portClosed, err)
+		return fmt.Errorf("policy check on path %s: tcp/%d should be dropped silently, got %v — the filter is not enforcing", s, portClosed, err)
 	}
+	probe := "dropped silently"
+	if !p.filters() {
+		probe = "refused"
+	}
+	b.progress("check %s: tcp/%d connects, tcp/%d %s%s", s, portConn, portClosed, probe, held)
 	return nil
+}
+
+// checkLoaded makes sure the filter of s holds all of its rules (so that N rules in
+// front are really there), and says what it holds.
+func (b *bencher) checkLoaded(ctx context.Context, s session) (string, error) {
+	p := s.path
+	chain := "INPUT"
+	if p.Forwarded() {
+		chain = "FORWARD"
+	}
+	countChain := func(want string) (int, error) {
+		out, err := b.l.Run(ctx, b.t.judge, "iptables", "-S", chain)
+		if err != nil {
+			return 0, err
+		}
+		got := countRules(out)
+		if w := countRules(want); got != w {
+			return got, fmt.Errorf("iptables holds %d rules in %s; %d were loaded:\n%s", got, chain, w, out)
+		}
+		return got, nil
+	}
+	switch p.kind() {
+	case iptables:
+		n, err := countChain(kernelRules(p.Forwarded(), s.rules))
+		return fmt.Sprintf("; %d rules in %s", n, chain), err
+	case iptablesSet:
+		n, err := countChain(kernelIPSetRules(p.Forwarded()))
+		if err != nil {
+			return "", err
+		}
+		out, err := b.l.Run(ctx, b.t.judge, "ipset", "list", ipsetName, "-terse")
+		if err != nil {
+			return "", err
+		}
+		entries, err := setEntries(out)
+		if want := s.rules + len(policyAllows); err == nil && entries != want {
+			err = fmt.Errorf("ipset %s holds %d entries; want %d", ipsetName, entries, want)
+		}
+		return fmt.Sprintf("; %d rules in %s, %d entries in ipset %s", n, chain, entries, ipsetName), err
+	case sgdDefault, sgdQueue:
+		st, err := parseStarted(b.sgd.Output())
+		if err != nil {
+			return "", err
+		}
+		want := b.t.configs[s.rules].rules
+		if st.Rules == nil {
+			return "", errors.New("sgd's started line has no rule count")
+		}
+		if *st.Rules != want {
+			return "", fmt.Errorf("sgd started with %d rules; its config compiles to %d", *st.Rules, want)
+		}
+		if p.kind() == sgdQueue && st.FastPath != nil && *st.FastPath {
+			return "", errors.New("sgd run --fast-path=false started with fast_path true")
+		}
+		mode := ""
+		if st.FastPath != nil {
+			mode = fmt.Sprintf(", fast_path %v", *st.FastPath)
+		}
+		return fmt.Sprintf("; sgd started with %d rules%s", want, mode), nil
+	}
+	return "", nil
 }
 
 // sgdUsage returns the running sgd's CPU seconds (in user space and in the kernel) and

@@ -3,17 +3,14 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"io"
+	"math"
 	"os"
 	"slices"
-	"sort"
-	"strings"
 	"time"
-	"unicode/utf8"
 )
 
-// Report is the result of Run: every sample, the medians, the ratios and the SPEC 3.1
-// bars. It is what --json writes.
+// Report is the result of Run: every sample, the medians with their spread, the ratios
+// and the SPEC 3.1 bars. It is what --json writes.
 type Report struct {
 	Date     time.Time `json:"date"`
 	Version  string    `json:"sgd_version,omitempty"`
@@ -21,26 +18,90 @@ type Report struct {
 	Duration float64   `json:"duration_seconds"`
 	Repeat   int       `json:"repeat"`
 	Queues   int       `json:"queues,omitempty"`
-	Paths    []Path    `json:"paths"`
-	Figures  []Figure  `json:"figures"`
-	Samples  []Sample  `json:"samples"`
-	// Medians[figure][path], in Figure.Unit.
-	Medians map[Figure]map[Path]float64 `json:"medians"`
-	// Ratios[figure]["sgd/kernel"] and the like, of medians.
-	Ratios map[Figure]map[string]float64 `json:"ratios"`
-	// Spread[figure][path] is the lowest and highest sample; RatioSpread[figure]["sgd/kernel"]
-	// the lowest and highest ratio within one repeat (the paths measured side by side).
-	Spread      map[Figure]map[Path][2]float64   `json:"spread"`
-	RatioSpread map[Figure]map[string][2]float64 `json:"ratio_spread"`
-	Bars        []Bar                            `json:"bars"`
-	// SGD holds sgd's own counters per sgd path.
-	SGD   map[Path]*SGDCounters `json:"sgd,omitempty"`
-	Notes []string              `json:"notes,omitempty"`
+	// Seed is the seed of the measuring order (Options.Seed).
+	Seed    uint64   `json:"seed"`
+	Paths   []Path   `json:"paths"`
+	Figures []Figure `json:"figures"`
+	// Rules are the numbers of non-matching rules in front that were measured.
+	Rules   []int    `json:"rules"`
+	Samples []Sample `json:"samples"`
+	// Stats are the median, lowest and highest sample per rule count, figure and path.
+	Stats []Stat `json:"stats"`
+	// Ratios are the ratios of medians (ratioPairs) with their spread within a repeat.
+	Ratios []Ratio `json:"ratios"`
+	Bars   []Bar   `json:"bars"`
+	// Warnings say where the repeats disagree by more than DisagreeLimit.
+	Warnings []string `json:"warnings,omitempty"`
+	// SGD holds sgd's own counters per sgd path and rule count.
+	SGD   []*SGDCounters `json:"sgd,omitempty"`
+	Notes []string       `json:"notes,omitempty"`
 }
 
-// SGDCounters are sgd's own figures on one of the sgd paths, over all its runs.
+// DisagreeLimit is the highest sample over the lowest beyond which the repeats of one
+// path and figure are said to disagree: their median is then a rough figure.
+const DisagreeLimit = 1.2
+
+// Stat sums up the samples of one path and figure at one rule count. The raw paths have
+// no rules: their Stat has Rules 0 and stands for every rule count.
+type Stat struct {
+	Path    Path    `json:"path"`
+	Rules   int     `json:"rules"`
+	Figure  Figure  `json:"figure"`
+	Samples int     `json:"samples"`
+	Median  float64 `json:"median"` // in Figure.Unit
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
+	// Disagree is Max/Min > DisagreeLimit.
+	Disagree bool `json:"disagree,omitempty"`
+}
+
+// Spread is Max/Min: 1 when the repeats agree exactly, +Inf when the lowest is zero.
+func (s Stat) Spread() float64 {
+	if s.Min <= 0 {
+		if s.Max <= 0 {
+			return 1
+		}
+		return math.Inf(1)
+	}
+	return s.Max / s.Min
+}
+
+// Ratio is one path's median over another's on one figure at one rule count, with the
+// lowest and highest of the same ratio within each repeat (the two paths measured in the
+// same round).
+type Ratio struct {
+	Name    string  `json:"name"` // "sgd/kernel"
+	Num     Path    `json:"num"`
+	Den     Path    `json:"den"`
+	Rules   int     `json:"rules"`
+	Figure  Figure  `json:"figure"`
+	Value   float64 `json:"value"`
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
+	Repeats int     `json:"repeats"` // repeats that measured both
+}
+
+// Bar is one SPEC 3.1 speed target: Path ≥ Target × Versus on Figure, with Rules
+// non-matching rules in front.
+type Bar struct {
+	Rules  int     `json:"rules"`
+	Figure Figure  `json:"figure"`
+	Path   Path    `json:"path"`
+	Versus Path    `json:"versus"`
+	Target float64 `json:"target"`
+	Ratio  float64 `json:"ratio"`
+	Holds  bool    `json:"holds"`
+}
+
+// SGDCounters are sgd's own figures on one sgd path at one rule count, over all its runs.
 type SGDCounters struct {
-	Runs int `json:"runs"`
+	Path  Path `json:"path"`
+	Rules int  `json:"rules"`
+	Runs  int  `json:"runs"`
+	// Args are sgd's arguments (after the binary); FastPath is what sgd's "started" line
+	// said of its fast path (nil when it did not say): which mode was measured.
+	Args     []string `json:"args,omitempty"`
+	FastPath *bool    `json:"fast_path,omitempty"`
 	// CPUSeconds is the CPU time of the sgd processes from start to stop, summed over runs.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// Packets judged and dropped by reason, from sgd's metrics endpoint (summed over runs;
@@ -58,131 +119,210 @@ type SGDCounters struct {
 	QueueDrops map[Figure]uint64  `json:"queue_drops"`
 }
 
-// Bar is one SPEC 3.1 speed target: Path ≥ Target × kernel on Figure.
-type Bar struct {
-	Figure Figure  `json:"figure"`
-	Path   Path    `json:"path"`
-	Target float64 `json:"target"`
-	Ratio  float64 `json:"ratio"`
-	Holds  bool    `json:"holds"`
+// ratioPairs are the ratios computed, numerator over denominator, on the veth pair; the
+// bridge has the same between its fwd- paths.
+var ratioPairs = [][2]Path{
+	{SGD, Kernel}, {SGD, KernelIPSet}, {SGDUserspace, Kernel}, {SGDUserspace, KernelIPSet},
+	{KernelIPSet, Kernel}, {Kernel, Raw}, {SGD, Raw},
 }
 
-// ratioPairs are the ratios computed, numerator over denominator: each sgd path over the
-// kernel and the raw path of its topology, and the kernel over raw.
-var ratioPairs = [][2]Path{{SGD, Kernel}, {SGD, Raw}, {Kernel, Raw}, {SGDFastPath, Kernel}, {SGDFastPath, Raw},
-	{FwdSGD, FwdKernel}, {FwdSGD, FwdRaw}, {FwdKernel, FwdRaw}}
+// ScaleBarRules is the number of rules in front SPEC 3.1's at-scale bars are stated for;
+// a run with at least as many is held to them.
+const ScaleBarRules = 990
 
-// ratioColumns are the ratios the table shows, when measured.
-var ratioColumns = []string{"sgd/kernel", "sgd/raw", "kernel/raw", "sgd-fastpath/kernel",
-	"fwd-sgd/fwd-kernel", "fwd-sgd/fwd-raw", "fwd-kernel/fwd-raw"}
-
-func ratioName(pair [2]Path) string { return string(pair[0]) + "/" + string(pair[1]) }
-
-// barTargets are SPEC 3.1's bars: sgd's median over the kernel path's.
-var barTargets = map[Figure]float64{TCP: 0.9, UDP: 0.5, Conn: 0.5}
+// barSpecs are SPEC 3.1's speed bars: Path over Versus, with no rules in front or at
+// scale (ScaleBarRules in front).
+var barSpecs = []struct {
+	scale        bool
+	path, versus Path
+	target       map[Figure]float64
+}{
+	{false, SGD, Kernel, map[Figure]float64{TCP: 0.95, UDP: 0.95, Conn: 0.95}},
+	{false, SGDUserspace, Kernel, map[Figure]float64{TCP: 0.9, UDP: 0.6, Conn: 0.8}},
+	{true, SGD, Kernel, map[Figure]float64{TCP: 1.1, UDP: 1.1, Conn: 1.1}},
+	{true, SGD, KernelIPSet, map[Figure]float64{TCP: 0.95, UDP: 0.95, Conn: 0.95}},
+}
 
 func newReport(o Options) *Report {
 	return &Report{Date: time.Now().UTC(), Version: o.Version, Machine: machine(), Duration: o.Duration.Seconds(),
-		Repeat: o.Repeat, Queues: o.Queues, Paths: o.Paths, Figures: o.Figures}
+		Repeat: o.Repeat, Queues: o.Queues, Seed: o.Seed, Paths: o.Paths, Figures: o.Figures, Rules: o.Rules}
 }
 
-func (r *Report) sgdCounters(p Path) *SGDCounters {
-	if r.SGD == nil {
-		r.SGD = map[Path]*SGDCounters{}
+// sgdCounters returns the counters of sgd path p with n rules in front, made on first use.
+func (r *Report) sgdCounters(p Path, n int) *SGDCounters {
+	for _, c := range r.SGD {
+		if c.Path == p && c.Rules == n {
+			return c
+		}
 	}
-	c := r.SGD[p]
-	if c == nil {
-		c = &SGDCounters{CPU: map[Figure]float64{}, SysCPU: map[Figure]float64{}, QueueDrops: map[Figure]uint64{}}
-		r.SGD[p] = c
-	}
+	c := &SGDCounters{Path: p, Rules: n, CPU: map[Figure]float64{}, SysCPU: map[Figure]float64{}, QueueDrops: map[Figure]uint64{}}
+	r.SGD = append(r.SGD, c)
 	return c
 }
 
-// finish computes the medians, ratios, bars and sgd's per-figure usage from the samples.
+// ruleCount is the rule count a path's samples are recorded under for n rules in front:
+// n, or 0 for the paths without rules.
+func ruleCount(p Path, n int) int {
+	if !p.filters() {
+		return 0
+	}
+	return n
+}
+
+// Stat returns the Stat of path p on figure f with n rules in front.
+func (r *Report) Stat(n int, f Figure, p Path) (Stat, bool) {
+	n = ruleCount(p, n)
+	for _, s := range r.Stats {
+		if s.Rules == n && s.Figure == f && s.Path == p {
+			return s, true
+		}
+	}
+	return Stat{}, false
+}
+
+// Ratio returns the ratio named name ("sgd/kernel") on figure f with n rules in front.
+func (r *Report) Ratio(n int, f Figure, name string) (Ratio, bool) {
+	for _, q := range r.Ratios {
+		if q.Rules == n && q.Figure == f && q.Name == name {
+			return q, true
+		}
+	}
+	return Ratio{}, false
+}
+
+// finish computes the stats, ratios, bars, warnings and sgd's per-figure usage from the
+// samples.
 func (r *Report) finish() {
-	r.Medians = map[Figure]map[Path]float64{}
-	r.Ratios = map[Figure]map[string]float64{}
-	r.Spread = map[Figure]map[Path][2]float64{}
-	r.RatioSpread = map[Figure]map[string][2]float64{}
-	r.Bars = nil
-	cpu, sys := map[Path]map[Figure][]float64{}, map[Path]map[Figure][]float64{}
+	r.Stats, r.Ratios, r.Bars, r.Warnings = nil, nil, nil, nil
 	for _, f := range r.Figures {
 		for _, p := range r.Paths {
-			var vs []float64
-			for _, s := range r.Samples {
-				if s.Figure == f && s.Path == p {
-					vs = append(vs, s.Value)
-					if c := r.SGD[p]; c != nil && s.Seconds > 0 {
-						if cpu[p] == nil {
-							cpu[p], sys[p] = map[Figure][]float64{}, map[Figure][]float64{}
-						}
-						cpu[p][f] = append(cpu[p][f], s.SGDCPUSeconds/s.Seconds)
-						sys[p][f] = append(sys[p][f], s.SGDSysSeconds/s.Seconds)
-						c.QueueDrops[f] += s.QueueDrops
+			counts := r.Rules
+			if !p.filters() {
+				counts = []int{0} // no rules: once, under 0
+			}
+			for _, n := range counts {
+				if s, ok := r.stat(n, f, p); ok {
+					r.Stats = append(r.Stats, s)
+					if s.Disagree {
+						r.Warnings = append(r.Warnings, disagreement(s))
 					}
 				}
 			}
-			if len(vs) > 0 {
-				if r.Medians[f] == nil {
-					r.Medians[f] = map[Path]float64{}
-				}
-				r.Medians[f][p] = median(vs)
-				if r.Spread[f] == nil {
-					r.Spread[f] = map[Path][2]float64{}
-				}
-				r.Spread[f][p] = [2]float64{slices.Min(vs), slices.Max(vs)}
-			}
 		}
-		m := r.Medians[f]
-		for _, pair := range ratioPairs {
-			a, okA := m[pair[0]]
-			b, okB := m[pair[1]]
-			if okA && okB && b > 0 {
-				if r.Ratios[f] == nil {
-					r.Ratios[f] = map[string]float64{}
+	}
+	for _, n := range r.Rules {
+		for _, f := range r.Figures {
+			for _, fwd := range []bool{false, true} {
+				for _, pair := range ratioPairs {
+					if q, ok := r.ratio(n, f, pair[0].fwd(fwd), pair[1].fwd(fwd)); ok {
+						r.Ratios = append(r.Ratios, q)
+					}
 				}
-				r.Ratios[f][ratioName(pair)] = a / b
 			}
-			if rs := r.repeatRatios(f, pair); len(rs) > 0 {
-				if r.RatioSpread[f] == nil {
-					r.RatioSpread[f] = map[string][2]float64{}
+			for _, spec := range barSpecs {
+				if spec.scale != (n >= ScaleBarRules) || (!spec.scale && n != 0) {
+					continue
 				}
-				r.RatioSpread[f][ratioName(pair)] = [2]float64{slices.Min(rs), slices.Max(rs)}
-			}
-		}
-		for _, p := range []Path{SGD, SGDFastPath} {
-			if ratio, ok := r.Ratios[f][string(p)+"/kernel"]; ok {
-				r.Bars = append(r.Bars, Bar{Figure: f, Path: p, Target: barTargets[f], Ratio: ratio, Holds: ratio >= barTargets[f]})
+				if q, ok := r.Ratio(n, f, ratioName(spec.path, spec.versus)); ok {
+					t := spec.target[f]
+					r.Bars = append(r.Bars, Bar{Rules: n, Figure: f, Path: spec.path, Versus: spec.versus, Target: t, Ratio: q.Value, Holds: q.Value >= t})
+				}
 			}
 		}
 	}
-	for p, byFig := range cpu {
-		for f, vs := range byFig {
-			r.SGD[p].CPU[f] = median(vs)
-			r.SGD[p].SysCPU[f] = median(sys[p][f])
+	for _, c := range r.SGD {
+		clear(c.QueueDrops)
+		for _, f := range r.Figures {
+			var cpu, sys []float64
+			for _, s := range r.Samples {
+				if s.Path == c.Path && s.Rules == c.Rules && s.Figure == f && s.Seconds > 0 {
+					cpu = append(cpu, s.SGDCPUSeconds/s.Seconds)
+					sys = append(sys, s.SGDSysSeconds/s.Seconds)
+					c.QueueDrops[f] += s.QueueDrops
+				}
+			}
+			if len(cpu) > 0 {
+				c.CPU[f], c.SysCPU[f] = median(cpu), median(sys)
+			}
 		}
 	}
 }
 
-// repeatRatios returns, for each repeat that measured both paths of pair on f, the ratio
-// of their samples.
-func (r *Report) repeatRatios(f Figure, pair [2]Path) []float64 {
-	num, den := map[int]float64{}, map[int]float64{}
+// stat sums up the samples of p on f recorded under n rules.
+func (r *Report) stat(n int, f Figure, p Path) (Stat, bool) {
+	var vs []float64
+	for _, s := range r.Samples {
+		if s.Rules == n && s.Figure == f && s.Path == p {
+			vs = append(vs, s.Value)
+		}
+	}
+	if len(vs) == 0 {
+		return Stat{}, false
+	}
+	s := Stat{Path: p, Rules: n, Figure: f, Samples: len(vs), Median: median(vs), Min: slices.Min(vs), Max: slices.Max(vs)}
+	s.Disagree = len(vs) > 1 && s.Spread() > DisagreeLimit
+	return s, true
+}
+
+// disagreement is the warning for a Stat whose repeats disagree.
+func disagreement(s Stat) string {
+	at := ""
+	if s.Rules > 0 {
+		at = " with " + inFront(s.Rules)
+	}
+	by := "∞"
+	if sp := s.Spread(); !math.IsInf(sp, 1) {
+		by = fmt.Sprintf("%.0f %%", 100*(sp-1))
+	}
+	return fmt.Sprintf("%s %s%s: the %d repeats disagree by %s (%s–%s, median %s): read its median and ratios as rough",
+		s.Path, s.Figure, at, s.Samples, by, formatValue(s.Figure, s.Min), formatValue(s.Figure, s.Max), formatValue(s.Figure, s.Median))
+}
+
+// inFront is "no rules in front", "100 rules in front".
+func inFront(n int) string {
+	if n == 0 {
+		return "no rules in front"
+	}
+	return plural(n, "rule") + " in front"
+}
+
+func ratioName(num, den Path) string { return string(num) + "/" + string(den) }
+
+// ratio is num's median over den's on f with n rules in front, with the spread of the
+// same ratio within each repeat.
+func (r *Report) ratio(n int, f Figure, num, den Path) (Ratio, bool) {
+	a, okA := r.Stat(n, f, num)
+	b, okB := r.Stat(n, f, den)
+	if !okA || !okB || b.Median <= 0 {
+		return Ratio{}, false
+	}
+	q := Ratio{Name: ratioName(num, den), Num: num, Den: den, Rules: n, Figure: f, Value: a.Median / b.Median}
+	if rs := r.repeatRatios(n, f, num, den); len(rs) > 0 {
+		q.Min, q.Max, q.Repeats = rs[0], rs[len(rs)-1], len(rs)
+	}
+	return q, true
+}
+
+// repeatRatios returns, sorted, for each repeat that measured both num and den on f with
+// n rules in front, the ratio of their samples.
+func (r *Report) repeatRatios(n int, f Figure, num, den Path) []float64 {
+	nn, nd := ruleCount(num, n), ruleCount(den, n)
+	a, b := map[int]float64{}, map[int]float64{}
 	for _, s := range r.Samples {
 		if s.Figure != f {
 			continue
 		}
-		switch s.Path {
-		case pair[0]:
-			num[s.Repeat] = s.Value
-		case pair[1]:
-			den[s.Repeat] = s.Value
+		if s.Path == num && s.Rules == nn {
+			a[s.Repeat] = s.Value
+		}
+		if s.Path == den && s.Rules == nd {
+			b[s.Repeat] = s.Value
 		}
 	}
 	var out []float64
-	for rep, a := range num {
-		if b, ok := den[rep]; ok && b > 0 {
-			out = append(out, a/b)
+	for rep, x := range a {
+		if y, ok := b[rep]; ok && y > 0 {
+			out = append(out, x/y)
 		}
 	}
 	slices.Sort(out)
@@ -209,209 +349,4 @@ func (r *Report) WriteJSON(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-// scaled returns a figure's value in the unit the table shows, and that unit.
-func scaled(f Figure, v float64) (float64, string) {
-	switch f {
-	case TCP:
-		return v / 1e9, "Gbit/s"
-	case UDP:
-		return v / 1e3, "k/s"
-	}
-	return v, "/s"
-}
-
-func formatValue(f Figure, v float64) string {
-	x, unit := scaled(f, v)
-	return fmtNum(x) + " " + unit
-}
-
-// fmtNum prints three significant digits or so.
-func fmtNum(x float64) string {
-	switch {
-	case x >= 100:
-		return fmt.Sprintf("%.0f", x)
-	case x >= 10:
-		return fmt.Sprintf("%.1f", x)
-	}
-	return fmt.Sprintf("%.2f", x)
-}
-
-// WriteTable prints the medians, ratios, bars and sgd's counters for people.
-func (r *Report) WriteTable(w io.Writer) {
-	m := r.Machine
-	fmt.Fprintf(w, "sgd bench, %s: %d CPUs", r.Date.Format("2006-01-02 15:04 MST"), m.NProc)
-	if m.CPU != "" {
-		fmt.Fprintf(w, " (%s)", m.CPU)
-	}
-	fmt.Fprintf(w, ", kernel %s, %s\n", m.Kernel, m.GoVersion)
-	queues := "1 queue"
-	if r.Queues > 1 {
-		queues = fmt.Sprintf("%d queues", r.Queues)
-	}
-	fmt.Fprintf(w, "medians of %d × %gs per figure and path, paths interleaved; sgd with %s\n\n", r.Repeat, r.Duration, queues)
-
-	var paths []Path
-	for _, p := range r.Paths {
-		for _, f := range r.Figures {
-			if _, ok := r.Medians[f][p]; ok {
-				paths = append(paths, p)
-				break
-			}
-		}
-	}
-	var cols []string
-	for _, c := range ratioColumns {
-		for _, f := range r.Figures {
-			if _, ok := r.Ratios[f][c]; ok {
-				cols = append(cols, c)
-				break
-			}
-		}
-	}
-	rows := [][]string{{"figure"}}
-	for _, p := range paths {
-		rows[0] = append(rows[0], string(p))
-	}
-	rows[0] = append(rows[0], cols...)
-	for _, f := range r.Figures {
-		if r.Medians[f] == nil {
-			continue
-		}
-		_, unit := scaled(f, 0)
-		row := []string{fmt.Sprintf("%s (%s)", f.Title(), unit)}
-		for _, p := range paths {
-			if v, ok := r.Medians[f][p]; ok {
-				x, _ := scaled(f, v)
-				row = append(row, fmtNum(x))
-			} else {
-				row = append(row, "-")
-			}
-		}
-		for _, c := range cols {
-			if v, ok := r.Ratios[f][c]; ok {
-				row = append(row, fmt.Sprintf("%.2f", v))
-			} else {
-				row = append(row, "-")
-			}
-		}
-		rows = append(rows, row)
-	}
-	writeColumns(w, rows)
-	if r.Repeat > 1 {
-		r.writeSpread(w, paths, cols)
-	}
-
-	if len(r.Bars) > 0 {
-		fmt.Fprintf(w, "\nSPEC 3.1 bars (median of the sgd path over the kernel path's):\n")
-		for _, f := range r.Figures {
-			var parts []string
-			for _, b := range r.Bars {
-				if b.Figure != f {
-					continue
-				}
-				verdict := "holds"
-				if !b.Holds {
-					verdict = "FAILS"
-				}
-				ratio := fmt.Sprintf("%.2f", b.Ratio)
-				if ratio == fmt.Sprintf("%.2f", b.Target) && !b.Holds {
-					ratio = fmt.Sprintf("%.3f", b.Ratio) // 0.498 is not 0.50
-				}
-				parts = append(parts, fmt.Sprintf("%s %s %s", b.Path, ratio, verdict))
-			}
-			if len(parts) > 0 {
-				fmt.Fprintf(w, "  %-30s sgd ≥ %.1f × kernel:  %s\n", f.Title(), barTargets[f], strings.Join(parts, ";  "))
-			}
-		}
-	}
-
-	if len(r.SGD) > 0 {
-		fmt.Fprintf(w, "\nsgd's own counters (CPU: median share of one core while measuring, and the part spent in the\nkernel; drops: packets the kernel dropped because sgd's queue was full, summed):\n")
-		var ps []Path
-		for p := range r.SGD {
-			ps = append(ps, p)
-		}
-		sort.Slice(ps, func(i, j int) bool { return slices.Index(AllPaths, ps[i]) < slices.Index(AllPaths, ps[j]) })
-		for _, p := range ps {
-			c := r.SGD[p]
-			var parts []string
-			for _, f := range r.Figures {
-				if cpu, ok := c.CPU[f]; ok {
-					parts = append(parts, fmt.Sprintf("%s CPU %.0f%% (kernel %.0f%%), drops %d", f, 100*cpu, 100*c.SysCPU[f], c.QueueDrops[f]))
-				}
-			}
-			fmt.Fprintf(w, "  %-13s %s\n", p, strings.Join(parts, " · "))
-			line := fmt.Sprintf("  %-13s judged %d packets in %d runs, %.1f CPU seconds", "", c.Packets, c.Runs, c.CPUSeconds)
-			if len(c.Dropped) > 0 {
-				var ds []string
-				for reason, n := range c.Dropped {
-					ds = append(ds, fmt.Sprintf("%s %d", reason, n))
-				}
-				sort.Strings(ds)
-				line += "; dropped: " + strings.Join(ds, ", ") + " (the policy check's probes are no_rule)"
-			}
-			if n := c.TrackedAtStop["tcp"] + c.TrackedAtStop["udp"] + c.TrackedAtStop["icmp"] + c.TrackedAtStop["other"]; n > 0 {
-				line += fmt.Sprintf("; %d flows tracked at the end (tcp %d)", n, c.TrackedAtStop["tcp"])
-			}
-			if c.MetricsError != "" {
-				line += "; metrics unavailable: " + c.MetricsError
-			}
-			fmt.Fprintln(w, line)
-		}
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
-	}
-}
-
-// writeSpread prints, per figure, the lowest and highest sample of each path and the
-// lowest and highest ratio within one repeat.
-func (r *Report) writeSpread(w io.Writer, paths []Path, cols []string) {
-	fmt.Fprintf(w, "\nspread over the %d repeats (lowest–highest sample; ratios within one repeat):\n", r.Repeat)
-	for _, f := range r.Figures {
-		var parts []string
-		for _, p := range paths {
-			if sp, ok := r.Spread[f][p]; ok {
-				lo, _ := scaled(f, sp[0])
-				hi, _ := scaled(f, sp[1])
-				parts = append(parts, fmt.Sprintf("%s %s–%s", p, fmtNum(lo), fmtNum(hi)))
-			}
-		}
-		for _, c := range cols {
-			if sp, ok := r.RatioSpread[f][c]; ok {
-				parts = append(parts, fmt.Sprintf("%s %.2f–%.2f", c, sp[0], sp[1]))
-			}
-		}
-		if len(parts) > 0 {
-			_, unit := scaled(f, 0)
-			fmt.Fprintf(w, "  %s (%s): %s\n", f.Title(), unit, strings.Join(parts, " · "))
-		}
-	}
-}
-
-// writeColumns prints rows with the first column left-aligned and the others right-aligned.
-func writeColumns(w io.Writer, rows [][]string) {
-	var width []int
-	for _, row := range rows {
-		for i, c := range row {
-			if i >= len(width) {
-				width = append(width, 0)
-			}
-			width[i] = max(width[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, row := range rows {
-		var b strings.Builder
-		for i, c := range row {
-			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
-			if i == 0 {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString("  " + pad + c)
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
 }

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/sgd-firewall/sgd/internal/controller"
 	"github.com/sgd-firewall/sgd/internal/lab"
+	"github.com/sgd-firewall/sgd/internal/rules"
 )
 
 // topology is one of the two labs the paths run on: the server and client namespaces, the
@@ -18,9 +20,16 @@ import (
 // bridge), sgd's config for it and the receiving servers.
 type topology struct {
 	server, client *lab.Host
-	judge          string // namespace of the filter: iptables rules, sgd
-	cfgPath        string // sgd's config
+	judge          string                // namespace of the filter: iptables rules, ipsets, sgd
+	configs        map[int]sgdConfigFile // sgd's config per number of rules in front
 	load           *loadServers
+}
+
+// sgdConfigFile is one of sgd's configs in the lab's directory, and the number of rules it
+// compiles to (what sgd's "started" line must say).
+type sgdConfigFile struct {
+	path  string
+	rules int
 }
 
 // The bridge topology's names: the hypervisor's namespace role and the server's and
@@ -42,7 +51,7 @@ func (b *bencher) buildDirect(ctx context.Context) (*topology, error) {
 		return nil, err
 	}
 	t.judge = t.server.NS
-	return t, b.finishTopology(ctx, t, "sgd-bench.yaml", sgdConfig)
+	return t, b.finishTopology(ctx, t, "sgd-bench", false)
 }
 
 // buildForwarded puts the server and client namespaces on one bridge in the hypervisor's
@@ -64,11 +73,12 @@ func (b *bencher) buildForwarded(ctx context.Context) (*topology, error) {
 			return nil, fmt.Errorf("the forwarded paths need br_netfilter, which is not loaded (modprobe br_netfilter): %w", err)
 		}
 	}
-	return t, b.finishTopology(ctx, t, "sgd-bench-fwd.yaml", sgdForwardedConfig)
+	return t, b.finishTopology(ctx, t, "sgd-bench-fwd", true)
 }
 
-// finishTopology tunes the client, writes sgd's config and starts the receiving servers.
-func (b *bencher) finishTopology(ctx context.Context, t *topology, cfgName, cfg string) error {
+// finishTopology tunes the client, writes sgd's configs (name-N.yaml, one per number of
+// rules in front) and starts the receiving servers.
+func (b *bencher) finishTopology(ctx context.Context, t *topology, name string, forwarded bool) error {
 	// The client opens tens of thousands of connections: a wide port range, and reuse of
 	// its TIME_WAIT ports (it closes first). Per-namespace settings; the host's stay.
 	for _, s := range [][2]string{{"net.ipv4.ip_local_port_range", "1024 65535"}, {"net.ipv4.tcp_tw_reuse", "1"}} {
@@ -76,9 +86,14 @@ func (b *bencher) finishTopology(ctx context.Context, t *topology, cfgName, cfg 
 			return err
 		}
 	}
-	t.cfgPath = filepath.Join(b.l.Dir(), cfgName)
-	if err := os.WriteFile(t.cfgPath, []byte(cfg), 0o600); err != nil {
-		return err
+	t.configs = map[int]sgdConfigFile{}
+	for _, n := range b.o.Rules {
+		path := filepath.Join(b.l.Dir(), fmt.Sprintf("%s-%d.yaml", name, n))
+		nrules, err := writeSGDConfig(ctx, path, sgdConfig(forwarded, n))
+		if err != nil {
+			return err
+		}
+		t.configs[n] = sgdConfigFile{path, nrules}
 	}
 	load, err := startLoadServers(ctx, b.l, t.server.NS, slices.Contains(b.o.Figures, TCP))
 	if err != nil {
@@ -86,6 +101,20 @@ func (b *bencher) finishTopology(ctx context.Context, t *topology, cfgName, cfg 
 	}
 	t.load = load
 	return nil
+}
+
+// writeSGDConfig writes one of sgd's configs and loads it as `sgd run` will (the
+// controller's own read, validation and compile), returning the number of rules it
+// compiles to; a config sgd would refuse fails here, before any sgd starts.
+func writeSGDConfig(ctx context.Context, path, text string) (int, error) {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return 0, err
+	}
+	st, err := controller.Load(ctx, rules.Env{}, controller.NewFile(path))
+	if err != nil {
+		return 0, fmt.Errorf("the benchmark's own sgd config %s: %w", filepath.Base(path), err)
+	}
+	return len(st.Policy.Rules) - 1, nil // Rules[0] is unused
 }
 
 // bridgeCalls sets br_netfilter's iptables and ip6tables calls in the hypervisor's

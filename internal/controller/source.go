@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/rules"
 )
@@ -37,6 +38,14 @@ type Proposal struct {
 	// Problems are what the source itself found wrong in what it read (the file's daemon:
 	// section). They are reported ahead of validation's, and any of them rejects the whole.
 	Problems rules.Errors
+	// DropUnknownMemberGroups leaves out, from this proposal's Config.Members, every group
+	// that no source's security_groups defines (and a member left with none), where
+	// validation would refuse it with InvalidGroup.NotFound. It is for fleet mode's
+	// members (store.MemberSource): another host's interfaces carry groups of that host's
+	// own file too, which this host does not know and has no rule about — leaving them out
+	// opens nothing, since only a rule naming a group makes its members matter. Everything
+	// else in the proposal is validated as usual.
+	DropUnknownMemberGroups bool
 }
 
 // State is desired state made ready to publish: merged from every source, validated,
@@ -62,6 +71,7 @@ func Load(ctx context.Context, env rules.Env, srcs ...Source) (*State, error) {
 		}
 		ps = append(ps, p)
 	}
+	dropUnknownMemberGroups(ps)
 	c, loc := merge(ps)
 	var opt rules.Options
 	var problems rules.Errors
@@ -92,6 +102,66 @@ func Load(ctx context.Context, env rules.Env, srcs ...Source) (*State, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// dropUnknownMemberGroups applies each proposal's DropUnknownMemberGroups: its members keep
+// the groups some proposal defines (by group_id, as members name them), in order. The
+// proposal's locator is given the indexes the kept ones had.
+func dropUnknownMemberGroups(ps []Proposal) {
+	known := map[string]bool{}
+	for _, p := range ps {
+		for _, g := range p.Config.SecurityGroups {
+			known[strings.TrimSpace(g.GroupID)] = true
+		}
+	}
+	for i := range ps {
+		p := &ps[i]
+		if !p.DropUnknownMemberGroups {
+			continue
+		}
+		var kept []rules.Member
+		re := reindexed{loc: p.Locator, groups: map[int][]int{}}
+		for mi, m := range p.Config.Members {
+			var gs []string
+			var at []int
+			for gi, g := range m.SecurityGroups {
+				if known[strings.TrimSpace(g)] {
+					gs, at = append(gs, g), append(at, gi)
+				}
+			}
+			if len(gs) == 0 {
+				continue
+			}
+			re.groups[len(kept)] = at
+			re.members = append(re.members, mi)
+			kept = append(kept, rules.Member{Address: m.Address, SecurityGroups: gs})
+		}
+		p.Config.Members = kept
+		p.Locator = re
+	}
+}
+
+// reindexed locates the members a proposal kept (dropUnknownMemberGroups) where its own
+// locator has them: member i was its members[i], and its group j its group groups[i][j].
+type reindexed struct {
+	loc     rules.Locator
+	members []int
+	groups  map[int][]int
+}
+
+func (r reindexed) Locate(path ...any) rules.Location {
+	if len(path) >= 2 && path[0] == "members" {
+		if i, ok := path[1].(int); ok && i >= 0 && i < len(r.members) {
+			p := append([]any{"members", r.members[i]}, path[2:]...)
+			if len(p) >= 4 {
+				if j, ok := p[3].(int); ok && p[2] == "security_groups" && j >= 0 && j < len(r.groups[i]) {
+					p[3] = r.groups[i][j]
+				}
+			}
+			path = p
+		}
+	}
+	return locate(r.loc, path)
 }
 
 func version(srcs []Source, ps []Proposal) string {

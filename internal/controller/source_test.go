@@ -196,3 +196,54 @@ func TestLoadMergesInterfaceGroups(t *testing.T) {
 		t.Errorf("Load = %v; want one %s located at the API's entry", es, rules.CodeInterfaceDuplicate)
 	}
 }
+
+// memberSource proposes members that may carry groups no source defines, as fleet mode's
+// members do (DropUnknownMemberGroups).
+type memberSource struct {
+	members []rules.Member
+	drop    bool
+}
+
+func (memberSource) Name() string { return "members" }
+func (m memberSource) Propose(context.Context) (Proposal, error) {
+	return Proposal{Config: rules.Config{Members: m.members}, Locator: memberLocator{}, Version: "m", DropUnknownMemberGroups: m.drop}, nil
+}
+
+// memberLocator names a member by its index in the source's own list.
+type memberLocator struct{}
+
+func (memberLocator) Locate(path ...any) rules.Location {
+	if len(path) >= 2 {
+		return rules.Location{File: fmt.Sprintf("member %v", path[1])}
+	}
+	return rules.Location{File: "members"}
+}
+
+// With DropUnknownMemberGroups, a member's groups that no source defines are left out (a
+// member left with none is left out), rather than failing the load; the rest is still
+// validated, each error at the member's own index in its source.
+func TestDropUnknownMemberGroups(t *testing.T) {
+	file := NewFile(writeFile(t, "sgd.yaml", "security_groups:\n  - group_id: sg-web\n  - group_id: sg-db\n"))
+	members := []rules.Member{
+		{Address: "192.0.2.1", SecurityGroups: []string{"sg-elsewhere"}},          // dropped whole
+		{Address: "192.0.2.2", SecurityGroups: []string{"sg-other", "sg-web"}},    // keeps sg-web
+		{Address: "192.0.2.3", SecurityGroups: []string{"sg-db", "default", "x"}}, // keeps sg-db: "default" is a name, not an id here
+	}
+	if _, err := Load(context.Background(), rules.Env{}, file, memberSource{members: members}); err == nil {
+		t.Fatal("Load without DropUnknownMemberGroups accepted unknown groups")
+	}
+	st, err := Load(context.Background(), rules.Env{}, file, memberSource{members: members, drop: true})
+	if err != nil {
+		t.Fatalf("Load with DropUnknownMemberGroups = %v", err)
+	}
+	got := fmt.Sprint(st.Model.Members)
+	if want := "[{192.0.2.2 [sg-web]} {192.0.2.3 [sg-db]}]"; got != want {
+		t.Errorf("members = %s; want %s", got, want)
+	}
+	// Errors other than unknown groups still reject, placed at the source's own index.
+	members = append(members, rules.Member{Address: "not-an-address", SecurityGroups: []string{"sg-web"}})
+	es := loadErrors(t, file, memberSource{members: members, drop: true})
+	if len(es) != 1 || es[0].Code != rules.CodeMemberAddrMalformed || es[0].File != "member 3" {
+		t.Errorf("errors = %v; want one InvalidAddress.Malformed at member 3", es)
+	}
+}

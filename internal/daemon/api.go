@@ -69,6 +69,10 @@ func (d *Daemon) serveAPI(ctx context.Context, a *api) error {
 			}
 			return nil
 		}}
+	if f := d.fleet; f != nil {
+		// Every host's interfaces, each ENI its host's own.
+		opt.HostID, opt.Members = f.host, func() []store.Member { return f.members.View().Hosts }
+	}
 	if d.metrics != nil {
 		m, err := ec2api.NewMetrics(d.metrics.Registry())
 		if err != nil {

@@ -98,8 +98,8 @@ func Run(ctx context.Context, opt Options) error {
 		if fl, err = openFleet(ctx, set, log); err != nil {
 			return fmt.Errorf("fleet mode: %w", err)
 		}
-		defer fl.st.Close()
-		sources = append(sources, fl.src)
+		defer fl.close()
+		sources = append(sources, fl.sources()...)
 	}
 	var ea *api
 	if set.APIListen != "" {
@@ -178,10 +178,14 @@ func Run(ctx context.Context, opt Options) error {
 	}
 
 	if fl != nil {
-		// From here on, every host's change reaches this one's packet path.
-		fl.run(ctx, d.ctl)
+		// From here on, every host's change reaches this one's packet path, and this host's
+		// interfaces are members of their groups on every host (refused, with nothing
+		// installed yet, when another live host has this one's id).
+		if err := fl.run(ctx, d.ctl, env.LocalAddrs); err != nil {
+			return fmt.Errorf("fleet mode: %w", err)
+		}
 		log.Info("fleet mode: following etcd", zap.String("endpoints", set.Etcd.Endpoints),
-			zap.String("prefix", set.Etcd.Prefix), zap.Uint64("revision", fl.applied.Load()))
+			zap.String("prefix", set.Etcd.Prefix), zap.Uint64("revision", fl.applied.Load()), zap.String("host_id", set.Etcd.HostID))
 	}
 	if d.off != nil {
 		go d.off.run(ctx)
@@ -242,6 +246,9 @@ func Run(ctx context.Context, opt Options) error {
 	if err := d.ctl.Attach(ctx, hooks); err != nil {
 		_ = d.nf.Remove(context.Background())
 		return fmt.Errorf("install netfilter rules: %w", err)
+	}
+	if fl != nil {
+		_ = d.ctl.Attach(ctx, fl.publisher()) // last: it publishes what every other publisher took; it fails never
 	}
 	log.Info("started",
 		zap.String("version", opt.Version), zap.String("config", opt.ConfigPath), zap.String("config_hash", want.Version[:12]),
@@ -332,6 +339,7 @@ func (d *Daemon) reload(ctx context.Context, why string) error {
 // snapshot is what a metrics scrape reads.
 func (d *Daemon) snapshot() metrics.Snapshot {
 	var s metrics.Snapshot
+	d.readOffloaded()
 	pk, by := d.engine.Counters()
 	for dir := range 2 {
 		for r := range filter.NumReasons {

@@ -49,22 +49,27 @@ func (r *reader) Handle(p *nfqueue.Packet) nfqueue.Verdict {
 	if r.d.flows != nil {
 		r.d.flows.record(r.w, res)
 	}
+	v := nfqueue.Verdict{Accept: true}
 	if res.Verdict == filter.Drop {
 		if r.drops.allow(time.Now().Unix()) {
 			r.d.logDrop(r.w, res)
 		}
-		return nfqueue.Verdict{Accept: r.audit}
-	}
-	if res.Reason == filter.ReasonRule && r.d.debug {
+		v.Accept = r.audit
+	} else if res.Reason == filter.ReasonRule && r.d.debug {
 		r.d.logFlow(r.w, res)
 	}
-	v := nfqueue.Verdict{Accept: true}
-	if res.Offload {
+	switch {
+	case !v.Accept:
+	case res.Offload:
 		// The kernel fast path (the judge offers only with it on): the mark bit asks
 		// sgd's rules to label the connection at every sgd point the packet crosses.
 		// The mark replaces the packet's whole mark: keep its other bits (fwmark
 		// routing, SO_MARK, WireGuard).
-		v.Mark = p.Mark | offload.Mark
+		v.Mark, v.SetMark = p.Mark|offload.Mark, true
+	case p.Mark&offload.Mark != 0:
+		// The bit is sgd's alone: a packet that comes with it (a socket's SO_MARK, a
+		// restored connection mark) must not offload a flow the judge did not offer.
+		v.Mark, v.SetMark = p.Mark&^offload.Mark, true
 	}
 	return v
 }

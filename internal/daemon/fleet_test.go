@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,32 +42,86 @@ const (
 
 type host struct {
 	t      *testing.T
+	id     string
+	addr   string // eth0's address
+	dir    string // the state directory
 	fl     *fleet
 	ctl    *controller.Controller
 	engine *filter.Engine
 	reg    *prometheus.Registry
 	client *ec2.Client
+	cancel context.CancelFunc
+	once   sync.Once // the host stops once: killed or stopped
 }
 
-func newHost(t *testing.T, etcd string) *host {
+// hostOptions say how a test host starts; the zero value but for the etcd endpoint is a
+// host "h<N>" with fleetFile, eth0 at 192.0.2.<10·N>, a TTL of 2 s.
+type hostOptions struct {
+	id, addr string
+	etcd     string // client URL (the server's, or a proxy's)
+	file     string // the config file's text
+	dir      string // a state directory to start on again
+	ttl      int    // member_ttl in seconds
+	log      *zap.Logger
+}
+
+var hostCount atomic.Int32
+
+func newHost(t *testing.T, o hostOptions) *host {
 	t.Helper()
-	dir := t.TempDir()
-	file := filepath.Join(dir, "sgd.yaml")
-	if err := os.WriteFile(file, []byte(fleetFile), 0o600); err != nil {
+	h, err := startHost(t, o)
+	if err != nil {
+		t.Fatalf("start host %s: %v", o.id, err)
+	}
+	return h
+}
+
+// startHost starts a host as the daemon does: openFleet, the controller with its sources,
+// run (join), the membership publisher last, and the host's API.
+func startHost(t *testing.T, o hostOptions) (*host, error) {
+	t.Helper()
+	n := hostCount.Add(1)
+	if o.id == "" {
+		o.id = fmt.Sprintf("h%d", n)
+	}
+	if o.addr == "" {
+		o.addr = fmt.Sprintf("192.0.2.%d", 10*n%250)
+	}
+	if o.file == "" {
+		o.file = fleetFile
+	}
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	if o.ttl == 0 {
+		o.ttl = 2
+	}
+	if o.log == nil {
+		o.log = zap.NewNop()
+	}
+	file := filepath.Join(o.dir, "sgd.yaml")
+	if err := os.WriteFile(file, []byte(o.file), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	set := settings.Daemon{StateDir: filepath.Join(dir, "state"), Etcd: settings.Etcd{Endpoints: etcd, Prefix: settings.DefaultEtcdPrefix}}
-	fl, err := openFleet(ctx, set, zap.NewNop())
+	set := settings.Daemon{StateDir: filepath.Join(o.dir, "state"), Etcd: settings.Etcd{Endpoints: o.etcd, Prefix: settings.DefaultEtcdPrefix,
+		HostID: o.id, MemberTTL: o.ttl}}
+	fl, err := openFleet(ctx, set, o.log)
 	if err != nil {
-		t.Fatalf("openFleet = %v", err)
+		cancel()
+		return nil, err
 	}
-	t.Cleanup(func() { fl.st.Close() })
 	fl.probe = 50 * time.Millisecond
-	h := &host{t: t, fl: fl, reg: prometheus.NewRegistry()}
+	h := &host{t: t, id: o.id, addr: o.addr, dir: o.dir, fl: fl, reg: prometheus.NewRegistry(), cancel: cancel}
+	localAddrs := func(name string) []netip.Addr {
+		if name == "eth0" {
+			return []netip.Addr{netip.MustParseAddr(o.addr)}
+		}
+		return nil
+	}
 	h.engine = filter.New(filter.Options{Table: conntrack.New(conntrack.Config{}), Now: func() int64 { return 1 }, Zones: filter.NewZones()})
-	h.ctl = controller.New(controller.Options{Sources: []controller.Source{controller.NewFile(file), fl.src}})
+	h.ctl = controller.New(controller.Options{Sources: append([]controller.Source{controller.NewFile(file)}, fl.sources()...),
+		Env: rules.Env{LocalAddrs: localAddrs}})
 	s, err := h.ctl.Load(ctx)
 	if err != nil {
 		t.Fatalf("Load = %v", err)
@@ -76,24 +132,54 @@ func newHost(t *testing.T, etcd string) *host {
 	if err := fl.register(h.reg); err != nil {
 		t.Fatal(err)
 	}
-	fl.run(ctx, h.ctl)
+	if err := fl.run(ctx, h.ctl, localAddrs); err != nil {
+		cancel()
+		fl.close()
+		return nil, err
+	}
+	if err := h.ctl.Attach(ctx, fl.publisher()); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(ec2api.New(ec2api.Options{Store: fl.src, Apply: fl.src.Applier(h.ctl),
 		Running:     func() *rules.Model { return h.ctl.Running().Model },
 		Credentials: ec2api.Credentials{fleetKeyID: fleetSecret},
+		HostID:      fl.host, Members: func() []store.Member { return fl.members.View().Hosts },
 		Interfaces: func() []ec2api.Interface {
-			return []ec2api.Interface{{Name: "eth0", Addresses: []string{"192.0.2.10"}}}
+			return []ec2api.Interface{{Name: "eth0", Addresses: []string{o.addr}}}
 		}}))
-	t.Cleanup(srv.Close)
 	h.client = ec2.New(ec2.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
 		Credentials: credentials.NewStaticCredentialsProvider(fleetKeyID, fleetSecret, ""), RetryMaxAttempts: 1})
-	return h
+	t.Cleanup(func() {
+		srv.Close()
+		h.stop()
+	})
+	return h, nil
 }
+
+// stop is a clean stop: the lease is revoked.
+func (h *host) stop() {
+	h.once.Do(func() {
+		h.cancel()
+		h.fl.close()
+	})
+}
+
+// kill is SIGKILL as etcd sees it: the keepalives stop, nothing is revoked.
+func (h *host) kill() {
+	h.once.Do(func() {
+		h.cancel()
+		h.fl.st.Close()
+	})
+}
+
+// eni is the ENI id of the host's eth0, as its API (or any host's) lists it.
+func (h *host) eni() string { return store.InterfaceENI(h.id, "eth0") }
 
 // allows says whether the host's packet path lets a first TCP packet from src to port in on eth0.
 func (h *host) allows(src string, port uint16) bool {
 	pol := h.engine.Policy()
 	ex := filter.Explain(pol, filter.ReadHost(pol.InterfaceNames()), true, rules.Query{Iface: "eth0", Direction: rules.Ingress, Proto: 6,
-		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.10"), SrcPort: 40000, Port: port})
+		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(h.addr), SrcPort: 40000, Port: port})
 	return ex.Allowed && ex.Exempt == ""
 }
 
@@ -131,7 +217,7 @@ func perm(port int32, cidr string) []types.IpPermission {
 
 func TestFleetFollows(t *testing.T) {
 	srv := etcdtest.Start(t)
-	a, b := newHost(t, srv.Client), newHost(t, srv.Client)
+	a, b := newHost(t, hostOptions{etcd: srv.Client}), newHost(t, hostOptions{etcd: srv.Client})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -144,18 +230,30 @@ func TestFleetFollows(t *testing.T) {
 		IpPermissions: perm(22, "203.0.113.42/32")}); err != nil {
 		t.Fatal(err)
 	}
-	// B's API knows A's group as soon as its watch brought it.
+	// B's API knows A's group as soon as its watch brought it. Each host's eth0 is an ENI
+	// of its own: B attaches its own, and A's through A's API.
 	within(t, time.Second, "B sees A's group", func() bool { return b.fl.src.Snapshot().Group(*cg.GroupId) != nil })
 	if _, err := b.client.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
-		NetworkInterfaceId: aws.String(rules.PortENI("eth0")), Groups: []string{*cg.GroupId}}); err != nil {
+		NetworkInterfaceId: aws.String(b.eni()), Groups: []string{*cg.GroupId}}); err != nil {
 		t.Fatal(err)
 	}
 	if !b.allows("203.0.113.42", 22) {
 		t.Fatal("B does not allow 203.0.113.42:22 after its own API's attachment")
 	}
+	time.Sleep(100 * time.Millisecond) // A has had B's attachment: it is not A's
+	if a.allows("203.0.113.42", 22) {
+		t.Fatal("A applies B's attachment of B's eth0")
+	}
+	if _, err := a.client.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
+		NetworkInterfaceId: aws.String(a.eni()), Groups: []string{*cg.GroupId}}); err != nil {
+		t.Fatal(err)
+	}
 	within(t, time.Second, "A allows the packet", func() bool { return a.allows("203.0.113.42", 22) })
-	if a.gauge("sgd_store_applied_revision") != b.gauge("sgd_store_applied_revision") || a.gauge("sgd_store_connected") != 1 {
-		t.Errorf("revisions A %v, B %v; connected A %v", a.gauge("sgd_store_applied_revision"), b.gauge("sgd_store_applied_revision"), a.gauge("sgd_store_connected"))
+	within(t, time.Second, "both hosts at one revision", func() bool {
+		return a.gauge("sgd_store_applied_revision") == b.gauge("sgd_store_applied_revision")
+	})
+	if a.gauge("sgd_store_connected") != 1 {
+		t.Errorf("connected A %v; want 1", a.gauge("sgd_store_connected"))
 	}
 
 	// Revoked through B: A stops allowing it.
@@ -215,7 +313,7 @@ func TestFleetFollows(t *testing.T) {
 // conflict) or fails with a code; none that succeeded is lost.
 func TestFleetRacingWrites(t *testing.T) {
 	srv := etcdtest.Start(t)
-	hosts := []*host{newHost(t, srv.Client), newHost(t, srv.Client)}
+	hosts := []*host{newHost(t, hostOptions{etcd: srv.Client}), newHost(t, hostOptions{etcd: srv.Client})}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const each = 8
@@ -262,7 +360,7 @@ func TestFleetRacingWrites(t *testing.T) {
 func TestFleetStartWithoutEtcd(t *testing.T) {
 	srv := etcdtest.Start(t)
 	dir := t.TempDir()
-	set := settings.Daemon{StateDir: dir, Etcd: settings.Etcd{Endpoints: srv.Client, Prefix: settings.DefaultEtcdPrefix}}
+	set := settings.Daemon{StateDir: dir, Etcd: settings.Etcd{Endpoints: srv.Client, Prefix: settings.DefaultEtcdPrefix, HostID: "a", MemberTTL: 2}}
 	ctx := context.Background()
 	fl, err := openFleet(ctx, set, zap.NewNop())
 	if err != nil {
@@ -274,6 +372,9 @@ func TestFleetStartWithoutEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	fl.onApplied(snap, nil) // as the controller's reload reports it
+	members := &store.Members{Revision: 9, Hosts: []store.Member{{HostID: "b", Interfaces: []store.MemberInterface{{Name: "eth0",
+		Addresses: []string{"192.0.2.20"}, Groups: []string{"sg-0123456789abcdef0"}}}}}}
+	fl.onMembers(members, nil) // as the members' reload reports it
 	fl.st.Close()
 	srv.Stop()
 
@@ -286,8 +387,15 @@ func TestFleetStartWithoutEtcd(t *testing.T) {
 		t.Errorf("started from %+v, connected %v, revision %d; want the cache of revision %d, disconnected",
 			fl.src.Snapshot(), fl.connected.Load(), fl.applied.Load(), snap.Revision)
 	}
+	if v := fl.members.View(); !reflect.DeepEqual(v, members) {
+		t.Errorf("started with the members %+v; want the cached %+v", v, members)
+	}
 	set.StateDir = t.TempDir()
 	if _, err := openFleet(ctx, set, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "never from the file alone") {
 		t.Errorf("openFleet with etcd stopped and no cache = %v; want a refusal", err)
+	}
+	set.Etcd.HostID = "a/b"
+	if _, err := openFleet(ctx, set, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "daemon.etcd.host_id") {
+		t.Errorf("openFleet with host id a/b = %v; want a refusal naming daemon.etcd.host_id", err)
 	}
 }

@@ -36,9 +36,15 @@ type offloader struct {
 	log *zap.Logger
 
 	mu      sync.Mutex
-	credit  map[uint32]counts        // kernel connection id → what was added for it so far
-	missing map[conntrack.Tuple]bool // offloaded flows absent from the last dump
+	credit  map[uint32]counts             // kernel connection id → what was added for it so far
+	missing map[conntrack.Tuple]time.Time // offloaded flows absent from dumps, since when
 }
+
+// missingFor is how long an offloaded flow must be absent from the kernel's dumps before
+// it is forgotten: a flow offloaded a moment ago may not be in the kernel's table yet (its
+// first packet still on its way through the hooks), one whose packet was dropped after
+// sgd's verdict never will be.
+const missingFor = 2 * time.Second
 
 // counts is a connection's packets and bytes, original direction then reply.
 type counts struct{ op, ob, rp, rb uint64 }
@@ -67,7 +73,7 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 		d.log.Info("kernel fast path: turned on conntrack accounting and events in this network namespace (restored at a clean stop)",
 			zap.Strings("sysctls", changed))
 	}
-	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]bool{}}
+	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]time.Time{}}
 	to := conntrack.DefaultTimeouts()
 	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
 	to.UDP = time.Duration(kernel.UDP) * time.Second
@@ -160,8 +166,7 @@ func (o *offloader) zones(c offload.Conn) []uint16 {
 }
 
 // poll reads every offloaded connection's counts, and forgets offloaded flows the kernel
-// no longer has (two dumps in a row without them: a flow offloaded a moment ago may not be
-// in the kernel's table yet, its first packet still on its way through the hooks).
+// has not had for missingFor.
 func (o *offloader) poll(ctx context.Context) {
 	conns, err := o.k.Dump(ctx)
 	if err != nil {
@@ -184,13 +189,18 @@ func (o *offloader) poll(ctx context.Context) {
 		}
 	}
 	var gone []conntrack.Tuple
-	missing := map[conntrack.Tuple]bool{}
+	missing := map[conntrack.Tuple]time.Time{}
+	now := time.Now()
 	o.d.table.Range(func(t conntrack.Tuple, info conntrack.FlowInfo) bool {
 		if k := canonical(t); info.Offloaded && !live[k] {
-			if o.missing[k] {
+			since, ok := o.missing[k]
+			switch {
+			case !ok:
+				missing[k] = now
+			case now.Sub(since) >= missingFor:
 				gone = append(gone, t)
-			} else {
-				missing[k] = true
+			default:
+				missing[k] = since
 			}
 		}
 		return true
@@ -200,6 +210,18 @@ func (o *offloader) poll(ctx context.Context) {
 	for i := range gone {
 		o.d.table.Forget(&gone[i])
 	}
+}
+
+// readOffloaded brings the counters up to the kernel's accounting of offloaded flows, so
+// that a metrics scrape or `sgd status` counts every packet up to now (a no-op without the
+// fast path).
+func (d *Daemon) readOffloaded() {
+	if d.off == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	d.off.poll(ctx)
 }
 
 // add credits what c's counts grew by since they were last read to its flows at zones.

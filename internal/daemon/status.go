@@ -105,6 +105,7 @@ func (d *Daemon) status() Status {
 	tcp, udp, icmp, other := d.table.CountByProto()
 	s.TrackedFlows = map[string]int{"tcp": tcp, "udp": udp, "icmp": icmp, "other": other}
 	s.Offloaded = d.table.Offloaded()
+	d.readOffloaded()
 	pk, _ := d.engine.Counters()
 	s.Packets = map[string]uint64{}
 	for dir := range 2 {

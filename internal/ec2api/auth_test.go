@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/sgd-firewall/sgd/internal/store"
 )
 
 // post sends body to the rig, signed with key/secret at the given time unless key is "";
@@ -123,7 +125,7 @@ func TestRestartPersists(t *testing.T) {
 		IpPermissions: []types.IpPermission{ipPerm("tcp", 22, 22, "203.0.113.42/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.client.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eniID("eth0")), Groups: []string{*cg.GroupId}}); err != nil {
+	if _, err := r.client.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(store.InterfaceENI("", "eth0")), Groups: []string{*cg.GroupId}}); err != nil {
 		t.Fatal(err)
 	}
 	r.restart()

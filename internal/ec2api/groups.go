@@ -172,6 +172,13 @@ func deleteSecurityGroup(c *call) (response, error) {
 				return errf(codeDependencyViolation, "resource %s has a dependent object (member %s carries it)", id, m.Addr)
 			}
 		}
+		// In fleet mode, another host's attachment too: that host could not validate its
+		// interface without the group.
+		for _, a := range s.Interfaces {
+			if a.Host != c.h.opt.HostID && slices.Contains(a.Groups, id) {
+				return errf(codeDependencyViolation, "resource %s has a dependent object (interface %s of host %s carries it)", id, a.Interface, a.Host)
+			}
+		}
 		s.RemoveGroup(id)
 		return nil
 	})

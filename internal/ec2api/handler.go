@@ -51,6 +51,16 @@ type Options struct {
 	// Interfaces, when set, lists this host's interfaces and ports for
 	// DescribeNetworkInterfaces beyond those in the running model. Nil: the model's.
 	Interfaces func() []Interface
+	// HostID is, in fleet mode, this host's id (daemon.etcd.host_id): its interfaces' ENI
+	// ids are derived from it and their names (store.InterfaceENI), and their attachments
+	// are its own (store.Attachment.Host), so that eth0 of two hosts are two ENIs. "" on a
+	// single host: ENI ids from the name alone, attachments as they always were.
+	HostID string
+	// Members, in fleet mode, returns the fleet's member records (store.MemberSource):
+	// DescribeNetworkInterfaces lists the other hosts' interfaces and ports too, and
+	// ModifyNetworkInterfaceAttribute on one of them stores an attachment that its own host
+	// applies. Nil: this host's interfaces only.
+	Members func() []store.Member
 	// OwnerID is the account id Describe* shows (default 000000000000); VpcID the VPC
 	// id (default vpc-00000000000000sgd) — sgd has one VPC, the host.
 	OwnerID, VpcID string

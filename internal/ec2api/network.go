@@ -8,14 +8,22 @@ import (
 	"github.com/sgd-firewall/sgd/internal/store"
 )
 
-// eniID is the ENI id of an interface without one of its own: eni- and 17 hex digits of a
-// hash of its name, so that it is the same on every start (STYLE 18).
-func eniID(name string) string { return rules.PortENI(name) }
+// eniID is the ENI id of this host's interface without one of its own: eni- and 17 hex
+// digits of a hash of its name — and in fleet mode of the host id too — so that it is the
+// same on every start (STYLE 18; store.InterfaceENI).
+func (c *call) eniID(name string) string { return store.InterfaceENI(c.h.opt.HostID, name) }
+
+// hostTag is the tag DescribeNetworkInterfaces gives each interface in fleet mode: the id
+// of the host it is on (daemon.etcd.host_id); filter on it with tag:sgd:host-id.
+const hostTag = "sgd:host-id"
 
 // iface is an interface as the API knows it: its groups in force, and whether the
 // config file lists it (then it is read-only).
 type iface struct {
 	Interface
+	// host is, in fleet mode, the id of the host the interface is on; "" on a single host.
+	host   string
+	remote bool // on another host of the fleet (from its member record)
 	groups []string
 	file   bool // the config file sets its groups: read-only through the API
 	fileCT bool // the config file sets its connection_tracking: read-only through the API
@@ -27,13 +35,14 @@ type iface struct {
 // modelIface is an interface or port of the model as the API knows it: what the config
 // file sets of it is read-only, unless the API has set it already.
 func (c *call) modelIface(itf Interface, m *rules.IfaceModel) iface {
-	a := c.snap.Attachment(m.Name)
-	return iface{Interface: itf, groups: m.Groups, timeouts: &m.Timeouts,
+	a := c.snap.Attachment(c.h.opt.HostID, m.Name)
+	return iface{Interface: itf, host: c.h.opt.HostID, groups: m.Groups, timeouts: &m.Timeouts,
 		file:   !m.DefaultGroup && (a == nil || a.Groups == nil),
 		fileCT: m.TimeoutsSet && (a == nil || a.ConnectionTracking == nil)}
 }
 
-// interfaces are the model's interfaces and ports, and the host's others (Options.Interfaces).
+// interfaces are the model's interfaces and ports, the host's others (Options.Interfaces),
+// and in fleet mode the other hosts' (Options.Members).
 func (c *call) interfaces() []iface {
 	var out []iface
 	for _, m := range c.model.Interfaces {
@@ -61,8 +70,28 @@ func (c *call) interfaces() []iface {
 		}
 	}
 	for i := range out {
+		out[i].host = c.h.opt.HostID
 		if out[i].ID == "" {
-			out[i].ID = eniID(out[i].Name)
+			out[i].ID = c.eniID(out[i].Name)
+		}
+	}
+	if c.h.opt.Members == nil {
+		return out
+	}
+	for _, m := range c.h.opt.Members() {
+		if m.HostID == c.h.opt.HostID {
+			continue // this host's own record: the model is what is in force here
+		}
+		for _, it := range slices.Concat(m.Interfaces, m.Ports) {
+			id := it.NetworkInterfaceID
+			if id == "" {
+				id = store.InterfaceENI(m.HostID, it.Name)
+			}
+			if slices.ContainsFunc(out, func(o iface) bool { return o.ID == id }) {
+				continue // an ENI id two hosts both give a port: the first one listed keeps it
+			}
+			out = append(out, iface{Interface: Interface{ID: id, Name: it.Name, Addresses: it.Addresses}, host: m.HostID, remote: true,
+				groups: it.Groups, file: it.FileGroups, fileCT: it.FileConnectionTracking})
 		}
 	}
 	return out
@@ -125,7 +154,12 @@ func describeNetworkInterfaces(c *call) (response, error) {
 				return i.groups, true
 			}
 			return nil, false
-		}, func(string) []tag { return nil })
+		}, func(id string) []tag {
+			if i := slices.IndexFunc(all, func(i iface) bool { return i.ID == id }); i >= 0 && all[i].host != "" {
+				return []tag{{Key: hostTag, Value: all[i].host}}
+			}
+			return nil
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +169,9 @@ func describeNetworkInterfaces(c *call) (response, error) {
 			VpcID: c.h.opt.VpcID, Status: "in-use", SourceDestCheck: true}
 		if len(itf.Addresses) > 0 {
 			x.PrivateIP = itf.Addresses[0]
+		}
+		if itf.host != "" {
+			x.Tags = tagList([]tag{{Key: hostTag, Value: itf.host}})
 		}
 		if to := itf.timeouts; to != nil {
 			x.ConnectionTracking = &xmlConnTrack{TCPEstablished: int(to.TCPEstablished.Seconds()), UDPStream: int(to.UDPStream.Seconds()), UDP: int(to.UDP.Seconds())}
@@ -189,20 +226,20 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 	}
 	err = c.change(func(s *store.Snapshot) error {
 		for _, g := range groups {
-			if s.Group(g) == nil && c.model.Group(g) == nil {
+			// Another host knows the fleet's groups, not this host's file's.
+			if s.Group(g) == nil && (itf.remote || c.model.Group(g) == nil) {
 				return errf(codeGroupNotFound, "The security group '%s' does not exist", g)
 			}
 		}
-		a := s.Attachment(itf.Name)
-		if a == nil {
-			s.Interfaces = append(s.Interfaces, store.Attachment{Interface: itf.Name})
-			a = &s.Interfaces[len(s.Interfaces)-1]
-		}
+		a := s.Attach(itf.host, itf.Name)
 		if len(groups) > 0 {
 			a.Groups = groups
 		}
 		if ct != nil {
 			a.ConnectionTracking = ct
+		}
+		if itf.remote {
+			return checkRemote(s, a)
 		}
 		return nil
 	})
@@ -210,6 +247,24 @@ func modifyNetworkInterfaceAttribute(c *call) (response, error) {
 		return nil, err
 	}
 	return ok("ModifyNetworkInterfaceAttribute"), nil
+}
+
+// checkRemote validates a's attachment to another host's interface as that host's
+// controller will (this host's validates only its own interfaces): its groups among the
+// fleet's, at most AWS's default quota of them, its timeouts in AWS's ranges. What that host
+// would refuse would leave it unable to follow any later change of the fleet's state.
+func checkRemote(s *store.Snapshot, a *store.Attachment) error {
+	c := s.ConfigFor(a.Host)
+	c.Interfaces = []rules.Interface{{Name: a.Interface, SecurityGroups: a.Groups, ConnectionTracking: a.ConnectionTracking}}
+	_, err := rules.ValidateConfig(&c, remoteLocator{a}, rules.Options{})
+	return err
+}
+
+// remoteLocator places every problem of checkRemote at the attachment.
+type remoteLocator struct{ a *store.Attachment }
+
+func (l remoteLocator) Locate(...any) rules.Location {
+	return rules.Location{File: "api: interface " + l.a.Interface + " of host " + l.a.Host}
 }
 
 // connectionTracking reads a ConnectionTrackingSpecificationRequest (TcpEstablishedTimeout,

@@ -50,6 +50,10 @@ type rig struct {
 	reg     *prometheus.Registry
 	metrics *Metrics
 	client  *ec2.Client
+	// host and options are fleet mode's: the host id the store proposes attachments of,
+	// and a change of the handler's options before it starts.
+	host    string
+	options func(*Options)
 }
 
 func newRig(t testing.TB) *rig {
@@ -75,6 +79,7 @@ func (r *rig) open(path string) {
 	if r.src, err = store.NewSource(ctx, r.st); err != nil {
 		t.Fatal(err)
 	}
+	r.src.ForHost(r.host)
 	r.engine = filter.New(filter.Options{Table: conntrack.New(conntrack.Config{}), Now: func() int64 { return 1 }, Zones: filter.NewZones()})
 	r.ctl = controller.New(controller.Options{Sources: []controller.Source{controller.NewFile(r.file), r.src}})
 	s, err := r.ctl.Load(ctx)
@@ -90,14 +95,18 @@ func (r *rig) open(path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.srv = httptest.NewServer(New(Options{
+	opt := Options{
 		Store:       r.src,
 		Apply:       r.src.Applier(r.ctl),
 		Running:     func() *rules.Model { return r.ctl.Running().Model },
 		Credentials: Credentials{testKeyID: testSecret},
 		Interfaces:  func() []Interface { return []Interface{{Name: "eth0", Addresses: []string{"192.0.2.10"}}} },
 		Metrics:     m,
-	}))
+	}
+	if r.options != nil {
+		r.options(&opt)
+	}
+	r.srv = httptest.NewServer(New(opt))
 	r.client = ec2.New(ec2.Options{
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(r.srv.URL),

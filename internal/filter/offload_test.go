@@ -164,3 +164,20 @@ func TestOffloadNoAllocs(t *testing.T) {
 		t.Errorf("Judge offloading a new flow allocates %v times per packet; want 0", n)
 	}
 }
+
+// A bare SYN that reaches the queue on an offloaded flow's port pair is never the flow's:
+// from the reply side it is an unsolicited connection, from the originator a new one (the
+// kernel saw the old one end). The rules judge it.
+func TestOffloadedFlowBareSYN(t *testing.T) {
+	_, w, _, _ := offloadEngine(t, webYAML)
+	first := pkt("tcp", "198.51.100.7:40000", "192.0.2.10:22", syn)
+	if r := w.Judge(first, in); !r.Offload {
+		t.Fatalf("Judge(SYN) = %v, not offloaded", r.Reason)
+	}
+	if r := w.Judge(pkt("tcp", "192.0.2.10:22", "198.51.100.7:40000", syn), out); r.Reason != ReasonNoRule {
+		t.Errorf("Judge(SYN from the reply side) = %v; want %v (egress: [])", r.Reason, ReasonNoRule)
+	}
+	if r := w.Judge(first, in); r.Reason != ReasonRule || !r.Offload {
+		t.Errorf("Judge(SYN from the originator again) = %v, Offload %v; want a new offloaded flow", r.Reason, r.Offload)
+	}
+}

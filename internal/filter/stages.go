@@ -137,7 +137,19 @@ func (w *Worker) track(p *packet.Parsed, dir Dir, f *flowRef, now int64) (r Reas
 	table := w.e.table
 	switch {
 	case !ipproto.IsICMP(p.Proto):
-		if m, info := table.Lookup(&f.t, p.TCPFlags, now); m != conntrack.MatchNone && (!info.Offloaded || w.alive(f.t)) {
+		m, info := table.Lookup(&f.t, p.TCPFlags, now)
+		switch {
+		case m == conntrack.MatchNone:
+		case !info.Offloaded:
+			return ReasonTracked, true
+		case p.Proto == ipproto.TCP && f.starts:
+			// A bare SYN of an offloaded flow reaches the queue only when the kernel sees
+			// no part of the flow in it: a new connection on the old port pair, or an
+			// unsolicited one from the reply side (the kernel marks that INVALID). The
+			// table's state of an offloaded flow is the one it had when it was offloaded,
+			// too old to tell (step's TIME_WAIT and CLOSE rules): the rules judge it.
+			w.e.table.Forget(&f.t)
+		case w.alive(f.t):
 			return ReasonTracked, true
 		}
 	case ipproto.IsEcho(p.Proto, p.ICMPType):

@@ -16,18 +16,19 @@ type exitStatus int
 func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 func (e exitStatus) ExitCode() int { return int(e) }
 
-// fakeTables is a tiny in-memory iptables: enough of -C, -I, -S and iptables-restore
+// fakeTables is a tiny in-memory iptables: enough of -C, -I, -A, -S and iptables-restore
 // --noflush (":chain", -A, -I, -D, -X, COMMIT) to drive the Manager. Rules are kept in the
 // form iptables -S prints after "-A CHAIN ".
 type fakeTables struct {
 	// state[family][table][chain] = rules; built-in chains exist implicitly.
-	state map[string]map[string]map[string][]string
-	calls []string // "name arg arg..." of every command run
-	fail  map[string]error
+	state   map[string]map[string]map[string][]string
+	calls   []string // "name arg arg..." of every command run
+	fail    map[string]error
+	backend string // what -V says: "nf_tables" or "legacy"
 }
 
 func newFake() *fakeTables {
-	return &fakeTables{state: map[string]map[string]map[string][]string{}, fail: map[string]error{}}
+	return &fakeTables{state: map[string]map[string]map[string][]string{}, fail: map[string]error{}, backend: "nf_tables"}
 }
 
 var builtins = map[string]bool{"INPUT": true, "OUTPUT": true, "FORWARD": true, "PREROUTING": true, "POSTROUTING": true}
@@ -68,6 +69,9 @@ func (f *fakeTables) Run(_ context.Context, name string, args []string, stdin []
 		return nil, f.restore(fam, stdin)
 	}
 	// iptables -w -t TABLE OP ...
+	if len(args) == 1 && args[0] == "-V" {
+		return []byte(name + " v1.8.9 (" + f.backend + ")\n"), nil
+	}
 	if len(args) < 4 || args[0] != "-w" || args[1] != "-t" {
 		return nil, fmt.Errorf("fake: unexpected command %s %v", name, args)
 	}
@@ -97,6 +101,9 @@ func (f *fakeTables) Run(_ context.Context, name string, args []string, stdin []
 		return nil, exitStatus(1)
 	case "-I":
 		t[args[4]] = slices.Insert(t[args[4]], 0, strings.Join(args[6:], " "))
+		return nil, nil
+	case "-A":
+		t[args[4]] = append(t[args[4]], strings.Join(args[5:], " "))
 		return nil, nil
 	}
 	return nil, fmt.Errorf("fake: unexpected command %s %v", name, args)

@@ -20,6 +20,17 @@
 // routed (by device); SGD-INPUT and SGD-OUTPUT queue a port's traffic with the host
 // itself. Without ports there is no SGD-FORWARD and no jump to it.
 //
+// With the kernel fast path (Spec.Offload, SPEC 4.7), three more kinds of chain, all
+// sgd's: SGD-INPUT-FAST, SGD-OUTPUT-FAST and (with ports) SGD-FORWARD-FAST in mangle, which
+// sgd's mangle chains send NEW and ESTABLISHED packets to and which queue a packet at the
+// first sgd device it crosses whose connection label bit its connection lacks (the
+// others RETURN: they pass, and the user's later mangle rules still see them);
+// SGD-SAVE-IN, SGD-SAVE-OUT and (with ports) SGD-SAVE-FWD in filter, jumped to from the
+// top of INPUT, OUTPUT and FORWARD, which label the connection of a packet sgd accepted
+// with offload.Mark at each device it crosses, and end nothing; SGD-RAW-PRE and
+// SGD-RAW-OUT in raw, jumped to from the end of PREROUTING and OUTPUT, which attach the
+// devices' conntrack timeout policies to new connections. See Offload.
+//
 // Two consequences of NFQUEUE worth knowing: a packet sgd accepts continues at the next
 // hook (filter), so mangle INPUT/OUTPUT rules of others placed after sgd's jump do not see
 // queued packets; and while the rules are installed and nobody reads a queue, its packets
@@ -132,6 +143,11 @@ func (m *Manager) Apply(ctx context.Context, s Spec) error {
 }
 
 func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
+	if s.Offload != nil && s.Offload.hasTimeouts(s) {
+		if err := m.checkBackend(ctx, f); err != nil {
+			return err
+		}
+	}
 	if _, err := m.run(ctx, m.restoreBin(f), []string{"-w", "--noflush"}, rules(s, f)); err != nil {
 		return fmt.Errorf("netfilter: %v: replace chains: %w", f, err)
 	}
@@ -157,6 +173,24 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 		if err := m.remove(ctx, f, table, unwanted); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkBackend refuses the legacy iptables backend for timeout policies. Before the
+// kernel fix of 2026-05 ("netfilter: xt_CT: fix usersize for v1 and v2 revision"; Linux
+// 6.18 here lacks it), the kernel gives userspace only the first 4 bytes of a CT timeout
+// name. iptables-nft edits rule by rule and is not affected (its listings just show the
+// name cut short); the legacy backend rewrites a whole table from what it reads back, so
+// with sgd's CT rules in raw every later change to that table, sgd's own or the user's,
+// would fail ("sgd-": no such policy).
+func (m *Manager) checkBackend(ctx context.Context, f family) error {
+	out, err := m.run(ctx, m.iptablesBin(f), []string{"-V"}, nil)
+	if err != nil {
+		return fmt.Errorf("netfilter: %v: %s -V: %w", f, m.iptablesBin(f), err)
+	}
+	if strings.Contains(string(out), "legacy") {
+		return fmt.Errorf("netfilter: %v: %s is the legacy backend (%s): timeout policies in raw need iptables-nft", f, m.iptablesBin(f), strings.TrimSpace(string(out)))
 	}
 	return nil
 }

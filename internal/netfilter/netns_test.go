@@ -540,35 +540,3 @@ func TestNetnsQueueing(t *testing.T) {
 	}
 	expect("after Remove", true)
 }
-
-// TestNetnsFastPath checks the kernel fast path: once the reader accepts a flow's packet
-// with the mark, the filter table saves it to the conntrack entry and the flow's next
-// packets are accepted in mangle without being queued.
-func TestNetnsFastPath(t *testing.T) {
-	requireRoot(t)
-	t.Parallel()
-	ctx := context.Background()
-	_, b, flows := vethPair(t)
-	opts := DefaultOptions()
-	opts.Netns = b
-	m := New(opts)
-	t.Cleanup(func() { _ = m.Remove(context.Background()) })
-	const mark = 0x100
-	spec := Spec{Interfaces: []string{"veth1"}, QueueNum: 1, QueueCount: 1, Offload: &Offload{Zones: map[string]uint16{"veth1": 1}}}
-	if err := m.Apply(ctx, spec); err != nil {
-		t.Fatalf("Apply(%+v) = %v", spec, err)
-	}
-	var hits atomic.Int32
-	queueReader(t, b, 1, mark, []byte("sgd-netfilter-test"), &hits)
-	for _, f := range flows {
-		hits.Store(0)
-		for i := range 3 {
-			if !f.delivered(t, 2*time.Second) {
-				t.Errorf("%s: datagram %d not delivered", f.name, i)
-			}
-		}
-		if got := hits.Load(); got != 1 {
-			t.Errorf("%s: reader saw %d of 3 datagrams; want 1 (the rest on the fast path)", f.name, got)
-		}
-	}
-}

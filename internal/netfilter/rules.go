@@ -153,6 +153,16 @@ type Offload struct {
 	Timeouts map[string][2]string
 }
 
+// hasTimeouts reports whether any configured device names a policy.
+func (o *Offload) hasTimeouts(s Spec) bool {
+	for _, dev := range append(slices.Clone(s.Interfaces), s.Ports...) {
+		if t := o.Timeouts[dev]; t[0] != "" || t[1] != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // zone is dev's label bit, and whether dev is offloaded at all.
 func (o *Offload) zone(dev string) (uint16, bool) {
 	z := o.Zones[dev]

@@ -207,13 +207,13 @@ func parsePacket(b []byte, m *Packet) (ok bool) {
 
 // appendVerdict appends one verdict message; batch makes it a NFQNL_MSG_VERDICT_BATCH that
 // applies to every queued packet with an id up to id. mark 0 leaves the mark alone.
-func (q *nfq) appendVerdict(b []byte, id uint32, verdict uint32, mark uint32, batch bool) []byte {
+func (q *nfq) appendVerdict(b []byte, id uint32, verdict uint32, mark *uint32, batch bool) []byte {
 	typ := uint16(nfnlSubsysQueue<<8 | nfqnlMsgVerdict)
 	if batch {
 		typ = nfnlSubsysQueue<<8 | nfqnlMsgVerdictBt
 	}
 	n := nlmsgHdrLen + nfgenHdrLen + 12
-	if mark != 0 {
+	if mark != nil {
 		n += 8
 	}
 	start := len(b)
@@ -231,10 +231,10 @@ func (q *nfq) appendVerdict(b []byte, id uint32, verdict uint32, mark uint32, ba
 	binary.NativeEndian.PutUint16(a[2:], nfqaVerdictHdr)
 	binary.BigEndian.PutUint32(a[4:], verdict)
 	binary.BigEndian.PutUint32(a[8:], id)
-	if mark != 0 {
+	if mark != nil {
 		binary.NativeEndian.PutUint16(a[12:], 8)
 		binary.NativeEndian.PutUint16(a[14:], nfqaMark)
-		binary.BigEndian.PutUint32(a[16:], mark)
+		binary.BigEndian.PutUint32(a[16:], *mark)
 	}
 	return b
 }

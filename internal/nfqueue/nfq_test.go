@@ -84,9 +84,10 @@ func TestParsePacket(t *testing.T) {
 
 func TestAppendVerdict(t *testing.T) {
 	q := &nfq{num: 0x1234}
-	b := q.appendVerdict(nil, 5, nfDrop, 0, false)
-	b = q.appendVerdict(b, 6, nfAccept, 0x400000, false)
-	b = q.appendVerdict(b, 9, nfAccept, 0, true)
+	mark := uint32(0x400000)
+	b := q.appendVerdict(nil, 5, nfDrop, nil, false)
+	b = q.appendVerdict(b, 6, nfAccept, &mark, false)
+	b = q.appendVerdict(b, 9, nfAccept, nil, true)
 	type want struct {
 		typ     uint16
 		verdict uint32
@@ -122,7 +123,7 @@ func TestAppendVerdict(t *testing.T) {
 		t.Errorf("%d bytes left after the three messages", len(b))
 	}
 	if n := testing.AllocsPerRun(100, func() {
-		q.out = q.appendVerdict(q.out[:0], 1, nfAccept, 0, true)
+		q.out = q.appendVerdict(q.out[:0], 1, nfAccept, nil, true)
 	}); n != 0 {
 		t.Errorf("appendVerdict allocates %v times; want 0", n)
 	}

@@ -38,9 +38,10 @@ type Packet struct {
 // Verdict is what happens to one packet.
 type Verdict struct {
 	Accept bool
-	// Mark, when not zero, replaces the packet's mark (an accepted packet only). A handler
+	// Mark, with SetMark, replaces the packet's mark (an accepted packet only). A handler
 	// that wants to change some bits keeps the others from Packet.Mark.
-	Mark uint32
+	Mark    uint32
+	SetMark bool
 }
 
 // Handler decides packets. Each reader calls its own Handler, from one goroutine; Handle
@@ -155,15 +156,15 @@ func (q *nfq) serve(h Handler, closing *atomic.Bool, beat *atomic.Uint64, logErr
 			}
 			switch v := h.Handle(&p); {
 			case !v.Accept:
-				out = q.appendVerdict(out, p.ID, nfDrop, 0, false)
-			case v.Mark != 0:
-				out = q.appendVerdict(out, p.ID, nfAccept, v.Mark, false)
+				out = q.appendVerdict(out, p.ID, nfDrop, nil, false)
+			case v.SetMark:
+				out = q.appendVerdict(out, p.ID, nfAccept, &v.Mark, false)
 			default:
 				batchID, batch = p.ID, true
 			}
 		}
 		if batch {
-			out = q.appendVerdict(out, batchID, nfAccept, 0, true)
+			out = q.appendVerdict(out, batchID, nfAccept, nil, true)
 		}
 		if len(out) > 0 {
 			if err := q.send(out); err != nil {

@@ -33,11 +33,12 @@ const eventBuffer = 16 << 20
 // in. One per daemon; its methods are safe for concurrent use.
 type Kernel struct {
 	log *zap.Logger
-	ns  int             // fd of the namespace, for every socket the Kernel opens
-	ct  *conntrack.Conn // Delete (a short request; the library serialises them)
+	ns  int // fd of the namespace, for every socket the Kernel opens
 
-	mu  sync.Mutex    // Lookup's socket, read by hand (get)
-	get *netlink.Conn // nil once closed
+	mu  sync.Mutex    // req, one request at a time
+	req *netlink.Conn // Lookup and Delete, read by hand (request); nil once closed
+
+	eventBuffer int // the destroy-event socket's receive buffer (tests make it small)
 }
 
 // Open returns a Kernel for the network namespace of the calling thread. log may be nil.
@@ -52,14 +53,8 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offload: open this thread's network namespace: %w", err)
 	}
-	ct, err := conntrack.Dial(&netlink.Config{NetNS: ns})
-	if err != nil {
-		unix.Close(ns)
-		return nil, fmt.Errorf("offload: open conntrack netlink socket: %w", err)
-	}
-	k := &Kernel{log: log, ns: ns, ct: ct}
-	if k.get, err = k.dial(); err != nil {
-		ct.Close()
+	k := &Kernel{log: log, ns: ns, eventBuffer: eventBuffer}
+	if k.req, err = k.dial(); err != nil {
 		unix.Close(ns)
 		return nil, err
 	}
@@ -71,11 +66,11 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.get == nil {
+	if k.req == nil {
 		return nil
 	}
-	err := errors.Join(k.get.Close(), k.ct.Close())
-	k.get = nil
+	err := k.req.Close()
+	k.req = nil
 	unix.Close(k.ns)
 	return err
 }
@@ -140,13 +135,13 @@ func (k *Kernel) growBuffer(c *netlink.Conn) {
 	var serr error
 	if rc, err := c.SyscallConn(); err == nil {
 		err = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, eventBuffer)
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, k.eventBuffer)
 		})
 		if err == nil && serr == nil {
 			return
 		}
 	}
-	if err := c.SetReadBuffer(eventBuffer); err != nil {
+	if err := c.SetReadBuffer(k.eventBuffer); err != nil {
 		k.log.Warn("conntrack destroy events: could not grow the socket's receive buffer", zap.Error(err))
 	}
 }
@@ -222,7 +217,12 @@ func (k *Kernel) Lookup(ctx context.Context, proto uint8, src, dst netip.Addr, s
 		tuples = append(tuples, tuple(proto, src, dst, sport, dport, true))
 	}
 	for _, t := range tuples {
-		f, err := k.lookup(ctx, t)
+		ae := netfilter.NewAttributeEncoder()
+		encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, t)
+		f, err := k.request(ctx, 1 /* IPCTNL_MSG_CT_GET */, t.IP.SourceAddress.Is6(), ae)
+		if err == nil && f == nil {
+			err = unix.ENOENT
+		}
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
@@ -234,20 +234,20 @@ func (k *Kernel) Lookup(ctx context.Context, proto uint8, src, dst netip.Addr, s
 	return Conn{}, false, nil
 }
 
-// lookup sends IPCTNL_MSG_CT_GET for tuple t and reads the reply up to the request's
-// acknowledgement. Read by hand: Linux 6.18 flags the one reply message NLM_F_MULTI with
-// no NLMSG_DONE after it, and the netlink library (through ti-mo/conntrack's Get) waits
-// for that DONE for ever.
-func (k *Kernel) lookup(ctx context.Context, t conntrack.Tuple) (*conntrack.Flow, error) {
-	ae := netfilter.NewAttributeEncoder()
-	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, t)
+// request sends one ctnetlink request (typ: IPCTNL_MSG_CT_*) with an acknowledgement
+// asked for, and reads the replies up to it: the flow of a GET's reply, or nil. Read by
+// hand: Linux 6.18 flags a GET's one reply message NLM_F_MULTI with no NLMSG_DONE after
+// it, and the netlink library (and ti-mo/conntrack's Get over it) waits for that DONE for
+// ever. (ti-mo/conntrack's Delete, for its part, sends an IPv6 tuple as IPv4 unless the
+// reply tuple is filled in, and no CTA_ID.)
+func (k *Kernel) request(ctx context.Context, typ uint8, ipv6 bool, ae *netlink.AttributeEncoder) (*conntrack.Flow, error) {
 	family := netfilter.ProtoIPv4
-	if t.IP.SourceAddress.Is6() {
+	if ipv6 {
 		family = netfilter.ProtoIPv6
 	}
 	req, err := netfilter.EncodeNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: netfilter.MessageType(1), // IPCTNL_MSG_CT_GET
+		MessageType: netfilter.MessageType(typ),
 		Family:      family,
 		Flags:       netlink.Request | netlink.Acknowledge,
 	}, ae)
@@ -256,19 +256,19 @@ func (k *Kernel) lookup(ctx context.Context, t conntrack.Tuple) (*conntrack.Flow
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.get == nil {
+	if k.req == nil {
 		return nil, errors.New("offload: kernel closed")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = k.get.SetDeadline(deadline)
-	sent, err := k.get.Send(req)
+	_ = k.req.SetDeadline(deadline)
+	sent, err := k.req.Send(req)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := k.get.SyscallConn()
+	rc, err := k.req.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
@@ -305,9 +305,6 @@ func (k *Kernel) lookup(ctx context.Context, t conntrack.Tuple) (*conntrack.Flow
 				}
 				if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
 					return nil, unix.Errno(-code)
-				}
-				if flow == nil {
-					return nil, unix.ENOENT
 				}
 				return flow, nil
 			}
@@ -384,8 +381,10 @@ func (k *Kernel) Delete(ctx context.Context, c Conn) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	f := conntrack.Flow{ID: c.ID, TupleOrig: tuple(c.Proto, c.Src, c.Dst, c.SrcPort, c.DstPort, false)}
-	if err := k.ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
+	ae := netfilter.NewAttributeEncoder()
+	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
+	ae.Uint32(12 /* CTA_ID */, c.ID)
+	if _, err := k.request(ctx, 2 /* IPCTNL_MSG_CT_DELETE */, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("offload: delete %v: %w", c, err)
 	}
 	return nil

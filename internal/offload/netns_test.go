@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/sgd-firewall/sgd/internal/lab"
@@ -90,16 +92,7 @@ func TestNetnsPolicies(t *testing.T) {
 	}
 
 	// The objects hold the values (read back from the kernel).
-	var objs map[string]object
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs := kernelObjects(t, ns)
 	if o := objs["sgd-udp-30-60-ipv6"]; o.l3 != unix.AF_INET6 || o.l4 != 17 || o.values[attrUDPUnreplied] != 30 || o.values[attrUDPReplied] != 60 {
 		t.Errorf("sgd-udp-30-60-ipv6 = %+v; want AF_INET6, UDP, 30/60", o)
 	}
@@ -109,31 +102,17 @@ func TestNetnsPolicies(t *testing.T) {
 
 	// An object of sgd's name with other values (changed by hand) is put right in place;
 	// one of another family is reported.
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := newObject(ctx, c, object{name: "sgd-tcp-60-ipv4", l3: unix.AF_INET, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 5}}); err != nil {
-			return err
-		}
-		// Someone else's object, and a misplaced one of sgd's name.
-		if err := newObject(ctx, c, object{name: "other-udp", l3: unix.AF_INET, l4: 17, values: map[uint16]uint32{1: 10}}); err != nil {
-			return err
-		}
-		return newObject(ctx, c, object{name: "sgd-tcp-7-ipv4", l3: unix.AF_INET6, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 7}})
-	})
+	for _, o := range []object{
+		{name: "sgd-tcp-60-ipv4", l3: unix.AF_INET, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 5}},
+		{name: "other-udp", l3: unix.AF_INET, l4: 17, values: map[uint16]uint32{1: 10}},                      // someone else's
+		{name: "sgd-tcp-7-ipv4", l3: unix.AF_INET6, l4: 6, values: map[uint16]uint32{attrTCPEstablished: 7}}, // misplaced
+	} {
+		in(t, ns, func() error {
+			return withObjects(ctx, func(c *netfilter.Conn, _ map[string]object) error { return newObject(ctx, c, o) })
+		})
+	}
 	in(t, ns, func() error { return Ensure(ctx, []Timeouts{a}) })
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs = kernelObjects(t, ns)
 	if v := objs["sgd-tcp-60-ipv4"].values[attrTCPEstablished]; v != 60 {
 		t.Errorf("after Ensure, sgd-tcp-60-ipv4 established = %d; want 60 (replaced)", v)
 	}
@@ -168,18 +147,23 @@ func TestNetnsPolicies(t *testing.T) {
 	if p := policies(t, ns); len(p) != 0 {
 		t.Errorf("after the rule went and Prune(nil): policies %v; want none", p)
 	}
-	in(t, ns, func() error {
-		c, err := dialTimeout()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		objs, err = listObjects(ctx, c)
-		return err
-	})
+	objs = kernelObjects(t, ns)
 	if _, ok := objs["other-udp"]; !ok {
 		t.Errorf("Prune removed someone else's object other-udp (only sgd-* are sgd's)")
 	}
+}
+
+// kernelObjects lists the timeout objects in ns.
+func kernelObjects(t *testing.T, ns string) map[string]object {
+	t.Helper()
+	var objs map[string]object
+	in(t, ns, func() error {
+		return withObjects(context.Background(), func(_ *netfilter.Conn, have map[string]object) error {
+			objs = have
+			return nil
+		})
+	})
+	return objs
 }
 
 func sortedKeys(m map[string]uint32) []string {
@@ -326,7 +310,7 @@ func TestNetnsKernel(t *testing.T) {
 	}
 
 	// Delete ends the entry (and only that one); Listen hears sgd's endings only.
-	for _, port := range []uint16{1000, 77} {
+	for _, port := range []uint16{1000, 77, 40000} {
 		if err := k.Delete(ctx, byPort[port]); err != nil {
 			t.Fatalf("Delete(%v) = %v", byPort[port], err)
 		}
@@ -350,12 +334,12 @@ func TestNetnsKernel(t *testing.T) {
 		mu.Lock()
 		n := len(ended)
 		mu.Unlock()
-		if n >= 2 || time.Now().After(deadline) {
+		if n >= 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // room for an unwanted third
+	time.Sleep(200 * time.Millisecond) // room for an unwanted fourth
 	mu.Lock()
 	got := slices.Clone(ended)
 	mu.Unlock()
@@ -367,8 +351,8 @@ func TestNetnsKernel(t *testing.T) {
 		}
 	}
 	slices.Sort(ports)
-	if !slices.Equal(ports, []uint16{77, 1000}) {
-		t.Errorf("Listen delivered %v; want the two of sgd's deleted (77, 1000)", got)
+	if !slices.Equal(ports, []uint16{77, 1000, 40000}) {
+		t.Errorf("Listen delivered %v; want the three of sgd's deleted (77, 1000, 40000)", got)
 	}
 	cancel()
 	select {
@@ -380,4 +364,75 @@ func TestNetnsKernel(t *testing.T) {
 		t.Error("Listen did not return after its context ended")
 	}
 
+}
+
+// When the listener falls behind and the kernel drops events, lost is called and
+// listening goes on.
+func TestNetnsListenLost(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t, "lost")
+	ctx := context.Background()
+	if err := lab.Sysctl(ns, "net.netfilter.nf_conntrack_events", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var k *Kernel
+	in(t, ns, func() (err error) { k, err = Open(ctx, nil); return err })
+	defer k.Close()
+	k.eventBuffer = 4096 // a few events' worth
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lostN, endedN atomic.Int32
+	block := make(chan struct{})
+	go func() {
+		_ = k.Listen(lctx, func(Conn) {
+			<-block // the caller is busy: events pile up in the socket
+			endedN.Add(1)
+		}, func(error) { lostN.Add(1) })
+	}()
+	time.Sleep(100 * time.Millisecond)
+	const n = 400
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := range n {
+			f := conntrack.NewFlow(17, conntrack.StatusConfirmed, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), uint16(10000+i), 53, 60, Mark)
+			if err := c.Create(f); err != nil {
+				return err
+			}
+		}
+		return c.Flush()
+	})
+	close(block)
+	deadline := time.Now().Add(5 * time.Second)
+	for lostN.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if lostN.Load() == 0 {
+		t.Fatalf("lost never called (%d of %d endings delivered)", endedN.Load(), n)
+	}
+	// Still listening: a later ending arrives.
+	before := endedN.Load()
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f := conntrack.NewFlow(17, conntrack.StatusConfirmed, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), 9999, 53, 60, Mark)
+		if err := c.Create(f); err != nil {
+			return err
+		}
+		return c.Delete(f)
+	})
+	deadline = time.Now().Add(3 * time.Second)
+	for endedN.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if endedN.Load() == before {
+		t.Error("no ending delivered after the loss: Listen stopped")
+	}
+	t.Logf("%d of %d endings delivered, lost called %d times", endedN.Load(), n+1, lostN.Load())
 }

@@ -138,15 +138,12 @@ func Ensure(ctx context.Context, ts []Timeouts) error {
 			return err
 		}
 	}
-	c, err := dialTimeout()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	have, err := listObjects(ctx, c)
-	if err != nil {
-		return err
-	}
+	return withObjects(ctx, func(c *netfilter.Conn, have map[string]object) error {
+		return ensure(ctx, c, have, ts)
+	})
+}
+
+func ensure(ctx context.Context, c *netfilter.Conn, have map[string]object, ts []Timeouts) error {
 	var errs []error
 	for _, t := range ts {
 		for _, o := range t.objects() {
@@ -174,15 +171,12 @@ func Ensure(ctx context.Context, ts []Timeouts) error {
 // back to the namespace's default timeouts, so prune after the rules that used it are
 // gone and its offloaded flows have been dealt with.
 func Prune(ctx context.Context, keep []Timeouts) error {
-	c, err := dialTimeout()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	have, err := listObjects(ctx, c)
-	if err != nil {
-		return err
-	}
+	return withObjects(ctx, func(c *netfilter.Conn, have map[string]object) error {
+		return prune(ctx, c, have, keep)
+	})
+}
+
+func prune(ctx context.Context, c *netfilter.Conn, have map[string]object, keep []Timeouts) error {
 	wanted := map[string]bool{}
 	for _, t := range keep {
 		for _, o := range t.objects() {
@@ -205,30 +199,31 @@ func Prune(ctx context.Context, keep []Timeouts) error {
 // Policies lists the names of sgd's kernel objects (sgd-*) in the namespace of the
 // calling thread, with the number of rules that name each.
 func Policies(ctx context.Context) (map[string]uint32, error) {
-	c, err := dialTimeout()
+	out := map[string]uint32{}
+	err := withObjects(ctx, func(_ *netfilter.Conn, have map[string]object) error {
+		for name, o := range have {
+			if strings.HasPrefix(name, policyPrefix) {
+				out[name] = o.use
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// withObjects opens a netfilter socket in the calling thread's namespace and calls fn
+// with it and the kernel's timeout objects by name.
+func withObjects(ctx context.Context, fn func(c *netfilter.Conn, have map[string]object) error) error {
+	c, err := netfilter.Dial(nil)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("offload: open netfilter netlink socket: %w", err)
 	}
 	defer c.Close()
 	have, err := listObjects(ctx, c)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := map[string]uint32{}
-	for name, o := range have {
-		if strings.HasPrefix(name, policyPrefix) {
-			out[name] = o.use
-		}
-	}
-	return out, nil
-}
-
-func dialTimeout() (*netfilter.Conn, error) {
-	c, err := netfilter.Dial(nil)
-	if err != nil {
-		return nil, fmt.Errorf("offload: open netfilter netlink socket: %w", err)
-	}
-	return c, nil
+	return fn(c, have)
 }
 
 // query sends one cttimeout request and returns the replies, within ctx's deadline.

@@ -209,6 +209,15 @@ func TestEtcdSection(t *testing.T) {
 		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1\"]}}", "etcd.endpoints"},
 		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1:2379\"], cert: /c.pem}}", "etcd.cert"},
 		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1:2379\"], prefix: sgd}}", "etcd.prefix"},
+		{"daemon: {etcd: {endpoints: [\"http://10.0.0.1:2379\"], host_id: web-1.example_2, member_ttl: 2}}", ""},
+		{"daemon: {etcd: {host_id: a, member_ttl: 600}}", ""},
+		{"daemon: {etcd: {host_id: \"a/b\"}}", "etcd.host_id"},
+		{"daemon: {etcd: {host_id: \"a b\"}}", "etcd.host_id"},
+		{"daemon: {etcd: {host_id: -a}}", "etcd.host_id"},
+		{"daemon: {etcd: {host_id: " + strings.Repeat("h", 129) + "}}", "etcd.host_id"},
+		{"daemon: {etcd: {member_ttl: 1}}", "etcd.member_ttl"},
+		{"daemon: {etcd: {member_ttl: 601}}", "etcd.member_ttl"},
+		{"daemon: {etcd: {member_ttl: 0}}", "etcd.member_ttl"},
 	} {
 		err := load(t, "c.yaml", tt.src)
 		if tt.field == "" {

@@ -6,6 +6,7 @@
 package settings
 
 import (
+	"os"
 	"strings"
 
 	"github.com/sgd-firewall/sgd/internal/rules"
@@ -26,6 +27,8 @@ const (
 	DefaultMaxTracked      = 262144
 	DefaultStateDir        = "/var/lib/sgd"
 	DefaultEtcdPrefix      = "/sgd/"
+	// DefaultMemberTTL is daemon.etcd.member_ttl's default, in seconds (SPEC 4.6).
+	DefaultMemberTTL = 10
 )
 
 // Section is the daemon's settings as written: the config file's daemon: section, or the
@@ -82,6 +85,12 @@ type EtcdSection struct {
 	Key    string `yaml:"key" json:"key"`
 	// Prefix is the key prefix of sgd's keys (DefaultEtcdPrefix when empty).
 	Prefix string `yaml:"prefix" json:"prefix"`
+	// HostID names this host in the fleet: its member record is <prefix>members/<host_id>
+	// (default: the host name). Two live hosts with one id are refused.
+	HostID string `yaml:"host_id" json:"host_id"`
+	// MemberTTL is the lease, in seconds, of this host's member record: a host that stops
+	// or is cut off from etcd drops out of other hosts' groups after it (default 10).
+	MemberTTL *int `yaml:"member_ttl" json:"member_ttl"`
 }
 
 // Of returns the section of the file as Parse reads it: rules.Parse(name, data, s.Of())
@@ -135,6 +144,10 @@ type Etcd struct {
 	Endpoints         string // "" = no fleet mode
 	CACert, Cert, Key string
 	Prefix            string
+	// HostID is the one set, else in fleet mode the host name (os.Hostname; "" when it
+	// cannot be read): CheckHostID says whether it can be used.
+	HostID    string
+	MemberTTL int // seconds
 }
 
 // Fleet says whether the daemon is in fleet mode (etcd endpoints set).
@@ -240,7 +253,7 @@ func resolveEtcd(d, o *EtcdSection) Etcd {
 	if o != nil {
 		g = *o
 	}
-	e := Etcd{Prefix: DefaultEtcdPrefix}
+	e := Etcd{Prefix: DefaultEtcdPrefix, MemberTTL: DefaultMemberTTL}
 	if eps := g.Endpoints; len(eps) > 0 {
 		e.Endpoints = strings.Join(eps, ",")
 	} else if len(f.Endpoints) > 0 {
@@ -249,12 +262,21 @@ func resolveEtcd(d, o *EtcdSection) Etcd {
 	for _, x := range []struct {
 		dst  *string
 		a, b string
-	}{{&e.CACert, f.CACert, g.CACert}, {&e.Cert, f.Cert, g.Cert}, {&e.Key, f.Key, g.Key}, {&e.Prefix, f.Prefix, g.Prefix}} {
+	}{{&e.CACert, f.CACert, g.CACert}, {&e.Cert, f.Cert, g.Cert}, {&e.Key, f.Key, g.Key}, {&e.Prefix, f.Prefix, g.Prefix},
+		{&e.HostID, f.HostID, g.HostID}} {
 		if x.b != "" {
 			*x.dst = x.b
 		} else if x.a != "" {
 			*x.dst = x.a
 		}
+	}
+	if g.MemberTTL != nil {
+		e.MemberTTL = *g.MemberTTL
+	} else if f.MemberTTL != nil {
+		e.MemberTTL = *f.MemberTTL
+	}
+	if e.HostID == "" && e.Fleet() {
+		e.HostID, _ = os.Hostname() // "" on error: CheckHostID says so where it is used
 	}
 	return e
 }

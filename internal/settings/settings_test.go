@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -89,11 +90,33 @@ func TestResolveEtcd(t *testing.T) {
 	d := Section{Etcd: &EtcdSection{Endpoints: []string{"http://a:2379"}, CACert: "/ca"}}
 	o := Section{Etcd: &EtcdSection{Endpoints: []string{"http://b:2379", "http://c:2379"}}}
 	got := Resolve(d, o).Etcd
-	want := Etcd{Endpoints: "http://b:2379,http://c:2379", CACert: "/ca", Prefix: "/sgd/"}
+	hostname, _ := os.Hostname()
+	want := Etcd{Endpoints: "http://b:2379,http://c:2379", CACert: "/ca", Prefix: "/sgd/", HostID: hostname, MemberTTL: DefaultMemberTTL}
 	if got != want || !got.Fleet() || len(got.EndpointList()) != 2 {
 		t.Errorf("Resolve = %+v; want %+v", got, want)
 	}
-	if e := Resolve(Section{}, Section{}).Etcd; e.Fleet() || e.EndpointList() != nil {
-		t.Errorf("Resolve of nothing = %+v; want no fleet mode", e)
+	if e := Resolve(Section{}, Section{}).Etcd; e.Fleet() || e.EndpointList() != nil || e.HostID != "" {
+		t.Errorf("Resolve of nothing = %+v; want no fleet mode (and no host id)", e)
+	}
+	ttl := 3
+	d.Etcd.HostID, d.Etcd.MemberTTL = "file-id", &ttl
+	o.Etcd.HostID = "flag-id"
+	if e := Resolve(d, o).Etcd; e.HostID != "flag-id" || e.MemberTTL != 3 {
+		t.Errorf("Resolve = %+v; want the flag's host id and the file's member_ttl 3", e)
+	}
+}
+
+func TestCheckHostID(t *testing.T) {
+	for _, tt := range []struct {
+		id string
+		ok bool
+	}{
+		{"web-1", true}, {"host.example.com", true}, {"A_b.9", true}, {"7", true}, {strings.Repeat("x", MaxHostIDLen), true},
+		{"", false}, {"-web", false}, {".web", false}, {"a/b", false}, {"a b", false}, {"a\nb", false}, {"é", false},
+		{strings.Repeat("x", MaxHostIDLen+1), false}, {"a:b", false},
+	} {
+		if msg := CheckHostID(tt.id); (msg == "") != tt.ok {
+			t.Errorf("CheckHostID(%q) = %q; want ok=%v", tt.id, msg, tt.ok)
+		}
 	}
 }

@@ -91,8 +91,49 @@ func (s *Section) Validate(loc rules.Locator) rules.Errors {
 		if e.Prefix != "" && !strings.HasPrefix(e.Prefix, "/") {
 			add(at(Key, "etcd", "prefix"), "etcd.prefix", "%q must start with /", e.Prefix)
 		}
+		if e.HostID != "" {
+			if msg := CheckHostID(e.HostID); msg != "" {
+				add(at(Key, "etcd", "host_id"), "etcd.host_id", "%q %s", e.HostID, msg)
+			}
+		}
+		if p := e.MemberTTL; p != nil && (*p < MinMemberTTL || *p > MaxMemberTTL) {
+			add(at(Key, "etcd", "member_ttl"), "etcd.member_ttl", "%d s is outside %d–%d s", *p, MinMemberTTL, MaxMemberTTL)
+		}
 	}
 	return errs
+}
+
+// daemon.etcd.member_ttl's range, in seconds. Below 2 s etcd (with its default election
+// timing, 100 ms heartbeats and 10 ticks) would grant its minimum lease, 2 s, instead;
+// above 10 minutes a host that died would keep matching other hosts' group references
+// for too long.
+const (
+	MinMemberTTL = 2
+	MaxMemberTTL = 600
+)
+
+// MaxHostIDLen bounds daemon.etcd.host_id: a host name (at most 63 characters per DNS
+// label) or a short fully qualified one fits.
+const MaxHostIDLen = 128
+
+// CheckHostID says what is wrong with a host id ("" when nothing is): it becomes the last
+// element of an etcd key, so it is 1–128 letters, digits, dots, dashes and underscores,
+// beginning with a letter or a digit (no slash, no space, nothing a shell or a log would
+// mangle).
+func CheckHostID(id string) string {
+	switch {
+	case id == "":
+		return "is empty"
+	case len(id) > MaxHostIDLen:
+		return fmt.Sprintf("is longer than %d characters", MaxHostIDLen)
+	}
+	for i, c := range []byte(id) {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '-' && c != '_') {
+			return "must be letters, digits, '.', '-' and '_', beginning with a letter or a digit"
+		}
+	}
+	return ""
 }
 
 // checkEndpoint says what is wrong with an etcd client URL ("" when nothing is).

@@ -13,30 +13,41 @@ const CacheFile = "etcd-cache.json"
 
 // SaveCache writes s, with its revision, to dir/CacheFile atomically (as Dir commits): what
 // a host in fleet mode starts from when etcd cannot be reached at start.
-func SaveCache(dir string, s *Snapshot) error {
+func SaveCache(dir string, s *Snapshot) error { return saveJSON(dir, CacheFile, "the etcd cache", s) }
+
+// LoadCache reads dir/CacheFile; an error wrapping fs.ErrNotExist when there is none.
+func LoadCache(dir string) (*Snapshot, error) {
+	var s Snapshot
+	if err := loadJSON(dir, CacheFile, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// saveJSON writes v as JSON to dir/name atomically; what names it in the error.
+func saveJSON(dir, name, what string, v any) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	b, err := json.Marshal(s)
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(dir, CacheFile, append(b, '\n')); err != nil {
-		return fmt.Errorf("write the etcd cache: %w", err)
+	if err := writeAtomic(dir, name, append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
 	}
 	return nil
 }
 
-// LoadCache reads dir/CacheFile; an error wrapping fs.ErrNotExist when there is none.
-func LoadCache(dir string) (*Snapshot, error) {
-	path := filepath.Join(dir, CacheFile)
+// loadJSON reads dir/name into v; an error wrapping fs.ErrNotExist when there is none.
+func loadJSON(dir, name string, v any) error {
+	path := filepath.Join(dir, name)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var s Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return &s, nil
+	return nil
 }

@@ -57,11 +57,16 @@ type EtcdOptions struct {
 // must fit in one etcd request (--max-request-bytes, 1.5 MiB by default: some thousands of
 // rules); past that, per-object keys under the same prefix are the way on.
 //
+// The fleet's members are keys of their own, <prefix>members/<host_id>, one per host,
+// each attached to its host's lease (Join, WatchMembers): unlike the API state they are
+// written by each host alone, about itself, and must vanish with it.
+//
 // Fail-static: with etcd unreachable (or without a leader: reads are linearizable) Load and
 // Commit return an error naming the endpoints, never an empty or stale state. Safe for
 // use by several goroutines.
 type Etcd struct {
 	cli       *clientv3.Client
+	prefix    string
 	key       string
 	endpoints string // for error messages
 	timeout   time.Duration
@@ -88,7 +93,7 @@ func OpenEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	e := &Etcd{key: o.Prefix + etcdStateKey, endpoints: strings.Join(o.Endpoints, ","),
+	e := &Etcd{prefix: o.Prefix, key: o.Prefix + etcdStateKey, endpoints: strings.Join(o.Endpoints, ","),
 		timeout: o.RequestTimeout, log: o.Logger}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   o.Endpoints,
@@ -210,68 +215,104 @@ const (
 // that read. A value that cannot be decoded, or the key's deletion by hand, is logged and
 // skipped: the reader keeps what it has (fail-static).
 func (e *Etcd) Watch(ctx context.Context, after uint64) <-chan *Snapshot {
-	ch := make(chan *Snapshot, 1)
-	go e.watch(ctx, after, ch)
+	ch := newLatest[*Snapshot]()
+	last := after
+	report := func(s *Snapshot) {
+		if s.Revision > last {
+			last = s.Revision
+			ch.put(s)
+		}
+	}
+	go func() {
+		defer close(ch)
+		e.follow(ctx, int64(after)+1, watchSpec{key: e.key, what: "the API state",
+			events: func(evs []*clientv3.Event) {
+				for _, ev := range evs {
+					if ev.Type != mvccpb.PUT {
+						e.log.Warn("etcd: the API state's key was deleted; keeping the last state", zap.String("key", e.key))
+						continue
+					}
+					s, err := e.decode(ev.Kv)
+					if err != nil {
+						e.log.Error("etcd: a state that cannot be read; keeping the last state", zap.Error(err))
+						continue
+					}
+					report(s)
+				}
+			},
+			relist: func(kvs []*mvccpb.KeyValue, _ int64) {
+				if len(kvs) == 0 {
+					return // as Load: the empty state at revision 0, never newer than one held
+				}
+				s, err := e.decode(kvs[0])
+				if err != nil {
+					e.log.Error("etcd: a state that cannot be read; keeping the last state", zap.Error(err))
+					return
+				}
+				report(s)
+			}})
+	}()
 	return ch
 }
 
-func (e *Etcd) watch(ctx context.Context, last uint64, ch chan *Snapshot) {
-	defer close(ch)
-	report := func(s *Snapshot) {
-		if s.Revision <= last {
-			return
-		}
-		last = s.Revision
-		select {
-		case ch <- s:
-		default: // full: replace the unread report (we are the only sender)
-			select {
-			case <-ch:
-			default:
-			}
-			ch <- s
-		}
+// watchSpec is what follow watches, and what it tells of it.
+type watchSpec struct {
+	key    string
+	prefix bool   // every key under key, not key alone
+	what   string // what the keys hold, for logs
+	// events takes each response's events, in revision order.
+	events func(evs []*clientv3.Event)
+	// relist takes the keys' values read anew, at revision rev, when etcd compacted the
+	// history the watch needed: what they hold replaces everything events told before.
+	relist func(kvs []*mvccpb.KeyValue, rev int64)
+}
+
+// follow watches w's keys from revision from on, until ctx ends or the store is closed.
+// Every watch of the store shares it: a lost connection is retried by the etcd client,
+// which resumes from the last revision delivered; a watch that fails otherwise (no
+// leader, the client's stream ended) is re-established from the revision after the last
+// event, with a pause that starts at watchRetry and doubles up to watchRetryMax; and a
+// watch whose history etcd compacted re-reads the keys (relist) and goes on from the
+// revision of that read.
+func (e *Etcd) follow(ctx context.Context, from int64, w watchSpec) {
+	var opts []clientv3.OpOption
+	if w.prefix {
+		opts = append(opts, clientv3.WithPrefix())
 	}
-	from := int64(last) + 1 // the next revision to watch from
 	retry := watchRetry
 	for {
 		relist := false
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range e.cli.Watch(wctx, e.key, clientv3.WithRev(from)) {
+		for resp := range e.cli.Watch(wctx, w.key, append(opts, clientv3.WithRev(from))...) {
 			if resp.CompactRevision != 0 {
 				relist = true
 				break
 			}
 			if err := resp.Err(); err != nil {
-				e.log.Warn("etcd watch failed; retrying", zap.String("endpoints", e.endpoints),
+				e.log.Warn("etcd watch failed; retrying", zap.String("endpoints", e.endpoints), zap.String("of", w.what),
 					zap.Duration("in", retry), zap.Error(err))
 				break
 			}
 			retry = watchRetry
 			for _, ev := range resp.Events {
 				from = max(from, ev.Kv.ModRevision+1)
-				if ev.Type != mvccpb.PUT {
-					e.log.Warn("etcd: the API state's key was deleted; keeping the last state", zap.String("key", e.key))
-					continue
-				}
-				s, err := e.decode(ev.Kv)
-				if err != nil {
-					e.log.Error("etcd: a state that cannot be read; keeping the last state", zap.Error(err))
-					continue
-				}
-				report(s)
+			}
+			if len(resp.Events) > 0 {
+				w.events(resp.Events)
 			}
 		}
 		cancel()
 		for relist && ctx.Err() == nil && e.cli.Ctx().Err() == nil {
-			e.log.Info("etcd watch history compacted; re-reading the state", zap.Int64("from", from))
-			s, rev, err := e.load(ctx)
+			e.log.Info("etcd watch history compacted; re-reading", zap.String("what", w.what), zap.Int64("from", from))
+			rctx, rcancel := e.withTimeout(ctx)
+			resp, err := e.cli.Get(rctx, w.key, opts...)
+			rcancel()
 			if err == nil {
-				report(s)
-				from = rev + 1
+				w.relist(resp.Kvs, resp.Header.Revision)
+				from = resp.Header.Revision + 1
 				break
 			}
-			e.log.Warn("etcd: re-read after compaction failed; retrying", zap.Error(err))
+			e.log.Warn("etcd: re-read after compaction failed; retrying", zap.String("what", w.what), zap.Error(err))
 			sleep(ctx, watchRetry)
 		}
 		if !relist {
@@ -281,6 +322,24 @@ func (e *Etcd) watch(ctx context.Context, last uint64, ch chan *Snapshot) {
 		if ctx.Err() != nil || e.cli.Ctx().Err() != nil {
 			return
 		}
+	}
+}
+
+// latest is a channel of one report whose sender replaces a report not yet read: a slow
+// reader gets the newest, not every one in between. It has one sender.
+type latest[T any] chan T
+
+func newLatest[T any]() latest[T] { return make(chan T, 1) }
+
+func (ch latest[T]) put(v T) {
+	select {
+	case ch <- v:
+	default: // full: replace the unread report (we are the only sender)
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- v
 	}
 }
 

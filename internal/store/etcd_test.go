@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -184,9 +182,9 @@ func TestEtcdWatchDisconnected(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := newProxy(t, strings.TrimPrefix(srv.Client, "http://"))
+	p := etcdtest.NewProxy(t, strings.TrimPrefix(srv.Client, "http://"))
 	core, logs := observer.New(zap.InfoLevel)
-	reader, writer := openEtcdLog(t, "http://"+p.addr, zap.New(core)), openEtcd(t, srv.Client)
+	reader, writer := openEtcdLog(t, p.URL(), zap.New(core)), openEtcd(t, srv.Client)
 
 	ch := reader.Watch(ctx, 0)
 	s := &Snapshot{Groups: []Group{group("sg-0123456789abcdef0", 22)}}
@@ -195,7 +193,7 @@ func TestEtcdWatchDisconnected(t *testing.T) {
 	}
 	next(t, ch)
 
-	p.cut()
+	p.Cut()
 	for range 3 {
 		s.Groups[0].Description += "!"
 		if err := writer.Commit(ctx, s); err != nil {
@@ -205,7 +203,7 @@ func TestEtcdWatchDisconnected(t *testing.T) {
 	if _, err := writer.cli.Compact(ctx, int64(s.Revision)); err != nil {
 		t.Fatal(err)
 	}
-	p.restore()
+	p.Restore()
 	for {
 		got := next(t, ch)
 		if got.Revision == s.Revision {
@@ -256,78 +254,4 @@ func TestOpenEtcdNoEndpoints(t *testing.T) {
 		st.Close()
 		t.Fatal("OpenEtcd with no endpoints = nil; want an error")
 	}
-}
-
-// proxy forwards TCP connections to an address until cut, which closes them and refuses
-// new ones until restore: a network partition between one client and etcd.
-type proxy struct {
-	t    *testing.T
-	addr string
-	to   string
-
-	mu    sync.Mutex
-	l     net.Listener
-	conns []net.Conn
-}
-
-func newProxy(t *testing.T, to string) *proxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{t: t, addr: l.Addr().String(), to: to}
-	p.serve(l)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go pipe(c, u)
-			go pipe(u, c)
-		}
-	}()
-}
-
-func pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) restore() {
-	l, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("restore the proxy: %v", err)
-	}
-	p.serve(l)
 }

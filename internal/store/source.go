@@ -18,7 +18,8 @@ import (
 // controller, validated with every other source's state, published, and only then
 // committed. Safe for use by several goroutines.
 type Source struct {
-	st Store
+	st   Store
+	host string // fleet mode's host id: whose attachments are proposed (Snapshot.ConfigFor)
 
 	write sync.Mutex // serialises Apply
 
@@ -57,6 +58,13 @@ func NewSourceAt(st Store, snap *Snapshot) *Source {
 	return &Source{st: st, committed: snap.Clone()}
 }
 
+// ForHost makes s propose the attachments in force on host (its daemon.etcd.host_id in
+// fleet mode) instead of a single host's. Call it before the source is used.
+func (s *Source) ForHost(host string) { s.host = host }
+
+// Host is the host ForHost set ("" on a single host).
+func (s *Source) Host() string { return s.host }
+
 // Revision is the revision of the committed state.
 func (s *Source) Revision() uint64 {
 	s.mu.Lock()
@@ -77,7 +85,7 @@ func (s *Source) Propose(context.Context) (controller.Proposal, error) {
 		snap = s.staged
 	}
 	s.mu.Unlock()
-	return controller.Proposal{Config: snap.Config(), Locator: locator{snap}, Version: Version(snap)}, nil
+	return controller.Proposal{Config: snap.ConfigFor(s.host), Locator: locator{snap, snap.attachments(s.host)}, Version: Version(snap)}, nil
 }
 
 // Snapshot returns a copy of the committed state, for reading (Describe*).
@@ -159,7 +167,10 @@ func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(
 		s.stage(nil)
 		return err
 	}
-	if err := s.st.Commit(ctx, next); err != nil {
+	// Commit sets the revision of what it is given: a copy, since the staged snapshot is
+	// read by any reload meanwhile (another source's) and is not ours to change.
+	done := next.Clone()
+	if err := s.st.Commit(ctx, done); err != nil {
 		s.stage(nil)
 		if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
 			return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
@@ -167,9 +178,9 @@ func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(
 		return err
 	}
 	s.mu.Lock()
-	s.committed, s.staged = next, nil
+	s.committed, s.staged = done, nil
 	s.mu.Unlock()
-	s.notify(next, nil)
+	s.notify(done, nil)
 	return nil
 }
 
@@ -214,8 +225,12 @@ func (s *Source) stage(snap *Snapshot) {
 	s.mu.Unlock()
 }
 
-// locator places the config's parts at the API objects they came from.
-type locator struct{ s *Snapshot }
+// locator places the config's parts at the API objects they came from; attached are the
+// snapshot's attachments the config lists, in its order.
+type locator struct {
+	s        *Snapshot
+	attached []Attachment
+}
 
 func (l locator) Locate(path ...any) rules.Location {
 	key, _ := at[string](path, 0)
@@ -244,8 +259,8 @@ func (l locator) Locate(path ...any) rules.Location {
 			return rules.Location{File: "api: prefix list " + l.s.PrefixLists[i].ID}
 		}
 	case "interfaces":
-		if i < len(l.s.Interfaces) {
-			return rules.Location{File: "api: interface " + l.s.Interfaces[i].Interface}
+		if i < len(l.attached) {
+			return rules.Location{File: "api: interface " + l.attached[i].Interface}
 		}
 	}
 	return rules.Location{File: "api"}

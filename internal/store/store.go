@@ -4,13 +4,17 @@
 //
 // A Store holds Snapshots: the whole API state at one revision, replaced whole by Commit.
 // Dir is the implementation on a local state directory; Etcd, for fleet mode (SPEC 4.6),
-// the one on etcd v3. Nothing here judges packets or validates rules: the
+// the one on etcd v3, which also holds the fleet's members: each host's interfaces, ports
+// and their groups under a lease of its own (Registration), proposed to every other host's
+// controller as members of their groups (MemberSource). Nothing here judges packets or validates rules: the
 // controller validates a proposed snapshot together with every other source before the
 // snapshot is committed (Source.Apply).
 package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,8 +112,13 @@ type PrefixEntry struct {
 
 // Attachment is the groups one interface carries, as set through the API.
 type Attachment struct {
-	Interface string   `json:"interface"`
-	Groups    []string `json:"groups"` // nil: not set through the API
+	Interface string `json:"interface"`
+	// Host is, in fleet mode, the host id (daemon.etcd.host_id) of the host whose
+	// interface it is; "" on a single host — and, for an attachment written in fleet
+	// mode before hosts had ids, every host with an interface of that name, unless the
+	// host has one of its own for it (Snapshot.ConfigFor).
+	Host   string   `json:"host,omitempty"`
+	Groups []string `json:"groups"` // nil: not set through the API
 	// ConnectionTracking, when set, are the interface's timeouts set through the API
 	// (ModifyNetworkInterfaceAttribute --connection-tracking-specification).
 	ConnectionTracking *rules.ConnectionTracking `json:"connection_tracking,omitempty"`
@@ -166,14 +175,60 @@ func (s *Snapshot) PrefixList(id string) *PrefixList {
 	return nil
 }
 
-// Attachment returns the API's attachment of the named interface, or nil.
-func (s *Snapshot) Attachment(name string) *Attachment {
+// Attachment returns the API's attachment in force on the named interface of host ("":
+// a single host's): the host's own, else one for every host (Host ""); nil when none.
+func (s *Snapshot) Attachment(host, name string) *Attachment {
+	if a := s.attachment(host, name); a != nil || host == "" {
+		return a
+	}
+	return s.attachment("", name)
+}
+
+func (s *Snapshot) attachment(host, name string) *Attachment {
 	for i := range s.Interfaces {
-		if s.Interfaces[i].Interface == name {
+		if s.Interfaces[i].Interface == name && s.Interfaces[i].Host == host {
 			return &s.Interfaces[i]
 		}
 	}
 	return nil
+}
+
+// Attach returns host's own attachment of the named interface for changing it, adding one
+// when there is none (a copy of the one for every host that was in force, if any).
+func (s *Snapshot) Attach(host, name string) *Attachment {
+	if a := s.attachment(host, name); a != nil {
+		return a
+	}
+	a := Attachment{Interface: name, Host: host}
+	if all := s.attachment("", name); all != nil {
+		a.Groups, a.ConnectionTracking = slices.Clone(all.Groups), all.ConnectionTracking
+	}
+	s.Interfaces = append(s.Interfaces, a)
+	return &s.Interfaces[len(s.Interfaces)-1]
+}
+
+// attachments are the attachments in force on host ("": a single host), in order: see
+// Attachment.
+func (s *Snapshot) attachments(host string) []Attachment {
+	var out []Attachment
+	for _, a := range s.Interfaces {
+		if a.Host == host || a.Host == "" && (host == "" || s.attachment(host, a.Interface) == nil) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// InterfaceENI is the ENI id of host's interface name, for an interface without one of
+// its own: eni- and 17 hex digits of a hash. On a single host (host "") it is the one
+// derived from the name alone (rules.PortENI), as it always was; in fleet mode the host id
+// is part of it, so that eth0 of two hosts are two ENIs (STYLE 18: the same on every start).
+func InterfaceENI(host, name string) string {
+	if host == "" {
+		return rules.PortENI(name)
+	}
+	sum := sha256.Sum256([]byte("sgd interface v1\x00" + host + "\x00" + name))
+	return "eni-" + hex.EncodeToString(sum[:9])[:17]
 }
 
 // Rule returns the rule with the given id, the group holding it, and whether it is an
@@ -195,8 +250,14 @@ func (s *Snapshot) Rule(id string) (*Rule, *Group, bool) {
 	return nil, nil, false
 }
 
-// Config is the snapshot in the config model's terms, what the controller validates.
-func (s *Snapshot) Config() rules.Config {
+// Config is the snapshot in the config model's terms, what the controller validates: on a
+// single host (ConfigFor("")).
+func (s *Snapshot) Config() rules.Config { return s.ConfigFor("") }
+
+// ConfigFor is the snapshot in the config model's terms for host (its id in fleet mode,
+// "" on a single host): the groups and prefix lists, and the attachments in force on that
+// host's interfaces (Attachment).
+func (s *Snapshot) ConfigFor(host string) rules.Config {
 	var c rules.Config
 	for _, g := range s.Groups {
 		egress := ruleConfigs(g.Egress)
@@ -210,7 +271,7 @@ func (s *Snapshot) Config() rules.Config {
 		}
 		c.PrefixLists = append(c.PrefixLists, p)
 	}
-	for _, a := range s.Interfaces {
+	for _, a := range s.attachments(host) {
 		c.Interfaces = append(c.Interfaces, rules.Interface{Name: a.Interface, SecurityGroups: slices.Clone(a.Groups),
 			ConnectionTracking: a.ConnectionTracking})
 	}

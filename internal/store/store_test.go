@@ -204,3 +204,52 @@ func TestApply(t *testing.T) {
 		t.Errorf("apply(failing change) = %v; want its error", err)
 	}
 }
+
+// In fleet mode a host proposes its own attachments, and those for every host (written
+// before hosts had ids) where it has none of its own; a single host proposes what it
+// always did.
+func TestConfigForHost(t *testing.T) {
+	s := &Snapshot{Interfaces: []Attachment{
+		{Interface: "eth0", Groups: []string{"sg-all"}},
+		{Interface: "eth0", Host: "a", Groups: []string{"sg-a"}},
+		{Interface: "eth1", Host: "b", Groups: []string{"sg-b"}},
+		{Interface: "eth2", Groups: []string{"sg-all2"}},
+	}}
+	names := func(host string) string {
+		var out []string
+		for _, itf := range s.ConfigFor(host).Interfaces {
+			out = append(out, itf.Name+"="+strings.Join(itf.SecurityGroups, ","))
+		}
+		return strings.Join(out, " ")
+	}
+	for host, want := range map[string]string{"": "eth0=sg-all eth2=sg-all2", "a": "eth0=sg-a eth2=sg-all2",
+		"b": "eth0=sg-all eth1=sg-b eth2=sg-all2", "c": "eth0=sg-all eth2=sg-all2"} {
+		if got := names(host); got != want {
+			t.Errorf("ConfigFor(%q) interfaces = %s; want %s", host, got, want)
+		}
+	}
+	if a := s.Attachment("b", "eth0"); a == nil || a.Groups[0] != "sg-all" {
+		t.Errorf("Attachment(b, eth0) = %+v; want the one for every host", a)
+	}
+	// Attach gives b its own, from the one in force.
+	a := s.Attach("b", "eth0")
+	a.Groups = append(a.Groups, "sg-more")
+	if got := names("b"); got != "eth1=sg-b eth2=sg-all2 eth0=sg-all,sg-more" {
+		t.Errorf("after Attach(b, eth0): %s", got)
+	}
+	if got := names(""); got != "eth0=sg-all eth2=sg-all2" {
+		t.Errorf("after Attach(b, eth0) a single host's: %s; want unchanged", got)
+	}
+}
+
+// ENI ids: a single host's derive from the name, as they always did; a fleet host's from
+// its id and the name.
+func TestInterfaceENI(t *testing.T) {
+	if InterfaceENI("", "eth0") != rules.PortENI("eth0") {
+		t.Error("a single host's ENI id changed")
+	}
+	a, b := InterfaceENI("a", "eth0"), InterfaceENI("b", "eth0")
+	if a == b || a == InterfaceENI("", "eth0") || len(a) != len("eni-")+17 || a != InterfaceENI("a", "eth0") {
+		t.Errorf("InterfaceENI(a, eth0) = %s, (b, eth0) = %s; want distinct stable eni- ids", a, b)
+	}
+}

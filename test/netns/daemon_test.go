@@ -239,14 +239,15 @@ func TestWatchdogPingsFromLiveReaders(t *testing.T) {
 	}
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "200000") // a look every 100 ms
-	d := startSGD(t, h, writeConfig(t, fmt.Sprintf(portConfig, "eth0", 8080)), nextQueue())
+	// Every packet through the queue, so that the reader is busy under the stream below.
+	d := startSGD(t, h, writeConfig(t, fmt.Sprintf(portConfig, "eth0", 8080)), nextQueue(), "--fast-path=false")
 	waitCount("READY=1", 1, "start")
 
 	idle := count("WATCHDOG=1")
 	waitCount("WATCHDOG=1", idle+5, "idle reader")
 
 	// A stream out of eth0: every datagram crosses the queue on OUTPUT (the group's default
-	// egress lets it out).
+	// egress lets it out; no fast path).
 	var uc *net.UDPConn
 	inNS(t, h, func() { uc, err = net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 99), Port: 9}) })
 	if err != nil {
