@@ -167,6 +167,26 @@ func (c *Controller) Reload(ctx context.Context, why string) error {
 	return err
 }
 
+// Check loads the sources as Reload does and asks every publisher whether it would take
+// the result, publishing nothing: what a source asks before it commits a change that
+// Reload will then put in force (store.Source.Applier). ctx reaches the sources'
+// Propose, so that a source can propose, to this check only, the change it is about to
+// commit.
+func (c *Controller) Check(ctx context.Context) error {
+	c.write.Lock()
+	defer c.write.Unlock()
+	s, err := c.Load(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range c.pubs {
+		if err := p.Check(s.Policy); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *Controller) reloadLocked(ctx context.Context) (*State, error) {
 	s, err := c.Load(ctx)
 	if err != nil {

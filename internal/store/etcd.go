@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DefaultEtcdPrefix is the key prefix of fleet mode's keys when EtcdOptions gives none.
@@ -99,8 +101,18 @@ func OpenEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 		Endpoints:   o.Endpoints,
 		TLS:         o.TLS,
 		DialTimeout: o.DialTimeout,
-		Context:     context.WithoutCancel(ctx), // the client outlives OpenEtcd's context; Close ends it
-		Logger:      o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		// A member that goes silent (its packets dropped) is noticed within seconds and
+		// the client moves to one that answers; without it a watch sits on the dead
+		// connection until TCP gives up (~15 min). 5 s is etcd's --grpc-keepalive-min-time.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		// Reconnect within 2 s of etcd answering again, however long it was away (gRPC's
+		// default backoff grows to 2 min).
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: o.DialTimeout})},
+		Context: context.WithoutCancel(ctx), // the client outlives OpenEtcd's context; Close ends it
+		Logger:  o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
 	})
 	if err != nil {
 		return nil, e.errorf("connect", err)

@@ -21,6 +21,8 @@ func (r *reloads) Reload(_ context.Context, why string) error {
 	return nil
 }
 
+func (r *reloads) Check(context.Context) error { return nil }
+
 func proposed(t *testing.T, s *MemberSource) string {
 	t.Helper()
 	p, err := s.Propose(context.Background())

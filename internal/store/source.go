@@ -14,9 +14,11 @@ import (
 )
 
 // Source is a Store as a source of desired state for the controller (controller.Source),
-// and the one way the API changes the store (Apply): a change is proposed to the
-// controller, validated with every other source's state, published, and only then
-// committed. Safe for use by several goroutines.
+// and the one way the API changes the store (Applier): a change is proposed to the
+// controller, validated with every other source's state and checked by every publisher,
+// committed, and only then published. So a change the store refuses (etcd unreachable, a
+// lost race) is never in force, not even for the moment the commit takes. Safe for use
+// by several goroutines.
 type Source struct {
 	st   Store
 	host string // fleet mode's host id: whose attachments are proposed (Snapshot.ConfigFor)
@@ -25,7 +27,6 @@ type Source struct {
 
 	mu        sync.Mutex // guards the fields below
 	committed *Snapshot  // what the store holds
-	staged    *Snapshot  // during Apply: what is being proposed; nil otherwise
 
 	applied func(*Snapshot, error) // OnApplied's; nil: none
 }
@@ -75,16 +76,16 @@ func (s *Source) Revision() uint64 {
 // Name is "api", as logs show the source.
 func (s *Source) Name() string { return "api" }
 
-// Propose returns the state to put in force: the committed one, or during Apply the
-// change being applied. Its locator names API objects (group, rule, prefix list,
-// interface ids), not lines.
-func (s *Source) Propose(context.Context) (controller.Proposal, error) {
+// Propose returns the state to put in force: the committed one, or, to the check of a
+// change being applied (Applier, through ctx), that change. Its locator names API objects
+// (group, rule, prefix list, interface ids), not lines.
+func (s *Source) Propose(ctx context.Context) (controller.Proposal, error) {
 	s.mu.Lock()
 	snap := s.committed
-	if s.staged != nil {
-		snap = s.staged
-	}
 	s.mu.Unlock()
+	if c, ok := ctx.Value(candidate{s}).(*Snapshot); ok {
+		snap = c
+	}
 	return controller.Proposal{Config: snap.ConfigFor(s.host), Locator: locator{snap, snap.attachments(s.host)}, Version: Version(snap)}, nil
 }
 
@@ -109,7 +110,14 @@ func Version(snap *Snapshot) string {
 // validates the whole, and publishes it or nothing.
 type Reloader interface {
 	Reload(ctx context.Context, why string) error
+	// Check validates and compiles every source's state and asks every publisher,
+	// publishing nothing (controller.Controller.Check).
+	Check(ctx context.Context) error
 }
+
+// candidate is the context key under which Applier hands the change it checks to its
+// own source's Propose.
+type candidate struct{ s *Source }
 
 // ApplyFunc changes the API's state: change edits a copy of the committed snapshot, and the
 // result is in force and committed when ApplyFunc returns nil. An error from change, from
@@ -156,31 +164,29 @@ func (s *Source) Applier(r Reloader) ApplyFunc {
 // applyAttempts bounds Applier's tries of one change that keeps losing commit races.
 const applyAttempts = 4
 
-// apply is one try of Applier's, with s.write held.
+// apply is one try of Applier's, with s.write held: check, commit, then put in force.
 func (s *Source) apply(ctx context.Context, r Reloader, why string, change func(*Snapshot) error) error {
 	next := s.Snapshot()
 	if err := change(next); err != nil {
 		return err
 	}
-	s.stage(next)
-	if err := r.Reload(ctx, why); err != nil {
-		s.stage(nil)
+	if err := r.Check(context.WithValue(ctx, candidate{s}, next)); err != nil {
 		return err
 	}
-	// Commit sets the revision of what it is given: a copy, since the staged snapshot is
-	// read by any reload meanwhile (another source's) and is not ours to change.
-	done := next.Clone()
-	if err := s.st.Commit(ctx, done); err != nil {
-		s.stage(nil)
-		if rerr := r.Reload(ctx, why+": undo after the store refused it"); rerr != nil {
-			return errors.Join(err, fmt.Errorf("restore the committed state: %w", rerr))
-		}
+	// Commit sets the revision of what it is given.
+	if err := s.st.Commit(ctx, next); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.committed, s.staged = done, nil
+	s.committed = next
 	s.mu.Unlock()
-	s.notify(done, nil)
+	if err := r.Reload(ctx, why); err != nil {
+		// Committed and checked, yet not in force here (a publisher failed, say
+		// iptables): the running rules stay, the next reload tries again.
+		s.notify(next, err)
+		return fmt.Errorf("committed, but not yet in force on this host: %w", err)
+	}
+	s.notify(next, nil)
 	return nil
 }
 
@@ -217,12 +223,6 @@ func (s *Source) Follow(ctx context.Context, states <-chan *Snapshot, r Reloader
 		}
 		s.write.Unlock()
 	}
-}
-
-func (s *Source) stage(snap *Snapshot) {
-	s.mu.Lock()
-	s.staged = snap
-	s.mu.Unlock()
 }
 
 // locator places the config's parts at the API objects they came from; attached are the
