@@ -192,17 +192,28 @@ interfaces:
 
 // TestOffloadUDPTimeout: a UDP flow the kernel carries ends after the interface's
 // udp_timeout (SPEC 1.4, 4.7), and a late datagram from the host is then judged by the
-// rules (egress: []) and dropped. 30 s is AWS's minimum and also the kernel's own default
-// for a UDP flow without a second exchange, so a second case sets 45 s: its flow must
-// still pass at 35 s, which only the interface's timeout (sgd's timeout policy in the
-// kernel) allows.
+// rules (egress: []) and dropped; a stream lives for udp_stream_timeout. Which of the two
+// governs is SPEC 1.4's rule, fast path or not: udp_stream_timeout is for "UDP with more
+// than one request/response" (the originator spoke again after a reply), udp_timeout for
+// the rest — the kernel's own rule is another (still active 2 s after the first reply, in
+// either direction).
 //
-// Three flows from the client, one request and one answer each, then silence: A is
-// answered again at T−10 s (alive: it passes); B gets the late datagram at T+3 s (dropped);
-// C is never touched again: the kernel's end of it must reach sgd's table (destroy events
-// or the dumps), so that sgd_tracked_flows counts A alone. Then a new request on B's ports
-// is a new flow, allowed by the ingress rule, and its answer passes: the drop was the
-// flow's end, not a broken path.
+// 30 s is AWS's minimum udp_timeout and also the kernel's default for a UDP flow without
+// a second exchange, so a second case sets 45 s: its flow A must still pass at 35 s,
+// which only the interface's timeout (sgd's timeout policy in the kernel) allows. Both
+// cases set udp_stream_timeout 60 s. Five flows from the client, each one request and its
+// answer, then:
+//   - A is answered again at T−10 s and T+3 s: it lives, both pass;
+//   - B gets the host's late datagram at T+3 s: dropped, the flow has ended;
+//   - C is never touched again: the kernel's end of it must reach sgd's table (destroy
+//     events or the dumps), so that sgd_tracked_flows counts only the live A and D;
+//   - D asks again at once and is answered (a stream): at T+3 s it lives, the host's
+//     datagram passes;
+//   - E is answered a second time 3 s after the first (one request, two answers: not a
+//     stream): T+3 s after that, the host's datagram is dropped.
+//
+// Then a new request on B's ports is a new flow, allowed by the ingress rule, and its
+// answer passes: the drops were the flows' end, not a broken path.
 func TestOffloadUDPTimeout(t *testing.T) {
 	requireEnv(t)
 	t.Parallel()
@@ -214,32 +225,51 @@ func TestOffloadUDPTimeout(t *testing.T) {
 	}
 }
 
+// udpFlow is one UDP flow of udpTimeoutCase: the client's socket and address.
+type udpFlow struct {
+	name string
+	sink *udpSink
+	at   netip.AddrPort
+}
+
 func udpTimeoutCase(t *testing.T, T time.Duration) {
 	h, c := safePair(t, true)
-	d := startSGD(t, h, writeConfig(t, clientConfig("udp", 9000, 9000, fmt.Sprintf("{udp_timeout: %d}", int(T/time.Second)), "")), nextQueue())
+	config := clientConfig("udp", 9000, 9000, fmt.Sprintf("{udp_timeout: %d, udp_stream_timeout: 60}", int(T/time.Second)), "")
+	d := startSGD(t, h, writeConfig(t, config), nextQueue())
 	srv := listenUDP(t, h, "udp4", ":9000", nil)
 	dst := netip.AddrPortFrom(safeHost, 9000)
-	type flow struct {
-		name string
-		sink *udpSink
-		at   netip.AddrPort // the client's end
-	}
-	var flows []flow
-	for i, name := range []string{"A", "B", "C"} {
+	var flows []udpFlow
+	for i, name := range []string{"A", "B", "C", "D", "E"} {
 		port := uint16(6001 + i)
-		flows = append(flows, flow{name, listenUDP(t, c, "udp4", ":"+itoa(port), nil), netip.AddrPortFrom(safeClient, port)})
+		flows = append(flows, udpFlow{name, listenUDP(t, c, "udp4", ":"+itoa(port), nil), netip.AddrPortFrom(safeClient, port)})
+	}
+	a, b, dd, e := flows[0], flows[1], flows[3], flows[4]
+	ask := func(f udpFlow, msg string) {
+		t.Helper()
+		f.sink.send(t, dst, msg)
+		if !srv.wait(msg, deliverWithin) {
+			t.Fatalf("flow %s: the host did not receive the client's %q", f.name, msg)
+		}
+	}
+	// entry describes f's kernel conntrack entry, for failure messages.
+	entry := func(f udpFlow) string {
+		if k, ok := findConn(kernelConns(t, h), unix.IPPROTO_UDP, f.at, dst); ok {
+			return "the kernel's entry: " + connString(k)
+		}
+		return "no kernel entry"
+	}
+	// passes sends msg from the host to f and reports whether the client received it.
+	passes := func(f udpFlow, msg string, wait time.Duration) bool {
+		t.Helper()
+		srv.send(t, f.at, msg)
+		return f.sink.wait(msg, wait)
 	}
 	for _, f := range flows {
-		f.sink.send(t, dst, "ask "+f.name)
-		if !srv.wait("ask "+f.name, deliverWithin) {
-			t.Fatalf("flow %s: the host did not receive the client's datagram to %v", f.name, dst)
-		}
-		srv.send(t, f.at, "answer "+f.name)
-		if !f.sink.wait("answer "+f.name, deliverWithin) {
+		ask(f, "ask "+f.name)
+		if !passes(f, "answer "+f.name, deliverWithin) {
 			t.Fatalf("flow %s: the client did not receive the host's answer (a tracked flow's reply, egress: [])", f.name)
 		}
 	}
-	quiet := time.Now() // the last packet of every flow
 	if offloadOn(t) {
 		zone, ok := deviceLabels(t, h)[hostIf]
 		if !ok {
@@ -251,16 +281,24 @@ func udpTimeoutCase(t *testing.T, T time.Duration) {
 				t.Errorf("flow %s: the kernel times it out in %d s; want ≤ %v (the interface's udp_timeout)", f.name, k.Timeout, T)
 			}
 		}
-		if n := scrape(t, d).val("sgd_offloaded_flows"); n < 3 {
-			t.Errorf("sgd_offloaded_flows = %v with three offloaded UDP flows; want ≥ 3", n)
+		if n := scrape(t, d).val("sgd_offloaded_flows"); n < 5 {
+			t.Errorf("sgd_offloaded_flows = %v with five offloaded UDP flows; want ≥ 5", n)
 		}
 	}
+	ask(dd, "ask D again")
+	if !passes(dd, "answer D again", deliverWithin) {
+		t.Fatal("flow D: the client did not receive the host's second answer")
+	}
+	quiet := time.Now() // the last packet of A, B, C and D
+	time.Sleep(3 * time.Second)
+	if !passes(e, "answer E again", deliverWithin) {
+		t.Fatal("flow E: the client did not receive the host's second answer 3 s after the first")
+	}
+	quietE := time.Now()
 
-	a, b := flows[0], flows[1]
 	sleepUntil(quiet.Add(T - 10*time.Second))
 	idle := time.Since(quiet)
-	srv.send(t, a.at, "alive A")
-	if !a.sink.wait("alive A", deliverWithin) {
+	if !passes(a, "alive A", deliverWithin) {
 		t.Fatalf("flow A, silent for %v of its %v: the host's datagram did not reach the client; want it to pass (the flow lives)",
 			idle.Round(100*time.Millisecond), T)
 	}
@@ -269,24 +307,33 @@ func udpTimeoutCase(t *testing.T, T time.Duration) {
 	drops := []string{"direction", "egress", "verdict", "drop", "reason", "no_rule"}
 	base := scrape(t, d).val("sgd_packets_total", drops...)
 	srv.send(t, b.at, "late B")
-	srv.send(t, a.at, "alive A again") // control: sent behind the late one, on a live flow
-	if !a.sink.wait("alive A again", deliverWithin) {
+	if !passes(a, "alive A again", deliverWithin) { // control: sent behind the late one, on a live flow
 		t.Fatal("flow A: the host's datagram did not reach the client; want it to pass (the flow lives)")
 	}
 	if b.sink.wait("late B", grace) {
 		t.Errorf("flow B, silent for %v (udp_timeout %v): the host's datagram reached the client; want it dropped (the flow ended; egress: [])",
-			(T + 3*time.Second), T)
+			T+3*time.Second, T)
 	}
 	if got := waitMetrics(t, d, "the late datagram dropped", func(m metricSet) bool { return m.val("sgd_packets_total", drops...) > base }).
 		val("sgd_packets_total", drops...); got <= base {
 		t.Errorf("sgd_packets_total%v = %v; want above %v", drops, got, base)
 	}
+	if !passes(dd, "late D", deliverWithin) {
+		t.Errorf("flow D, a stream (two requests answered), silent for %v of its udp_stream_timeout 60 s: the host's datagram did not reach the client; want it to pass (%s)",
+			T+3*time.Second, entry(dd))
+	}
 
-	// sgd's table follows the kernel's: C (and B) are gone, A is there.
+	sleepUntil(quietE.Add(T + 3*time.Second))
+	if passes(e, "late E", grace) {
+		t.Errorf("flow E, one request answered twice (not a stream), silent for %v (udp_timeout %v): the host's datagram reached the client; want it dropped (%s)",
+			T+3*time.Second, T, entry(e))
+	}
+
+	// sgd's table follows the kernel's: B, C and E are gone, A and D are there.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		n := scrape(t, d).val("sgd_tracked_flows", "protocol", "udp")
-		if n == 1 {
+		if n == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -296,89 +343,16 @@ func udpTimeoutCase(t *testing.T, T time.Duration) {
 					k = append(k, connString(f))
 				}
 			}
-			t.Errorf("sgd_tracked_flows{protocol=udp} = %v, %v after flows B and C ended; want 1 (flow A). The kernel's UDP entries: %v",
+			t.Errorf("sgd_tracked_flows{protocol=udp} = %v, %v after flows B, C and E ended; want 2 (flows A and D). The kernel's UDP entries: %v",
 				n, time.Since(quiet).Round(time.Second), k)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	b.sink.send(t, dst, "ask B again")
-	if !srv.wait("ask B again", deliverWithin) {
-		t.Fatal("a new request on flow B's ports did not reach the host; want it allowed by the ingress rule")
-	}
-	srv.send(t, b.at, "answer B again")
-	if !b.sink.wait("answer B again", deliverWithin) {
+	ask(b, "ask B again")
+	if !passes(b, "answer B again", deliverWithin) {
 		t.Error("the answer to a new request on flow B's ports did not reach the client; want it to pass as the new flow's reply")
-	}
-}
-
-// TestOffloadUDPStream: which of the two UDP timeouts governs a flow is SPEC 1.4's
-// rule, with the fast path as without it: udp_stream_timeout is for "UDP with more than
-// one request/response" — the originator spoke again after a reply — and udp_timeout for
-// the rest. (The kernel's own rule is another: a UDP connection still active 2 s after its
-// first reply, in either direction, gets its "replied" timeout.) udp_timeout 30 s,
-// udp_stream_timeout 60 s; each case is silent for 33 s, then the host sends:
-//   - one request, two answers 3 s apart: one request/response, so udp_timeout: the
-//     flow has ended and the host's datagram is dropped (egress: []);
-//   - two requests and their answers within a second: a stream, so udp_stream_timeout:
-//     the flow lives and the host's datagram passes.
-func TestOffloadUDPStream(t *testing.T) {
-	requireEnv(t)
-	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		stream bool
-	}{{"one-request-two-answers", false}, {"two-requests-within-a-second", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			h, c := safePair(t, true)
-			d := startSGD(t, h, writeConfig(t, clientConfig("udp", 9000, 9000, "{udp_timeout: 30, udp_stream_timeout: 60}", "")), nextQueue())
-			srv := listenUDP(t, h, "udp4", ":9000", nil)
-			cli := listenUDP(t, c, "udp4", ":6001", nil)
-			dst, at := netip.AddrPortFrom(safeHost, 9000), netip.AddrPortFrom(safeClient, 6001)
-			exchange := func(ask, answer string) {
-				t.Helper()
-				if ask != "" {
-					cli.send(t, dst, ask)
-					if !srv.wait(ask, deliverWithin) {
-						t.Fatalf("the host did not receive %q", ask)
-					}
-				}
-				srv.send(t, at, answer)
-				if !cli.wait(answer, deliverWithin) {
-					t.Fatalf("the client did not receive %q (the flow's reply)", answer)
-				}
-			}
-			exchange("request 1", "answer 1")
-			if tc.stream {
-				exchange("request 2", "answer 2")
-			} else {
-				time.Sleep(3 * time.Second)
-				exchange("", "answer 1 again")
-			}
-			quiet := time.Now()
-			if offloadOn(t) {
-				waitOffloaded(t, h, unix.IPPROTO_UDP, at, dst, deviceLabels(t, h)[hostIf])
-			}
-			sleepUntil(quiet.Add(33 * time.Second))
-			srv.send(t, at, "late")
-			got := cli.wait("late", deliverWithin)
-			switch {
-			case tc.stream && !got:
-				t.Errorf("a stream (two requests answered) silent for 33 s of its udp_stream_timeout 60: the host's datagram did not reach the client; want it to pass")
-			case !tc.stream && got:
-				t.Errorf("one request answered twice, silent for 33 s (udp_timeout 30; not a stream): the host's datagram reached the client; want it dropped")
-			}
-			if t.Failed() {
-				for _, f := range kernelConns(t, h) {
-					if f.TupleOrig.Proto.Protocol == unix.IPPROTO_UDP {
-						t.Logf("kernel entry: %s", connString(f))
-					}
-				}
-				t.Logf("sgd_tracked_flows{udp} = %v", scrape(t, d).val("sgd_tracked_flows", "protocol", "udp"))
-			}
-		})
 	}
 }
 
