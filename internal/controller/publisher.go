@@ -104,11 +104,13 @@ func (h *Hooks) Spec(p *rules.Policy) netfilter.Spec {
 	return s
 }
 
-// kernelTimeouts is device name's connection_tracking as a kernel timeout policy.
+// kernelTimeouts is device name's connection_tracking as a kernel timeout policy: the
+// kernel's "replied" UDP timeout is udp_timeout too, since its rule for a UDP stream is not
+// AWS's and must not keep a flow longer than AWS would (filter.KernelPolicy).
 func kernelTimeouts(p *rules.Policy, name string) offload.Timeouts {
 	t := p.Interface(name).Timeouts
 	return offload.Timeouts{TCPEstablished: uint32(t.TCPEstablished / time.Second), UDP: uint32(t.UDP / time.Second),
-		UDPStream: uint32(t.UDPStream / time.Second)}
+		UDPStream: uint32(t.UDP / time.Second)}
 }
 
 // policies are the distinct timeout policies of p's devices.

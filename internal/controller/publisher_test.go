@@ -61,12 +61,12 @@ func TestHooksOffload(t *testing.T) {
 		t.Fatalf("Apply ran %d times for three publishes (the second unchanged); want 2", len(nf.specs))
 	}
 	want := &netfilter.Offload{Zones: map[string]uint16{"eth0": 1, "eth1": 2},
-		Timeouts: map[string][2]string{"eth0": {"sgd-tcp-432000", "sgd-udp-30-180"}, "eth1": {"sgd-tcp-432000", "sgd-udp-30-180"}}}
+		Timeouts: map[string][2]string{"eth0": {"sgd-tcp-432000", "sgd-udp-30-30"}, "eth1": {"sgd-tcp-432000", "sgd-udp-30-30"}}}
 	if got := nf.specs[0].Offload; !reflect.DeepEqual(got, want) {
 		t.Errorf("first spec's Offload = %+v; want %+v", got, want)
 	}
-	if got := nf.specs[1].Offload.Timeouts["eth1"]; got != [2]string{"sgd-tcp-3600", "sgd-udp-60-180"} {
-		t.Errorf("eth1's policies after its connection_tracking changed = %v; want sgd-tcp-3600, sgd-udp-60-180", got)
+	if got := nf.specs[1].Offload.Timeouts["eth1"]; got != [2]string{"sgd-tcp-3600", "sgd-udp-60-60"} {
+		t.Errorf("eth1's policies after its connection_tracking changed = %v; want sgd-tcp-3600, sgd-udp-60-60", got)
 	}
 	if want := []string{"ensure", "prune", "ensure", "prune"}; !reflect.DeepEqual(calls, want) {
 		t.Errorf("calls = %v; want %v", calls, want)

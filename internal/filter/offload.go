@@ -16,8 +16,18 @@ import (
 // first packet came from — a port's for what its instance sends, a host interface's for
 // what the host receives on it or sends through it — and the kernel's own defaults
 // otherwise (what enters a port from a device sgd does not list). A flow is offloaded only
-// when that policy has the timeouts of every point it crosses; otherwise it stays on the
-// queue, judged and timed by sgd.
+// when that policy ends it no later than every point it crosses would; otherwise it stays
+// on the queue, judged and timed by sgd.
+//
+// UDP is where the kernel's rule differs from AWS's: it times a UDP flow with its
+// "replied" timeout once any packet arrives 2 s after the flow began and a reply was seen,
+// where AWS keeps udp_timeout for one request and its answers and gives
+// udp_stream_timeout only when the originator speaks again after a reply. A kernel
+// "replied" timeout of udp_stream_timeout would keep a request answered twice, 3 s apart,
+// for udp_stream_timeout: longer than AWS. So sgd's policies set both of the kernel's UDP
+// timeouts to udp_timeout (KernelPolicy), and an offloaded UDP stream that falls silent
+// for longer ends then — stricter than AWS, never looser; flows judged here keep AWS's
+// rule exactly.
 
 // MaxOffloadZone is the highest zone the kernel can carry: a zone is a bit of the
 // connection's labels, and the kernel has 128 of them (bit 0 is left alone).
@@ -37,13 +47,22 @@ type Offload struct {
 	Alive func(t conntrack.Tuple) bool
 }
 
-// sameTimeouts reports whether a and b time out a flow of protocol proto (TCP or UDP)
-// alike, as far as a kernel timeout policy sets it.
-func sameTimeouts(proto uint8, a, b *conntrack.Timeouts) bool {
+// KernelPolicy is the kernel's view of a device's timeouts t: what sgd's timeout policy
+// for the device sets (TCP established; both UDP timeouts to udp_timeout, see above).
+func KernelPolicy(t conntrack.Timeouts) conntrack.Timeouts {
+	t.UDPStream = t.UDP
+	return t
+}
+
+// kernelFits reports whether the kernel, timing a flow of protocol proto (TCP or UDP) with
+// kernel, ends it when a point with timeouts point would, or (UDP streams) sooner: TCP's
+// established timeout equal, and both of the kernel's UDP timeouts the point's
+// udp_timeout.
+func kernelFits(proto uint8, point, kernel *conntrack.Timeouts) bool {
 	if proto == ipproto.TCP {
-		return a.TCPEstablished == b.TCPEstablished
+		return point.TCPEstablished == kernel.TCPEstablished
 	}
-	return a.UDP == b.UDP && a.UDPStream == b.UDPStream
+	return kernel.UDP == point.UDP && kernel.UDPStream == point.UDP
 }
 
 // offloads collects, while a packet is judged, the flows it started at each point, for
@@ -52,7 +71,7 @@ type offloads struct {
 	n       int                    // flows started, one per point that judged the packet
 	t       [2]conntrack.Tuple     // their keys
 	to      [2]*conntrack.Timeouts // their points' timeouts
-	kernel  *conntrack.Timeouts    // the policy the kernel gives the connection
+	kernel  conntrack.Timeouts     // the policy the kernel gives the connection
 	blocked bool                   // a point cannot be offloaded: the packet's flow stays on the queue
 }
 
@@ -70,9 +89,9 @@ func (w *Worker) started(is *ifaceState, dir Dir, t *conntrack.Tuple) {
 		// The first point judged is where the kernel creates the connection: a port's
 		// egress or a host interface gets that device's policy, a port's ingress (from a
 		// device sgd does not list) the kernel's defaults.
-		o.kernel = is.timeouts
+		o.kernel = KernelPolicy(*is.timeouts)
 		if is.port != nil && dir == DirIngress {
-			o.kernel = &w.e.opt.Offload.Kernel
+			o.kernel = w.e.opt.Offload.Kernel
 		}
 	}
 	o.t[o.n], o.to[o.n] = *t, is.timeouts
@@ -96,7 +115,7 @@ func (w *Worker) offload(points int, n int, res *Result) bool {
 		return false
 	}
 	for i := range o.n {
-		if !sameTimeouts(o.t[i].Proto, o.to[i], o.kernel) {
+		if !kernelFits(o.t[i].Proto, o.to[i], &o.kernel) {
 			return false
 		}
 	}

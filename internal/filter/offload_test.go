@@ -133,6 +133,11 @@ func TestOffloadPorts(t *testing.T) {
 	if r := w.Judge(pkt("udp", "[2001:db8:a::10]:5353", "[2001:db8::53]:53"), webOut); !r.Offload {
 		t.Errorf("Judge(web → udp/53) = %v, Offload false; want offloaded (web's own policy)", r.Reason)
 	}
+	// Into web from outside: the kernel's defaults would give an answered flow its 120 s
+	// "replied" timeout, longer than web's udp_timeout for a request answered twice.
+	if r := w.Judge(pkt("udp", "[2001:db8::99]:5353", "[2001:db8:a::10]:53"), webIn); r.Offload {
+		t.Errorf("Judge(outside → web udp/53) = %v, offloaded; want it on the queue (the kernel's UDP defaults outlive AWS's)", r.Reason)
+	}
 }
 
 func TestOffloadZoneLimit(t *testing.T) {
