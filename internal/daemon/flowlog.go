@@ -128,14 +128,19 @@ func (fl *flowLog) add(i int, k flowKey, packets, bytes uint64) {
 }
 
 func (fl *flowLog) run(ctx context.Context, log *zap.Logger) {
-	t := time.NewTicker(fl.interval)
+	every(ctx, fl.interval, func() { fl.flush(log) })
+}
+
+// every calls fn every period until ctx is done.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fl.flush(log)
+			fn()
 		}
 	}
 }

@@ -105,16 +105,7 @@ func (o *offloader) run(ctx context.Context) {
 			o.log.Error("kernel conntrack events stopped: offloaded flows are forgotten only by dumps now", zap.Error(err))
 		}
 	}()
-	t := time.NewTicker(offloadPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			o.poll(ctx)
-		}
-	}
+	every(ctx, offloadPoll, func() { o.poll(ctx) })
 }
 
 // alive is the judge's question (filter.Offload.Alive): does the kernel still carry the

@@ -111,8 +111,8 @@ interfaces:
 	})
 }
 
-func TestUntracked(t *testing.T) {
-	const open = `
+// openYAML allows tcp/80 from anywhere with AWS's default egress: its flows are untracked.
+const openYAML = `
 security_groups:
   - group_id: sg-open
     ingress:
@@ -120,7 +120,9 @@ security_groups:
 interfaces:
   - {name: eth0, security_groups: [sg-open]}
 `
-	e, w, _ := newTestEngine(t, open, 0)
+
+func TestUntracked(t *testing.T) {
+	e, w, _ := newTestEngine(t, openYAML, 0)
 	runSteps(t, w, []step{
 		{in, pkt("tcp", "192.0.2.99:40000", "192.0.2.10:80", syn), ReasonUntracked},
 		{out, pkt("tcp", "192.0.2.10:80", "192.0.2.99:40000", synAck), ReasonRuleNoFlow}, // default egress judges the reply

@@ -61,15 +61,7 @@ func TestOffloadHostInterface(t *testing.T) {
 // An untracked flow (SPEC 1.4) is never offloaded: its packets must keep meeting the
 // rules, so that it stops at once when its rule goes.
 func TestOffloadNeverUntracked(t *testing.T) {
-	const open = `
-security_groups:
-  - group_id: sg-open
-    ingress:
-      - {ip_protocol: tcp, from_port: 80, to_port: 80, cidr_ipv4: 0.0.0.0/0}
-interfaces:
-  - {name: eth0, security_groups: [sg-open]}
-`
-	_, w, _, _ := offloadEngine(t, open)
+	_, w, _, _ := offloadEngine(t, openYAML)
 	if r := w.Judge(pkt("tcp", "203.0.113.9:40000", "192.0.2.10:80", syn), in); r.Reason != ReasonUntracked || r.Offload {
 		t.Errorf("Judge(untracked) = %v, Offload %v; want %v, false", r.Reason, r.Offload, ReasonUntracked)
 	}
