@@ -74,6 +74,7 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 			zap.Strings("sysctls", changed))
 	}
 	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]time.Time{}}
+	d.off.unlabelLeftovers(ctx)
 	to := conntrack.DefaultTimeouts()
 	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
 	to.UDP = time.Duration(kernel.UDP) * time.Second
@@ -90,6 +91,30 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 			d.log.Warn("restoring conntrack sysctls", zap.Error(err))
 		}
 	}, nil
+}
+
+// unlabelLeftovers takes sgd's labels off every kernel connection that carries them when
+// sgd starts: a previous run's (a label bit means a zone of the run that set it, and this
+// run numbers its zones afresh), or one a packet carrying Mark labelled while no sgd judged
+// the queue (fail_open). Their next packets go to the queue and are judged as after any
+// restart; the host's own TCP connections were adopted.
+func (o *offloader) unlabelLeftovers(ctx context.Context) {
+	conns, err := o.k.Dump(ctx)
+	if err != nil {
+		o.log.Warn("reading the kernel's connections sgd offloaded before this start", zap.Error(err))
+		return
+	}
+	n := 0
+	for _, c := range conns {
+		if err := o.k.Unlabel(ctx, c); err != nil {
+			o.log.Warn("taking sgd's labels off a connection of an earlier run", zap.Stringer("conn", c), zap.Error(err))
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		o.log.Info("kernel fast path: connections offloaded before this start go back to the queue", zap.Int("connections", n))
+	}
 }
 
 // run follows the kernel's destroy events and reads its counters every offloadPoll until

@@ -390,6 +390,42 @@ func (k *Kernel) Delete(ctx context.Context, c Conn) error {
 	return nil
 }
 
+// Unlabel takes sgd's labels (bits 1..MaxZone) and Mark off the kernel's entry c, in
+// place: the entry, its NAT and the user's own label and mark bits stay, and its next
+// packet at an sgd device goes to sgd's queue again. sgd does it at start to every entry
+// a previous run (or a packet that bypassed the queue carrying Mark) left offloaded: a
+// label bit means a zone of the run that set it, and zones are numbered afresh. An entry
+// already gone is not an error.
+func (k *Kernel) Unlabel(ctx context.Context, c Conn) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ae := netfilter.NewAttributeEncoder()
+	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
+	// CTA_MARK with CTA_MARK_MASK: the new mark is (old &^ mask) ^ (mark & mask).
+	ae.Uint32(8 /* CTA_MARK */, 0)
+	ae.Uint32(21 /* CTA_MARK_MASK */, Mark)
+	// CTA_LABELS with CTA_LABELS_MASK: the masked bits take the new value, zero.
+	var mask Labels
+	for z := uint16(1); z <= MaxZone; z++ {
+		mask = mask.With(z)
+	}
+	ae.Bytes(22 /* CTA_LABELS */, make([]byte, 16))
+	ae.Bytes(23 /* CTA_LABELS_MASK */, labelBytes(mask))
+	if _, err := k.request(ctx, 0 /* IPCTNL_MSG_CT_NEW: an update of an existing entry */, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("offload: unlabel %v: %w", c, err)
+	}
+	return nil
+}
+
+// labelBytes is l as CTA_LABELS carries it (labelsFrom's inverse).
+func labelBytes(l Labels) []byte {
+	b := make([]byte, 16)
+	binary.NativeEndian.PutUint64(b[0:], l[0])
+	binary.NativeEndian.PutUint64(b[8:], l[1])
+	return b
+}
+
 // connFrom converts the library's flow.
 func connFrom(f *conntrack.Flow) Conn {
 	o := f.TupleOrig

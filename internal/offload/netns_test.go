@@ -436,3 +436,50 @@ func TestNetnsListenLost(t *testing.T) {
 	}
 	t.Logf("%d of %d endings delivered, lost called %d times", endedN.Load(), n+1, lostN.Load())
 }
+
+// Unlabel takes sgd's label bits and Mark off an entry and leaves the rest: the user's
+// label bit 0 and mark bits, and the entry itself.
+func TestNetnsUnlabel(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t, "unl")
+	ctx := context.Background()
+	if err := nsRun(t, ns, "iptables", "-A", "INPUT", "-m", "connlabel", "--label", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var k *Kernel
+	in(t, ns, func() (err error) { k, err = Open(ctx, nil); return err })
+	defer k.Close()
+	src, dst := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	f := conntrack.NewFlow(17, conntrack.StatusConfirmed, src, dst, 1000, 53, 120, Mark|0x5)
+	l := Labels{}.With(3).With(100)
+	l[0] |= 1 // bit 0: not sgd's
+	f.Labels, f.LabelsMask = labelBytes(l), labelBytes(Labels{^uint64(0), ^uint64(0)})
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Create(f)
+	})
+	conns, err := k.Dump(ctx)
+	if err != nil || len(conns) != 1 {
+		t.Fatalf("Dump() = %v, %v; want the one entry", conns, err)
+	}
+	if err := k.Unlabel(ctx, conns[0]); err != nil {
+		t.Fatal(err)
+	}
+	if conns, err = k.Dump(ctx); err != nil || len(conns) != 0 {
+		t.Errorf("Dump() after Unlabel = %v, %v; want nothing of sgd's", conns, err)
+	}
+	c, ok, err := k.Lookup(ctx, 17, src, dst, 1000, 53)
+	if err != nil || !ok {
+		t.Fatalf("Lookup after Unlabel = %v, %v; want the entry still there", ok, err)
+	}
+	if c.Mark != 0x5 || c.Labels != (Labels{1, 0}) {
+		t.Errorf("after Unlabel: mark %#x, labels %v; want 0x5 and bit 0 alone", c.Mark, c.Labels)
+	}
+	if err := k.Unlabel(ctx, Conn{Proto: 17, Src: src, Dst: dst, SrcPort: 1, DstPort: 2}); err != nil {
+		t.Errorf("Unlabel of an entry that is not there = %v; want nil", err)
+	}
+}

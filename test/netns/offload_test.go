@@ -1028,3 +1028,38 @@ func TestOffloadHypervisorPorts(t *testing.T) {
 	listenEcho(t, l.db.ns, ":5201", peerFirst)
 	checkTCP(t, l.web.ns, netip.AddrPortFrom(l.db.v4, 5201), timeout)
 }
+
+// TestOffloadRestartUnlabels: a connection offloaded by an sgd that was killed is not
+// offloaded by the next one until it judges it again: a label bit means a zone of the run
+// that set it (zones are numbered afresh at each start), so the new sgd takes sgd's labels
+// and mark bit off every kernel entry before it hooks in.
+func TestOffloadRestartUnlabels(t *testing.T) {
+	requireEnv(t)
+	requireOffload(t)
+	t.Parallel()
+	h, c := safePair(t, true)
+	listenEcho(t, h, ":8080", peerFirst)
+	config := writeConfig(t, offloadReloadConfig)
+	d := startSGD(t, h, config, nextQueue())
+	p8080 := netip.AddrPortFrom(safeHost, 8080)
+	conn, _, err := dialFrom(t, c, p8080, netip.AddrPort{}, dialTimeout)
+	if err != nil {
+		t.Fatalf("connect client → %v: %v", p8080, err)
+	}
+	defer conn.Close()
+	roundTrip(t, conn, []byte("offloaded\n"))
+	waitOffloaded(t, h, unix.IPPROTO_TCP, localAddrPort(conn), p8080, deviceLabels(t, h)[hostIf])
+	d.kill()
+
+	d2 := startSGD(t, h, config, nextQueue())
+	f, ok := findConn(kernelConns(t, h), unix.IPPROTO_TCP, localAddrPort(conn), p8080)
+	if !ok {
+		t.Fatalf("the kernel's entry of %v → %v is gone after the restart; want it kept, unlabelled", localAddrPort(conn), p8080)
+	}
+	if f.Mark&offloadMark != 0 || len(labelBits(f.Labels)) != 0 {
+		t.Errorf("after the restart the kernel's entry is %s; want no mark bit %#x and no label", connString(f), offloadMark)
+	}
+	if !strings.Contains(d2.out.String(), "connections offloaded before this start go back to the queue") {
+		t.Errorf("the new sgd did not log that it took the earlier run's labels off:\n%s", d2.out)
+	}
+}
