@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/filter"
 	"github.com/sgd-firewall/sgd/internal/netfilter"
 	"github.com/sgd-firewall/sgd/internal/offload"
@@ -104,13 +105,14 @@ func (h *Hooks) Spec(p *rules.Policy) netfilter.Spec {
 	return s
 }
 
-// kernelTimeouts is device name's connection_tracking as a kernel timeout policy: the
-// kernel's "replied" UDP timeout is udp_timeout too, since its rule for a UDP stream is not
-// AWS's and must not keep a flow longer than AWS would (filter.KernelPolicy).
+// kernelTimeouts is device name's connection_tracking as the kernel timeout policy the
+// judge counts on when it offloads a flow (filter.KernelPolicy: the one place that says
+// what sgd's policies set).
 func kernelTimeouts(p *rules.Policy, name string) offload.Timeouts {
 	t := p.Interface(name).Timeouts
-	return offload.Timeouts{TCPEstablished: uint32(t.TCPEstablished / time.Second), UDP: uint32(t.UDP / time.Second),
-		UDPStream: uint32(t.UDP / time.Second)}
+	k := filter.KernelPolicy(conntrack.Timeouts{TCPEstablished: t.TCPEstablished, UDP: t.UDP, UDPStream: t.UDPStream})
+	return offload.Timeouts{TCPEstablished: uint32(k.TCPEstablished / time.Second), UDP: uint32(k.UDP / time.Second),
+		UDPStream: uint32(k.UDPStream / time.Second)}
 }
 
 // policies are the distinct timeout policies of p's devices.

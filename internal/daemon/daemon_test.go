@@ -13,6 +13,7 @@ import (
 
 	"github.com/sgd-firewall/sgd/internal/conntrack"
 	"github.com/sgd-firewall/sgd/internal/filter"
+	"github.com/sgd-firewall/sgd/internal/offload"
 )
 
 func TestLimiter(t *testing.T) {
@@ -171,5 +172,12 @@ func TestUnitFileVerifies(t *testing.T) {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", want)
 		}
+	}
+}
+
+// The judge and the kernel agree on which zones a connection label can carry.
+func TestOffloadZoneLimitsAgree(t *testing.T) {
+	if filter.MaxOffloadZone != offload.MaxZone {
+		t.Errorf("filter.MaxOffloadZone = %d, offload.MaxZone = %d; want them equal", filter.MaxOffloadZone, offload.MaxZone)
 	}
 }

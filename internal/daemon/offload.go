@@ -36,7 +36,7 @@ type offloader struct {
 	log *zap.Logger
 
 	mu      sync.Mutex
-	credit  map[uint32]counts             // kernel connection id → what was added for it so far
+	credit  map[uint32]credited           // kernel connection id → what was added for it so far
 	missing map[conntrack.Tuple]time.Time // offloaded flows absent from dumps, since when
 }
 
@@ -48,6 +48,12 @@ const missingFor = 2 * time.Second
 
 // counts is a connection's packets and bytes, original direction then reply.
 type counts struct{ op, ob, rp, rb uint64 }
+
+// credited is what was added for a kernel connection, and when a dump last listed it.
+type credited struct {
+	counts
+	listed time.Time
+}
 
 // startOffload turns the kernel fast path on: conntrack's accounting and events in sgd's
 // namespace (put back at a clean stop), the conntrack socket, and the judge's part in
@@ -73,7 +79,7 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 		d.log.Info("kernel fast path: turned on conntrack accounting and events in this network namespace (restored at a clean stop)",
 			zap.Strings("sysctls", changed))
 	}
-	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]counts{}, missing: map[conntrack.Tuple]time.Time{}}
+	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]credited{}, missing: map[conntrack.Tuple]time.Time{}}
 	d.off.unlabelLeftovers(ctx)
 	to := conntrack.DefaultTimeouts()
 	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
@@ -124,13 +130,13 @@ func (o *offloader) run(ctx context.Context) {
 		err := o.k.Listen(ctx, o.ended, func(err error) {
 			// Events were lost (the socket overran): the next dump finds what ended.
 			o.log.Warn("kernel conntrack events lost; catching up from a dump", zap.Error(err))
-			o.poll(ctx)
+			o.poll(ctx, true)
 		})
 		if err != nil && ctx.Err() == nil {
 			o.log.Error("kernel conntrack events stopped: offloaded flows are forgotten only by dumps now", zap.Error(err))
 		}
 	}()
-	every(ctx, offloadPoll, func() { o.poll(ctx) })
+	every(ctx, offloadPoll, func() { o.poll(ctx, true) })
 }
 
 // alive is the judge's question (filter.Offload.Alive): does the kernel still carry the
@@ -181,32 +187,38 @@ func (o *offloader) zones(c offload.Conn) []uint16 {
 	return zs
 }
 
-// poll reads every offloaded connection's counts, and forgets offloaded flows the kernel
-// has not had for missingFor.
-func (o *offloader) poll(ctx context.Context) {
+// poll reads every offloaded connection's counts and, with resync, forgets offloaded flows
+// the kernel has not had for missingFor (a walk of the whole table: the periodic poll and
+// a catch-up after lost events do it, a metrics scrape does not).
+func (o *offloader) poll(ctx context.Context, resync bool) {
 	conns, err := o.k.Dump(ctx)
 	if err != nil {
 		o.log.Warn("reading the kernel's offloaded connections", zap.Error(err))
 		return
 	}
 	live := make(map[conntrack.Tuple]bool, len(conns))
-	ids := make(map[uint32]bool, len(conns))
+	now := time.Now()
 	o.mu.Lock()
 	for _, c := range conns {
-		o.add(c, zonesOf(c.Labels))
-		ids[c.ID] = true
-		for _, z := range zonesOf(c.Labels) {
+		zones := zonesOf(c.Labels)
+		o.add(c, zones)
+		for _, z := range zones {
 			live[canonical(tupleOf(c, z))] = true
 		}
 	}
-	for id := range o.credit {
-		if !ids[id] {
-			delete(o.credit, id) // ended, and its event lost
+	for id, e := range o.credit {
+		if now.Sub(e.listed) >= missingFor {
+			// Ended, and its event lost (one on its way is read well within missingFor:
+			// forgetting it sooner would count it twice when the event comes).
+			delete(o.credit, id)
 		}
+	}
+	if !resync {
+		o.mu.Unlock()
+		return
 	}
 	var gone []conntrack.Tuple
 	missing := map[conntrack.Tuple]time.Time{}
-	now := time.Now()
 	o.d.table.Range(func(t conntrack.Tuple, info conntrack.FlowInfo) bool {
 		if k := canonical(t); info.Offloaded && !live[k] {
 			since, ok := o.missing[k]
@@ -237,13 +249,14 @@ func (d *Daemon) readOffloaded() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	d.off.poll(ctx)
+	d.off.poll(ctx, false)
 }
 
 // add credits what c's counts grew by since they were last read to its flows at zones.
 // o.mu is held.
 func (o *offloader) add(c offload.Conn, zones []uint16) {
-	prev, seen := o.credit[c.ID]
+	e, seen := o.credit[c.ID]
+	prev := e.counts
 	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
 	if !seen && len(zones) > 0 {
 		// The packets sgd judged itself before the kernel took the flow over.
@@ -252,7 +265,7 @@ func (o *offloader) add(c offload.Conn, zones []uint16) {
 			prev.op, prev.ob = sgd.Packets, sgd.Bytes
 		}
 	}
-	o.credit[c.ID] = now
+	o.credit[c.ID] = credited{counts: now, listed: time.Now()}
 	delta := counts{sub(now.op, prev.op), sub(now.ob, prev.ob), sub(now.rp, prev.rp), sub(now.rb, prev.rb)}
 	if delta == (counts{}) {
 		return
