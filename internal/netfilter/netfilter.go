@@ -2,8 +2,9 @@
 // of sgd's interfaces to NFQUEUE, touching nothing but its own chains and jumps.
 //
 // Layout (SPEC 2.3). In table mangle, chains SGD-INPUT and SGD-OUTPUT, each reached by one
-// rule "-m comment --comment sgd -j SGD-…" at the top of INPUT and OUTPUT, in iptables and
-// ip6tables. mangle runs after conntrack and defragmentation and before filter, so the
+// rule "-j SGD-…" at the top of INPUT and OUTPUT, in iptables and ip6tables (the chain's
+// name makes the jump sgd's; jumps of versions before 2026-12 carried "-m comment
+// --comment sgd", and are removed in that form too). mangle runs after conntrack and defragmentation and before filter, so the
 // host's own filter rules still judge what sgd accepts. Each chain RETURNs loopback and
 // IPv6 neighbour discovery, then queues the packets of each configured interface (DHCP
 // client traffic too: its exemption is scoped to the link, which only sgd can judge);
@@ -20,16 +21,20 @@
 // routed (by device); SGD-INPUT and SGD-OUTPUT queue a port's traffic with the host
 // itself. Without ports there is no SGD-FORWARD and no jump to it.
 //
-// With the kernel fast path (Spec.Offload, SPEC 4.7), three more kinds of chain, all
-// sgd's: SGD-INPUT-FAST, SGD-OUTPUT-FAST and (with ports) SGD-FORWARD-FAST in mangle, which
-// sgd's mangle chains send NEW and ESTABLISHED packets to and which queue a packet at the
-// first sgd device it crosses whose connection label bit its connection lacks (the
-// others RETURN: they pass, and the user's later mangle rules still see them);
-// SGD-SAVE-IN, SGD-SAVE-OUT and (with ports) SGD-SAVE-FWD in filter, jumped to from the
-// top of INPUT, OUTPUT and FORWARD, which label the connection of a packet sgd accepted
-// with offload.Mark at each device it crosses, and end nothing; SGD-RAW-PRE and
+// With the kernel fast path (Spec.Offload, SPEC 4.7), SGD-INPUT and SGD-OUTPUT return a
+// NEW or ESTABLISHED packet whose connection carries the label bit of its sgd device
+// instead of queueing it (it passes, and the user's later mangle rules still see it), and
+// three more kinds of chain, all sgd's: with ports, SGD-FORWARD-FAST in mangle, which
+// SGD-FORWARD sends NEW and ESTABLISHED packets to and which queues a packet at the first
+// port it crosses whose label bit its connection lacks; SGD-SAVE-IN, SGD-SAVE-OUT and
+// (with ports) SGD-SAVE-FWD in filter, jumped to from the top of INPUT, OUTPUT and
+// FORWARD by packets carrying offload.Mark, which label the connection of a packet sgd
+// accepted with that mark at each device it crosses, and end nothing; SGD-RAW-PRE and
 // SGD-RAW-OUT in raw, jumped to from the end of PREROUTING and OUTPUT, which attach the
-// devices' conntrack timeout policies to new connections. See Offload.
+// devices' conntrack timeout policies to new connections. See Offload. The rules every
+// packet crosses use native nftables comparisons where iptables-nft has them (devices,
+// protocols, the packet mark) and as few xtables matches (conntrack, connlabel) as
+// the decision needs: each of those is a call through the compatibility layer.
 //
 // Two consequences of NFQUEUE worth knowing: a packet sgd accepts continues at the next
 // hook (filter), so mangle INPUT/OUTPUT rules of others placed after sgd's jump do not see
@@ -161,16 +166,17 @@ func (m *Manager) apply(ctx context.Context, f family, s Spec) error {
 		}
 	}
 	for _, table := range tables {
-		var unwanted []hook
+		var unwanted, wanted []hook
 		for _, h := range allHooks() {
-			if h.table == table && !slices.Contains(want, h) {
+			switch {
+			case h.table != table:
+			case slices.Contains(want, h):
+				wanted = append(wanted, h)
+			default:
 				unwanted = append(unwanted, h)
 			}
 		}
-		if len(unwanted) == 0 {
-			continue
-		}
-		if err := m.remove(ctx, f, table, unwanted); err != nil {
+		if err := m.remove(ctx, f, table, unwanted, wanted); err != nil {
 			return err
 		}
 	}
@@ -243,7 +249,7 @@ func (m *Manager) Remove(ctx context.Context) error {
 				errs = append(errs, err)
 				continue
 			}
-			b.Write(removal(st, table, hooks))
+			b.Write(removal(st, table, hooks, nil))
 		}
 		if b.Len() == 0 {
 			continue
@@ -255,13 +261,15 @@ func (m *Manager) Remove(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// remove deletes the given hooks' jumps and chains of one table and family, if present.
-func (m *Manager) remove(ctx context.Context, f family, table string, hooks []hook) error {
+// remove deletes, in one table and family, the jumps and chains of hooks and the
+// older version's form of the jumps of kept (hook.legacyJumpArgs), what is present of
+// them.
+func (m *Manager) remove(ctx context.Context, f family, table string, hooks, kept []hook) error {
 	st, err := m.list(ctx, f, table)
 	if err != nil {
 		return err
 	}
-	in := removal(st, table, hooks)
+	in := removal(st, table, hooks, kept)
 	if in == nil {
 		return nil
 	}
@@ -272,21 +280,30 @@ func (m *Manager) remove(ctx context.Context, f family, table string, hooks []ho
 }
 
 // removal returns the iptables-restore --noflush input that deletes every copy of the
-// hooks' jumps and then flushes and deletes their chains, or nil when none is present.
-func removal(st tableState, table string, hooks []hook) []byte {
+// hooks' jumps (in either form) and then flushes and deletes their chains, and deletes
+// the older form of kept's jumps; nil when none of it is present.
+func removal(st tableState, table string, hooks, kept []hook) []byte {
 	var b bytes.Buffer
 	for _, h := range hooks {
 		if st.chains[h.chain] {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", h.chain) // flushes it
 		}
 	}
-	for _, h := range hooks {
-		if h.builtin == "" {
-			continue
-		}
-		spec := strings.Join(h.jumpArgs(), " ")
+	del := func(h hook, args []string) {
+		spec := strings.Join(args, " ")
 		for range st.jumps[h.builtin+" "+spec] {
 			fmt.Fprintf(&b, "-D %s %s\n", h.builtin, spec)
+		}
+	}
+	for _, h := range hooks {
+		if h.builtin != "" {
+			del(h, h.jumpArgs())
+			del(h, h.legacyJumpArgs())
+		}
+	}
+	for _, h := range kept {
+		if h.builtin != "" {
+			del(h, h.legacyJumpArgs())
 		}
 	}
 	for _, h := range hooks {

@@ -227,7 +227,7 @@ func TestNetnsApplyRemove(t *testing.T) {
 		// Each jump is the first rule of its built-in chain.
 		for _, fam := range []string{"iptables", "ip6tables"} {
 			for _, j := range jumpLines[:2] {
-				prefix := fam + " " + j[:strings.Index(j, " -m")] + " "
+				prefix := fam + " " + strings.Join(strings.Fields(j)[:3], " ") + " " // table -A BUILTIN
 				i := slices.IndexFunc(now, func(l string) bool { return strings.HasPrefix(l, prefix) })
 				if i < 0 || now[i] != fam+" "+j {
 					t.Errorf("%s: first rule with prefix %q is not the jump %q", step, prefix, j)

@@ -80,8 +80,9 @@ func TestValidateOffload(t *testing.T) {
 }
 
 // Offload on adds its chains and jumps (raw's at the end of the built-in chains, after
-// the user's own CT rules); off takes them away, and the chains of an older version's
-// fast path (the connmark zone field) with them; others' rules stay.
+// the user's own CT rules); off takes them away, and the chains and commented jumps of
+// older versions' fast paths (the connmark zone field; the host's check chains) with
+// them; others' rules stay.
 func TestApplyOffloadOnOff(t *testing.T) {
 	ctx := context.Background()
 	f := newFake()
@@ -91,6 +92,10 @@ func TestApplyOffloadOnOff(t *testing.T) {
 	old := f.table("ipv4", "filter")
 	old["INPUT"] = []string{"-m comment --comment sgd -j SGD-SAVE-IN"}
 	old[ChainSaveIn] = []string{"-m mark ! --mark 0x0/0xff0000 -j CONNMARK --save-mark --nfmask 0xff0000 --ctmask 0xff0000"}
+	oldMangle := f.table("ipv4", "mangle")
+	oldMangle["INPUT"] = []string{"-m comment --comment sgd -j SGD-INPUT"}
+	oldMangle[ChainInput] = []string{"-m conntrack --ctstate NEW,ESTABLISHED -j SGD-INPUT-FAST"}
+	oldMangle[ChainInputFast] = []string{"-i eth0 -m connlabel ! --label \"1\" -j NFQUEUE --queue-num 4"}
 	opts := DefaultOptions()
 	opts.Runner = f
 	m := New(opts)
@@ -99,23 +104,31 @@ func TestApplyOffloadOnOff(t *testing.T) {
 	}
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		raw := f.state[fam]["raw"]
-		if pre := raw["PREROUTING"]; pre[len(pre)-1] != "-m comment --comment sgd -j "+ChainRawPre {
+		if pre := raw["PREROUTING"]; pre[len(pre)-1] != "-j "+ChainRawPre {
 			t.Errorf("%s raw PREROUTING = %q; want sgd's jump last", fam, pre)
 		}
-		if fw := f.state[fam]["filter"]["FORWARD"]; fw[0] != "-m comment --comment sgd -j "+ChainSaveFwd {
-			t.Errorf("%s filter FORWARD = %q; want sgd's jump first", fam, fw)
+		if fw := f.state[fam]["filter"]["FORWARD"]; fw[0] != "-m mark --mark 0x800000/0x800000 -j "+ChainSaveFwd {
+			t.Errorf("%s filter FORWARD = %q; want sgd's jump, for marked packets, first", fam, fw)
 		}
-		for _, c := range []string{ChainInputFast, ChainOutputFast, ChainForwardFast} {
-			if len(f.state[fam]["mangle"][c]) == 0 {
-				t.Errorf("%s mangle %s missing or empty", fam, c)
+		if len(f.state[fam]["mangle"][ChainForwardFast]) == 0 {
+			t.Errorf("%s mangle %s missing or empty", fam, ChainForwardFast)
+		}
+		for _, c := range []string{ChainInputFast, ChainOutputFast} {
+			if _, ok := f.state[fam]["mangle"][c]; ok {
+				t.Errorf("%s mangle still has the older version's %s", fam, c)
+			}
+		}
+		for _, c := range []struct{ table, builtin string }{{"filter", "INPUT"}, {"mangle", "INPUT"}} {
+			if got := f.state[fam][c.table][c.builtin]; slices.ContainsFunc(got, func(r string) bool { return strings.Contains(r, "comment") }) || len(got) != 1 {
+				t.Errorf("%s %s %s = %q; want sgd's one jump, the commented one gone", fam, c.table, c.builtin, got)
 			}
 		}
 		if s := f.state[fam]["filter"][ChainSaveIn]; slices.ContainsFunc(s, func(r string) bool { return strings.Contains(r, "save-mark") }) {
 			t.Errorf("%s %s still has the old CONNMARK rule: %q", fam, ChainSaveIn, s)
 		}
 	}
-	if n := f.count("-t filter -I INPUT"); n != 1 {
-		t.Errorf("inserted %d filter INPUT jumps; want 1 (ipv6; ipv4 had the old one)", n)
+	if n := f.count("-t filter -I INPUT"); n != 2 {
+		t.Errorf("inserted %d filter INPUT jumps; want 2 (ipv4's old one has the old form)", n)
 	}
 	off := offloadSpec
 	off.Offload = nil

@@ -13,7 +13,7 @@ import (
 )
 
 // Names of the chains sgd owns. Nothing else in the ruleset is ever written by sgd except
-// the one jump rule per built-in chain, which carries the comment jumpComment.
+// the one jump rule per built-in chain to one of these chains (hook.jumpArgs).
 const (
 	ChainInput   = "SGD-INPUT"    // table mangle, jumped to from INPUT
 	ChainOutput  = "SGD-OUTPUT"   // table mangle, jumped to from OUTPUT
@@ -24,11 +24,14 @@ const (
 	ChainRawPre  = "SGD-RAW-PRE"  // table raw, jumped to from PREROUTING (offload only)
 	ChainRawOut  = "SGD-RAW-OUT"  // table raw, jumped to from OUTPUT (offload only)
 
-	// The offload checks, in mangle, jumped to from sgd's own chains only.
-	ChainInputFast   = "SGD-INPUT-FAST"
-	ChainOutputFast  = "SGD-OUTPUT-FAST"
+	// The offload check of forwarded packets, in mangle, jumped to from SGD-FORWARD only.
 	ChainForwardFast = "SGD-FORWARD-FAST"
+	// The offload checks of an older version (until 2026-12), now in SGD-INPUT and
+	// SGD-OUTPUT themselves: Apply removes them where it finds them.
+	ChainInputFast  = "SGD-INPUT-FAST"
+	ChainOutputFast = "SGD-OUTPUT-FAST"
 
+	// jumpComment marked sgd's jumps before 2026-12 (hook.legacyJumpArgs).
 	jumpComment = "sgd"
 )
 
@@ -45,8 +48,21 @@ type hook struct {
 }
 
 // jumpArgs is the rule specification of the jump, as iptables -S prints it after
-// "-A builtin " (the form matters: Remove finds jumps by comparing listing lines).
+// "-A builtin " (the form matters: -C and Remove find jumps by comparing it). A jump to one
+// of sgd's chains is sgd's by the chain's name; it carries no comment match, which
+// iptables-nft evaluates (an xtables call) for every packet. filter's jumps carry the
+// offload mark, a native comparison, so that only the packets sgd marked enter.
 func (h hook) jumpArgs() []string {
+	if h.table == "filter" {
+		m := hex(offload.Mark) + "/" + hex(offload.Mark)
+		return []string{"-m", "mark", "--mark", m, "-j", h.chain}
+	}
+	return []string{"-j", h.chain}
+}
+
+// legacyJumpArgs is the jump as sgd wrote it before 2026-12 ("-m comment --comment sgd
+// -j CHAIN"): Apply and Remove delete it wherever they find it.
+func (h hook) legacyJumpArgs() []string {
 	return []string{"-m", "comment", "--comment", jumpComment, "-j", h.chain}
 }
 
@@ -56,7 +72,8 @@ var (
 	// ports has exactly the rules it had before ports existed.
 	forwardHooks = [...]hook{{"mangle", "FORWARD", ChainForward, false}}
 	// The offload's: checks in mangle, labelling in filter, timeout policies in raw.
-	fastHooks        = [...]hook{{"mangle", "", ChainInputFast, false}, {"mangle", "", ChainOutputFast, false}}
+	// oldFastHooks are an older version's, never installed now.
+	oldFastHooks     = [...]hook{{"mangle", "", ChainInputFast, false}, {"mangle", "", ChainOutputFast, false}}
 	fastForwardHooks = [...]hook{{"mangle", "", ChainForwardFast, false}}
 	saveHooks        = [...]hook{{"filter", "INPUT", ChainSaveIn, false}, {"filter", "OUTPUT", ChainSaveOut, false}}
 	saveForwardHooks = [...]hook{{"filter", "FORWARD", ChainSaveFwd, false}}
@@ -69,7 +86,7 @@ var (
 // allHooks is every chain sgd may own: what Remove takes away.
 func allHooks() []hook {
 	var hs []hook
-	for _, g := range [][]hook{queueHooks[:], forwardHooks[:], fastHooks[:], fastForwardHooks[:], saveHooks[:], saveForwardHooks[:], rawHooks[:]} {
+	for _, g := range [][]hook{queueHooks[:], forwardHooks[:], oldFastHooks[:], fastForwardHooks[:], saveHooks[:], saveForwardHooks[:], rawHooks[:]} {
 		hs = append(hs, g...)
 	}
 	return hs
@@ -84,7 +101,6 @@ func (s Spec) hooks() []hook {
 	if s.Offload == nil {
 		return hs
 	}
-	hs = append(hs, fastHooks[:]...)
 	if len(s.Ports) > 0 {
 		hs = append(hs, fastForwardHooks[:]...)
 	}
@@ -131,7 +147,9 @@ type Spec struct {
 // sets, for a packet carrying offload.Mark with conntrack state NEW or ESTABLISHED, the
 // label bit of each sgd device the packet crosses (the device's "point"), and
 // offload.Mark in the connection mark; mangle passes (RETURN) a NEW or ESTABLISHED packet
-// whose every point has its label bit, and queues the rest as without the fast path. So
+// whose every point has its label bit, and queues the rest as without the fast path (in
+// sgd's INPUT and OUTPUT chains themselves, where a packet crosses one point; through
+// SGD-FORWARD-FAST for forwarded ones, which may cross two). So
 // RELATED packets (ICMP errors), INVALID and UNTRACKED ones are always judged by sgd. A
 // port-to-port packet has two points (the source port's and the destination port's), a
 // packet between a port and anything else the port's, a host interface's its own; a
@@ -326,18 +344,16 @@ func rules(s Spec, f family) []byte {
 }
 
 // mangleRules writes one of sgd's mangle chains: a queue chain, or with offload the
-// check chain it jumps to.
+// forwarding path's check chain.
+//
+// With offload, a host chain (INPUT, OUTPUT) tests each point in turn: a packet whose
+// connection carries the point's label bit returns (it passes), the point's others are
+// queued. A packet crosses one point there, so one rule decides it, and the rule tests
+// the label before the state: a packet that is not offloaded fails at the first match.
 func mangleRules(b *bytes.Buffer, pre string, s Spec, f family, h hook) {
 	queue := queueTarget(s)
-	switch h.chain {
-	case ChainInputFast:
-		fastRules(b, pre, s, "INPUT", queue)
-		return
-	case ChainOutputFast:
-		fastRules(b, pre, s, "OUTPUT", queue)
-		return
-	case ChainForwardFast:
-		fastRules(b, pre, s, "FORWARD", queue)
+	if h.chain == ChainForwardFast {
+		fastRules(b, pre, s, queue)
 		return
 	}
 	in := h.builtin == "INPUT"
@@ -350,32 +366,49 @@ func mangleRules(b *bytes.Buffer, pre string, s Spec, f family, h hook) {
 		b.WriteString(pre + dev + " lo -j RETURN\n")
 	}
 	if f == ipv6 {
-		// IPv6 is reassembled before the hooks only when conntrack runs in the
-		// namespace (nf_defrag_ipv6), and the kernel turns it on only for a ruleset
-		// that uses conntrack. This match does nothing else (no target): it makes
-		// fragments reach sgd as whole datagrams (SPEC 1.4). IPv4 arriving is
-		// reassembled before INPUT anyway, and leaving is fragmented after OUTPUT;
-		// sgd drops the rare crafted IPv4 fragment rather than make the kernel track
-		// every IPv4 packet (measured: a few percent of TCP throughput).
-		fmt.Fprintf(b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
+		if s.Offload == nil {
+			// IPv6 is reassembled before the hooks only when conntrack runs in the
+			// namespace (nf_defrag_ipv6), and the kernel turns it on only for a
+			// ruleset that uses conntrack. This match does nothing else (no target):
+			// it makes fragments reach sgd as whole datagrams (SPEC 1.4). IPv4
+			// arriving is reassembled before INPUT anyway, and leaving is fragmented
+			// after OUTPUT; sgd drops the rare crafted IPv4 fragment rather than make
+			// the kernel track every IPv4 packet (measured: a few percent of TCP
+			// throughput). With offload the label and state matches below load
+			// conntrack (the kernel does so when a rule is added, not when it runs),
+			// and a match every packet would pay for is left out.
+			prelude(b, pre)
+		}
 		// Neighbour discovery is never filtered (SPEC 1.2).
 		for t := ipproto.NDPFirst; t <= ipproto.NDPLast; t++ {
 			fmt.Fprintf(b, "%s-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN\n", pre, t)
 		}
 	}
-	if h.builtin == "FORWARD" && f == ipv4 {
-		forwardPrelude(b, pre)
+	if h.builtin == "FORWARD" {
+		switch {
+		case s.Offload != nil:
+			// A tracked packet goes through the checks: queued there unless offloaded
+			// at every point it crosses. Goto: the end of the check chain returns from
+			// this one too (it passes). Others (RELATED, INVALID, UNTRACKED) are
+			// queued below, as without the fast path.
+			fmt.Fprintf(b, "%s-m conntrack --ctstate NEW,ESTABLISHED -g %s\n", pre, ChainForwardFast)
+		case f == ipv4:
+			// A forwarded IPv4 datagram is reassembled before FORWARD only when
+			// conntrack's defragmentation runs in the namespace, and a later fragment
+			// has no ports to judge (the judge drops it), so without it an instance's
+			// fragmented UDP would never arrive.
+			prelude(b, pre)
+		}
+		forwardRules(b, pre, queue, s.Ports)
+		return
 	}
 	if s.Offload != nil {
-		// A tracked packet goes through the checks: queued there unless offloaded at
-		// every point it crosses, else it passes here. Others of sgd's devices
-		// (RELATED, INVALID, UNTRACKED) are queued below, as without the fast path.
-		fast := map[string]string{"INPUT": ChainInputFast, "OUTPUT": ChainOutputFast, "FORWARD": ChainForwardFast}[h.builtin]
-		fmt.Fprintf(b, "%s-m conntrack --ctstate NEW,ESTABLISHED -j %s\n", pre, fast)
-		fmt.Fprintf(b, "%s-m conntrack --ctstate NEW,ESTABLISHED -j RETURN\n", pre)
-	}
-	if h.builtin == "FORWARD" {
-		forwardRules(b, pre, queue, s.Ports)
+		for _, p := range points(s, h.builtin) {
+			if z, ok := s.Offload.zone(p.dev); ok {
+				fmt.Fprintf(b, "%s%s -m connlabel --label \"%d\" -m conntrack --ctstate NEW,ESTABLISHED -j RETURN\n", pre, p.match, z)
+			}
+			fmt.Fprintf(b, "%s%s %s\n", pre, p.match, queue)
+		}
 		return
 	}
 	for _, name := range s.Interfaces {
@@ -390,6 +423,12 @@ func mangleRules(b *bytes.Buffer, pre string, s Spec, f family, h hook) {
 		}
 		fmt.Fprintf(b, "%s%s %s %s\n", pre, dev, name, queue)
 	}
+}
+
+// prelude is a conntrack match without a target: it does nothing when it runs, and makes
+// the kernel run conntrack, and its defragmentation, for the family once it is added.
+func prelude(b *bytes.Buffer, pre string) {
+	fmt.Fprintf(b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
 }
 
 // point is one device match of a hook: the rule text that picks the packets crossing a
@@ -432,31 +471,28 @@ func points(s Spec, builtin string) []point {
 	return ps
 }
 
-// fastRules writes a check chain: a NEW or ESTABLISHED packet is queued at the first
-// point it crosses whose label bit its connection lacks (at once for a device that is
-// never offloaded); one that gets to the end passes.
-func fastRules(b *bytes.Buffer, pre string, s Spec, builtin, queue string) {
-	for _, p := range points(s, builtin) {
+// fastRules writes the forwarding path's check chain: a NEW or ESTABLISHED packet is
+// queued at the first point it crosses whose label bit its connection lacks (at once for
+// a device that is never offloaded); one that gets to the end passes. A forwarded packet
+// may cross two points (port to port): it passes only with both bits.
+func fastRules(b *bytes.Buffer, pre string, s Spec, queue string) {
+	for _, p := range points(s, "FORWARD") {
 		z, ok := s.Offload.zone(p.dev)
 		if !ok {
 			fmt.Fprintf(b, "%s%s %s\n", pre, p.match, queue)
 			continue
 		}
 		fmt.Fprintf(b, "%s%s -m connlabel ! --label \"%d\" %s\n", pre, p.match, z, queue)
-		if p.bridgedIn {
-			fmt.Fprintf(b, "%s%s -j RETURN\n", pre, p.match)
-		}
 	}
 }
 
-// saveRules writes a labelling chain of table filter. It only marks connections and
-// never ends the traversal: the host's own filter rules still judge the packet.
-// connlabel --set is a match that succeeds once the bit is set (it fails on a connection
-// created before any labelling rule existed: it has no room for labels, and gets no
-// connection mark either).
+// saveRules writes a labelling chain of table filter, which only packets carrying
+// offload.Mark enter (hook.jumpArgs). It only marks connections and never ends the
+// traversal: the host's own filter rules still judge the packet. connlabel --set is a
+// match that succeeds once the bit is set (it fails on a connection created before any
+// labelling rule existed: it has no room for labels, and gets no connection mark either).
 func saveRules(b *bytes.Buffer, pre string, s Spec, builtin string) {
 	m := hex(offload.Mark)
-	fmt.Fprintf(b, "%s-m mark ! --mark %s/%s -j RETURN\n", pre, m, m)
 	// Not RELATED: an ICMP error belongs to the connection it quotes, and must not
 	// offload it at a device it was never judged at.
 	fmt.Fprintf(b, "%s-m conntrack ! --ctstate NEW,ESTABLISHED -j RETURN\n", pre)
@@ -473,8 +509,8 @@ func saveRules(b *bytes.Buffer, pre string, s Spec, builtin string) {
 // rawRules writes a timeout chain of table raw: each device's policies for the
 // connections whose first packet comes in through it (PREROUTING) or, for the host's own,
 // goes out through it (OUTPUT). The CT target does not end the traversal, and only the
-// first one that matches a packet counts: ports come first, as in the judge. The
-// comment carries the name whole, which listings cut short (rules).
+// first one that matches a packet counts: ports come first, as in the judge. Listings
+// of Linux 6.18 cut the name short (rules); the kernel holds it whole.
 func rawRules(b *bytes.Buffer, pre string, s Spec, f family, builtin string) {
 	hookPoint := "INPUT" // PREROUTING: the devices packets come in through
 	if builtin == "OUTPUT" {
@@ -490,20 +526,12 @@ func rawRules(b *bytes.Buffer, pre string, s Spec, f family, builtin string) {
 			match, rest, _ := strings.Cut(p.match, " ")
 			if match == "-m" {
 				// -p comes before the matches in the canonical form.
-				fmt.Fprintf(b, "%s-p %s -m %s -m comment --comment %s -j CT --timeout %s\n", pre, proto, rest, name, name)
+				fmt.Fprintf(b, "%s-p %s -m %s -j CT --timeout %s\n", pre, proto, rest, name)
 			} else {
-				fmt.Fprintf(b, "%s%s -p %s -m comment --comment %s -j CT --timeout %s\n", pre, p.match, proto, name, name)
+				fmt.Fprintf(b, "%s%s -p %s -j CT --timeout %s\n", pre, p.match, proto, name)
 			}
 		}
 	}
-}
-
-// forwardPrelude makes IPv4 forwarded datagrams whole: a forwarded datagram is
-// reassembled before FORWARD only when conntrack's defragmentation runs in the namespace,
-// and a later fragment has no ports to judge (the judge drops it), so without it an
-// instance's fragmented UDP would never arrive.
-func forwardPrelude(b *bytes.Buffer, pre string) {
-	fmt.Fprintf(b, "%s-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED\n", pre)
 }
 
 // forwardRules writes the queue rules of sgd's FORWARD chain: the packets each port sends
