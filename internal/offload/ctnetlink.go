@@ -28,7 +28,7 @@ const (
 
 	// enum cntl_msg_types, the low byte of nlmsg_type (the high byte is
 	// NFNL_SUBSYS_CTNETLINK).
-	msgCTNew    = 0 // IPCTNL_MSG_CT_NEW: an entry of a dump or a GET's reply; a new or updated entry's event
+	msgCTNew    = 0 // IPCTNL_MSG_CT_NEW: a dump's entry, a GET's reply, a new or updated entry
 	msgCTGet    = 1 // IPCTNL_MSG_CT_GET
 	msgCTDelete = 2 // IPCTNL_MSG_CT_DELETE: a destroy event; a request to delete
 
@@ -166,12 +166,12 @@ func parseTuple(b []byte, c *Conn) bool {
 		ok                 = true
 		a                  = attrs{b: b}
 	)
-	for a.next() && ok {
+	for ok && a.next() {
 		switch a.typ {
 		case ctaTupleIP:
 			src, dst = netip.Addr{}, netip.Addr{}
 			ip := attrs{b: a.data}
-			for ip.next() && ok {
+			for ok && ip.next() {
 				switch ip.typ {
 				case ctaIPv4Src:
 					src, ok = addr4(ip.data)
@@ -187,7 +187,7 @@ func parseTuple(b []byte, c *Conn) bool {
 		case ctaTupleProto:
 			proto, hasProto, sport, dport, echo = 0, false, 0, 0, 0
 			p := attrs{b: a.data}
-			for p.next() && ok {
+			for ok && p.next() {
 				switch p.typ {
 				case ctaProtoNum:
 					if ok = len(p.data) == 1; ok {
@@ -428,7 +428,8 @@ func (r *reader) read() ([]byte, error) {
 // with a datagram already queued. It returns false for EAGAIN, to wait.
 func (r *reader) recvfrom(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), unix.MSG_TRUNC, 0, 0)
+		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd,
+			uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), unix.MSG_TRUNC, 0, 0) // no address
 		switch e {
 		case 0:
 			r.n, r.err = int(n), nil

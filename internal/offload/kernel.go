@@ -96,12 +96,13 @@ func (k *Kernel) dial() (*netlink.Conn, error) {
 // Listen delivers the destruction of every entry sgd offloaded (its connection mark has
 // Mark: the destroy event carries the mark, not the labels) to ended, with the entry's
 // final counters and an empty Labels, until ctx ends; then it returns nil. When the
-// kernel drops events because the socket's buffer was full (ENOBUFS), or a datagram
-// was longer than Listen's buffer (never seen: an event is a few hundred bytes), lost
-// is called and listening goes on: some destructions were missed, so the caller should resync
-// (Dump). ended and lost run on Listen's goroutine, one at a time: keep them short, or
-// events pile up and get lost. An entry is reported only if it was created while
-// nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
+// kernel drops events because the socket's buffer was full (ENOBUFS), or a datagram was
+// longer than Listen's buffer (never seen: an event is a few hundred bytes), lost is
+// called and listening goes on: some destructions were missed, so the caller should
+// resync (Dump). ended and lost run on Listen's goroutine, one at a time: keep them
+// short, or events pile up and get lost. An entry is reported only if it was created
+// while nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
+// Listen reads its socket into one buffer and allocates nothing per event.
 func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error)) error {
 	c, err := k.dial()
 	if err != nil {
@@ -199,7 +200,7 @@ func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
 		return nil, fmt.Errorf("offload: dump conntrack: %w", err)
 	}
 	// Stream the dump: only sgd's entries are kept (the table may hold a million). The
-	// slice starts at the last dump's size: the table changes little in 5 s.
+	// slice starts at the last dump's length: between polls the table changes little.
 	out := make([]Conn, 0, k.dumped.Load())
 	var conn Conn
 	for {
