@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -35,8 +36,11 @@ type Kernel struct {
 	log *zap.Logger
 	ns  int // fd of the namespace, for every socket the Kernel opens
 
-	mu  sync.Mutex    // req, one request at a time
-	req *netlink.Conn // Lookup and Delete, read by hand (request); nil once closed
+	mu        sync.Mutex    // req, one request at a time
+	req       *netlink.Conn // Lookup and Delete, read by hand (request); nil once closed
+	reqReader *reader       // req's datagrams
+
+	dumped atomic.Int64 // the number of entries the last Dump returned
 
 	eventBuffer int // the destroy-event socket's receive buffer (tests make it small)
 }
@@ -58,6 +62,11 @@ func Open(ctx context.Context, log *zap.Logger) (*Kernel, error) {
 		unix.Close(ns)
 		return nil, err
 	}
+	if k.reqReader, err = newReader(k.req); err != nil {
+		k.req.Close()
+		unix.Close(ns)
+		return nil, fmt.Errorf("offload: netfilter netlink socket: %w", err)
+	}
 	return k, nil
 }
 
@@ -70,7 +79,7 @@ func (k *Kernel) Close() error {
 		return nil
 	}
 	err := k.req.Close()
-	k.req = nil
+	k.req, k.reqReader = nil, nil
 	unix.Close(k.ns)
 	return err
 }
@@ -87,11 +96,13 @@ func (k *Kernel) dial() (*netlink.Conn, error) {
 // Listen delivers the destruction of every entry sgd offloaded (its connection mark has
 // Mark: the destroy event carries the mark, not the labels) to ended, with the entry's
 // final counters and an empty Labels, until ctx ends; then it returns nil. When the
-// kernel drops events because the socket's buffer was full (ENOBUFS), lost is called
-// and listening goes on: some destructions were missed, so the caller should resync
-// (Dump). ended and lost run on Listen's goroutine, one at a time: keep them short, or
-// events pile up and get lost. An entry is reported only if it was created while
-// nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
+// kernel drops events because the socket's buffer was full (ENOBUFS), or a datagram was
+// longer than Listen's buffer (never seen: an event is a few hundred bytes), lost is
+// called and listening goes on: some destructions were missed, so the caller should
+// resync (Dump). ended and lost run on Listen's goroutine, one at a time: keep them
+// short, or events pile up and get lost. An entry is reported only if it was created
+// while nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
+// Listen reads its socket into one buffer and allocates nothing per event.
 func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error)) error {
 	c, err := k.dial()
 	if err != nil {
@@ -102,29 +113,31 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 		return fmt.Errorf("offload: join conntrack destroy events: %w", err)
 	}
 	k.growBuffer(c)
+	r, err := newReader(c)
+	if err != nil {
+		return fmt.Errorf("offload: conntrack destroy events: %w", err)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
+	var conn Conn
 	for {
-		msgs, err := c.Receive()
+		b, err := r.read()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, unix.ENOBUFS) {
+		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, errTruncated) {
 			lost(fmt.Errorf("offload: conntrack destroy events lost: %w", err))
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("offload: receive conntrack events: %w", err)
 		}
-		for _, m := range msgs {
-			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err != nil || ev.Type != conntrack.EventDestroy || ev.Flow == nil {
-				continue // not a conntrack destroy event (nothing else is subscribed)
+		// One event a datagram, as the kernel sends them; a message that is not a
+		// conntrack destroy event is skipped (nothing else is subscribed).
+		for ms := (nlmsgs{b: b}); ms.next(); {
+			if typ, ok := parseConn(ms.msg, &conn); ok && typ == msgCTDelete && conn.Mark&Mark != 0 {
+				ended(conn)
 			}
-			if ev.Flow.Mark&Mark == 0 {
-				continue
-			}
-			ended(connFrom(ev.Flow))
 		}
 	}
 }
@@ -147,8 +160,10 @@ func (k *Kernel) growBuffer(c *netlink.Conn) {
 }
 
 // Dump returns the live entries sgd offloaded (Mark in the connection mark, and any of
-// sgd's labels), with their counters and remaining timeouts. Unconfirmed entries (whose first packet has not finished its way
-// through the hooks) are not in the kernel's table and not in the dump.
+// sgd's labels), with their counters and remaining timeouts. Unconfirmed entries (whose
+// first packet has not finished its way through the hooks) are not in the kernel's table
+// and not in the dump. A dump whose datagrams cannot be read whole is an error; an
+// entry whose message does not parse (parseConn; never seen from a kernel) is left out.
 func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -165,38 +180,64 @@ func (k *Kernel) Dump(ctx context.Context) ([]Conn, error) {
 	defer stop()
 	// The kernel sends only the entries with Mark in their connection mark.
 	ae := netfilter.NewAttributeEncoder()
-	ae.Uint32(8, Mark)  // CTA_MARK
-	ae.Uint32(21, Mark) // CTA_MARK_MASK
+	ae.Uint32(ctaMark, Mark)
+	ae.Uint32(ctaMarkMask, Mark)
 	req, err := netfilter.EncodeNetlink(netfilter.Header{
 		SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: netfilter.MessageType(1), // IPCTNL_MSG_CT_GET
-		Family:      netfilter.ProtoUnspec,    // both families
+		MessageType: netfilter.MessageType(msgCTGet),
+		Family:      netfilter.ProtoUnspec, // both families
 		Flags:       netlink.Request | netlink.Dump,
 	}, ae)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Send(req); err != nil {
+	sent, err := c.Send(req)
+	if err != nil {
 		return nil, fmt.Errorf("offload: dump conntrack: %w", err)
 	}
-	var out []Conn
-	// Stream the dump: only sgd's entries are kept (the table may hold a million).
-	for m, err := range c.ReceiveIter() {
+	r, err := newReader(c)
+	if err != nil {
+		return nil, fmt.Errorf("offload: dump conntrack: %w", err)
+	}
+	// Stream the dump: only sgd's entries are kept (the table may hold a million). The
+	// slice starts at the last dump's length: between polls the table changes little.
+	out := make([]Conn, 0, k.dumped.Load())
+	var conn Conn
+	for {
+		b, err := r.read()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			return nil, fmt.Errorf("offload: dump conntrack: %w", err)
 		}
-		var ev conntrack.Event
-		if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
-			continue
+		ms := nlmsgs{b: b}
+		for ms.next() {
+			if ms.seq != sent.Header.Sequence {
+				continue // not this dump's
+			}
+			switch ms.typ {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				// The end: NLMSG_DONE carries the dump's error code (0 when it is whole);
+				// NLMSG_ERROR one that ended it early.
+				if e, ok := errno(ms.msg); ok && e != 0 {
+					return nil, fmt.Errorf("offload: dump conntrack: %w", e)
+				}
+				k.dumped.Store(int64(len(out)))
+				return out, nil
+			}
+			if _, ok := parseConn(ms.msg, &conn); ok && conn.Labels.Any() {
+				out = append(out, conn)
+			}
+			if ms.flags&unix.NLM_F_MULTI == 0 {
+				k.dumped.Store(int64(len(out)))
+				return out, nil // a lone reply, not a dump's part
+			}
 		}
-		if conn := connFrom(ev.Flow); conn.Labels.Any() {
-			out = append(out, conn)
+		if ms.bad {
+			return nil, errors.New("offload: dump conntrack: malformed netlink datagram")
 		}
 	}
-	return out, nil
 }
 
 // Lookup finds the kernel's entry for a flow by its original or its reply tuple (for
@@ -218,29 +259,26 @@ func (k *Kernel) Lookup(ctx context.Context, proto uint8, src, dst netip.Addr, s
 	}
 	for _, t := range tuples {
 		ae := netfilter.NewAttributeEncoder()
-		encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, t)
-		f, err := k.request(ctx, 1 /* IPCTNL_MSG_CT_GET */, t.IP.SourceAddress.Is6(), ae)
-		if err == nil && f == nil {
-			err = unix.ENOENT
-		}
-		if errors.Is(err, unix.ENOENT) {
+		encodeTuple(ae, ctaTupleOrig, t)
+		c, ok, err := k.request(ctx, msgCTGet, t.IP.SourceAddress.Is6(), ae)
+		if errors.Is(err, unix.ENOENT) || (err == nil && !ok) {
 			continue
 		}
 		if err != nil {
 			return Conn{}, false, fmt.Errorf("offload: look up %s: %w", t, err)
 		}
-		return connFrom(f), true, nil
+		return c, true, nil
 	}
 	return Conn{}, false, nil
 }
 
 // request sends one ctnetlink request (typ: IPCTNL_MSG_CT_*) with an acknowledgement
-// asked for, and reads the replies up to it: the flow of a GET's reply, or nil. Read by
-// hand: Linux 6.18 flags a GET's one reply message NLM_F_MULTI with no NLMSG_DONE after
-// it, and the netlink library (and ti-mo/conntrack's Get over it) waits for that DONE for
-// ever. (ti-mo/conntrack's Delete, for its part, sends an IPv6 tuple as IPv4 unless the
-// reply tuple is filled in, and no CTA_ID.)
-func (k *Kernel) request(ctx context.Context, typ uint8, ipv6 bool, ae *netlink.AttributeEncoder) (*conntrack.Flow, error) {
+// asked for, and reads the replies up to it: the entry of a GET's reply and true, or
+// false. Read by hand: Linux 6.18 flags a GET's one reply message NLM_F_MULTI with no
+// NLMSG_DONE after it, and the netlink library (and ti-mo/conntrack's Get over it) waits
+// for that DONE for ever. (ti-mo/conntrack's Delete, for its part, sends an IPv6 tuple
+// as IPv4 unless the reply tuple is filled in, and no CTA_ID.)
+func (k *Kernel) request(ctx context.Context, typ uint8, ipv6 bool, ae *netlink.AttributeEncoder) (Conn, bool, error) {
 	family := netfilter.ProtoIPv4
 	if ipv6 {
 		family = netfilter.ProtoIPv6
@@ -252,12 +290,12 @@ func (k *Kernel) request(ctx context.Context, typ uint8, ipv6 bool, ae *netlink.
 		Flags:       netlink.Request | netlink.Acknowledge,
 	}, ae)
 	if err != nil {
-		return nil, err
+		return Conn{}, false, err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.req == nil {
-		return nil, errors.New("offload: kernel closed")
+		return Conn{}, false, errors.New("offload: kernel closed")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -266,85 +304,72 @@ func (k *Kernel) request(ctx context.Context, typ uint8, ipv6 bool, ae *netlink.
 	_ = k.req.SetDeadline(deadline)
 	sent, err := k.req.Send(req)
 	if err != nil {
-		return nil, err
+		return Conn{}, false, err
 	}
-	rc, err := k.req.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var flow *conntrack.Flow
-	buf := make([]byte, 16<<10)
+	var (
+		conn  Conn
+		found bool
+	)
 	for {
-		var n int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		}); err != nil {
-			return nil, err
+		b, err := k.reqReader.read()
+		if err != nil {
+			return Conn{}, false, err
 		}
-		if rerr != nil {
-			return nil, rerr
-		}
-		for b := buf[:n]; len(b) >= 16; {
-			var m netlink.Message
-			l := int(binary.NativeEndian.Uint32(b))
-			if l < 16 || l > len(b) {
-				return nil, errors.New("offload: truncated netlink message")
-			}
-			if err := m.UnmarshalBinary(b[:min(len(b), (l+3)&^3)]); err != nil {
-				return nil, err
-			}
-			b = b[min(len(b), (l+3)&^3):]
-			if m.Header.Sequence != sent.Header.Sequence {
+		ms := nlmsgs{b: b}
+		for ms.next() {
+			if ms.seq != sent.Header.Sequence {
 				continue // a late reply to an earlier request
 			}
-			if m.Header.Type == netlink.Error {
-				if len(m.Data) < 4 {
-					return nil, errors.New("offload: short netlink error")
+			if ms.typ == unix.NLMSG_ERROR {
+				e, ok := errno(ms.msg)
+				if !ok {
+					return Conn{}, false, errors.New("offload: short netlink error")
 				}
-				if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
-					return nil, unix.Errno(-code)
+				if e != 0 {
+					return Conn{}, false, e
 				}
-				return flow, nil
+				return conn, found, nil
 			}
-			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err == nil && ev.Flow != nil {
-				flow = ev.Flow
+			var c Conn
+			if _, ok := parseConn(ms.msg, &c); ok {
+				conn, found = c, true
 			}
+		}
+		if ms.bad {
+			return Conn{}, false, errors.New("offload: malformed netlink datagram")
 		}
 	}
 }
 
 // encodeTuple writes a conntrack tuple (CTA_TUPLE_*: nested CTA_TUPLE_IP and
-// CTA_TUPLE_PROTO, include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+// CTA_TUPLE_PROTO).
 func encodeTuple(ae *netlink.AttributeEncoder, typ uint16, t conntrack.Tuple) {
 	ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(1, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_IP
+		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
 			if t.IP.SourceAddress.Is4() {
-				ae.Bytes(1, t.IP.SourceAddress.AsSlice()) // CTA_IP_V4_SRC
-				ae.Bytes(2, t.IP.DestinationAddress.AsSlice())
+				ae.Bytes(ctaIPv4Src, t.IP.SourceAddress.AsSlice())
+				ae.Bytes(ctaIPv4Dst, t.IP.DestinationAddress.AsSlice())
 			} else {
-				ae.Bytes(3, t.IP.SourceAddress.AsSlice()) // CTA_IP_V6_SRC
-				ae.Bytes(4, t.IP.DestinationAddress.AsSlice())
+				ae.Bytes(ctaIPv6Src, t.IP.SourceAddress.AsSlice())
+				ae.Bytes(ctaIPv6Dst, t.IP.DestinationAddress.AsSlice())
 			}
 			return nil
 		})
-		ae.Nested(2, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_PROTO
+		ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
 			p := t.Proto
-			ae.Uint8(1, p.Protocol) // CTA_PROTO_NUM
+			ae.Uint8(ctaProtoNum, p.Protocol)
 			switch p.Protocol {
 			case ipproto.ICMP:
-				ae.Uint16(4, p.ICMPID) // CTA_PROTO_ICMP_ID, _TYPE, _CODE
-				ae.Uint8(5, p.ICMPType)
-				ae.Uint8(6, p.ICMPCode)
+				ae.Uint16(ctaProtoICMPID, p.ICMPID)
+				ae.Uint8(ctaProtoICMPType, p.ICMPType)
+				ae.Uint8(ctaProtoICMPCode, p.ICMPCode)
 			case ipproto.ICMPv6:
-				ae.Uint16(7, p.ICMPID) // CTA_PROTO_ICMPV6_ID, _TYPE, _CODE
-				ae.Uint8(8, p.ICMPType)
-				ae.Uint8(9, p.ICMPCode)
+				ae.Uint16(ctaProtoICMPv6ID, p.ICMPID)
+				ae.Uint8(ctaProtoICMPv6Type, p.ICMPType)
+				ae.Uint8(ctaProtoICMPv6Code, p.ICMPCode)
 			default:
-				ae.Uint16(2, p.SourcePort) // CTA_PROTO_SRC_PORT, _DST_PORT
-				ae.Uint16(3, p.DestinationPort)
+				ae.Uint16(ctaProtoSrcPort, p.SourcePort)
+				ae.Uint16(ctaProtoDstPort, p.DestinationPort)
 			}
 			return nil
 		})
@@ -382,9 +407,9 @@ func (k *Kernel) Delete(ctx context.Context, c Conn) error {
 		return err
 	}
 	ae := netfilter.NewAttributeEncoder()
-	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
-	ae.Uint32(12 /* CTA_ID */, c.ID)
-	if _, err := k.request(ctx, 2 /* IPCTNL_MSG_CT_DELETE */, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
+	encodeTuple(ae, ctaTupleOrig, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
+	ae.Uint32(ctaID, c.ID)
+	if _, _, err := k.request(ctx, msgCTDelete, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("offload: delete %v: %w", c, err)
 	}
 	return nil
@@ -401,18 +426,18 @@ func (k *Kernel) Unlabel(ctx context.Context, c Conn) error {
 		return err
 	}
 	ae := netfilter.NewAttributeEncoder()
-	encodeTuple(ae, 1 /* CTA_TUPLE_ORIG */, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
+	encodeTuple(ae, ctaTupleOrig, tuple(c.Proto, c.Src.Unmap(), c.Dst.Unmap(), c.SrcPort, c.DstPort, false))
 	// CTA_MARK with CTA_MARK_MASK: the new mark is (old &^ mask) ^ (mark & mask).
-	ae.Uint32(8 /* CTA_MARK */, 0)
-	ae.Uint32(21 /* CTA_MARK_MASK */, Mark)
+	ae.Uint32(ctaMark, 0)
+	ae.Uint32(ctaMarkMask, Mark)
 	// CTA_LABELS with CTA_LABELS_MASK: the masked bits take the new value, zero.
 	var mask Labels
 	for z := uint16(1); z <= MaxZone; z++ {
 		mask = mask.With(z)
 	}
-	ae.Bytes(22 /* CTA_LABELS */, make([]byte, 16))
-	ae.Bytes(23 /* CTA_LABELS_MASK */, labelBytes(mask))
-	if _, err := k.request(ctx, 0 /* IPCTNL_MSG_CT_NEW: an update of an existing entry */, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
+	ae.Bytes(ctaLabels, make([]byte, 16))
+	ae.Bytes(ctaLabelsMask, labelBytes(mask))
+	if _, _, err := k.request(ctx, msgCTNew /* an update of an existing entry */, c.Src.Unmap().Is6(), ae); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("offload: unlabel %v: %w", c, err)
 	}
 	return nil
@@ -424,33 +449,4 @@ func labelBytes(l Labels) []byte {
 	binary.NativeEndian.PutUint64(b[0:], l[0])
 	binary.NativeEndian.PutUint64(b[8:], l[1])
 	return b
-}
-
-// connFrom converts the library's flow.
-func connFrom(f *conntrack.Flow) Conn {
-	o := f.TupleOrig
-	c := Conn{
-		ID:           f.ID,
-		Proto:        o.Proto.Protocol,
-		Src:          o.IP.SourceAddress,
-		Dst:          o.IP.DestinationAddress,
-		SrcPort:      o.Proto.SourcePort,
-		DstPort:      o.Proto.DestinationPort,
-		Labels:       labelsFrom(f.Labels),
-		OrigPackets:  f.CountersOrig.Packets,
-		OrigBytes:    f.CountersOrig.Bytes,
-		ReplyPackets: f.CountersReply.Packets,
-		ReplyBytes:   f.CountersReply.Bytes,
-		Timeout:      f.Timeout,
-		Replied:      f.Status.SeenReply(),
-		Assured:      f.Status.Assured(),
-		Mark:         f.Mark,
-	}
-	if ipproto.IsICMP(c.Proto) {
-		c.SrcPort, c.DstPort = o.Proto.ICMPID, o.Proto.ICMPID
-	}
-	if f.ProtoInfo.TCP != nil {
-		c.TCPState = f.ProtoInfo.TCP.State
-	}
-	return c
 }

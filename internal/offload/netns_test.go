@@ -25,7 +25,7 @@ import (
 // These tests run in network namespaces of their own (internal/lab), never in the
 // host's: policies, entries and rules exist only there.
 
-func newNS(t *testing.T, role string) string {
+func newNS(t testing.TB, role string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root for network namespaces")
@@ -52,14 +52,14 @@ func newNS(t *testing.T, role string) string {
 }
 
 // in runs f on a thread inside ns.
-func in(t *testing.T, ns string, f func() error) {
+func in(t testing.TB, ns string, f func() error) {
 	t.Helper()
 	if err := lab.Do(ns, f); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func nsRun(t *testing.T, ns string, argv ...string) error {
+func nsRun(t testing.TB, ns string, argv ...string) error {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...).CombinedOutput()
 	if err != nil {
