@@ -102,7 +102,9 @@ func (k *Kernel) dial() (*netlink.Conn, error) {
 // resync (Dump). ended and lost run on Listen's goroutine, one at a time: keep them
 // short, or events pile up and get lost. An entry is reported only if it was created
 // while nf_conntrack_events was on (Sysctls). Another error ends Listen and is returned.
-// Listen reads its socket into one buffer and allocates nothing per event.
+// Listen reads its socket into one buffer and allocates nothing per event; it wakes at
+// most about every listenCoalesce, taking what gathered meanwhile in a row, so an event
+// reaches ended up to that late.
 func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error)) error {
 	c, err := k.dial()
 	if err != nil {
@@ -120,10 +122,19 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
 	var conn Conn
+	last := time.Now()
 	for {
 		b, err := r.read()
 		if ctx.Err() != nil {
 			return nil
+		}
+		// The kernel sends one event a datagram, and a wait that ends wakes this
+		// goroutine for it: after one, let the next ones pile up in the socket's
+		// buffer for a moment and read them in a row (an end is final, and nothing
+		// needs it sooner: a packet of a new flow on the same tuple reaches the queue
+		// anyway).
+		if time.Since(last) > listenWaited {
+			sleep(ctx, listenCoalesce)
 		}
 		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, errTruncated) {
 			lost(fmt.Errorf("offload: conntrack destroy events lost: %w", err))
@@ -139,6 +150,24 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 				ended(conn)
 			}
 		}
+		last = time.Now()
+	}
+}
+
+// listenCoalesce is how long Listen lets destroy events gather after a wait for one;
+// listenWaited tells a read that waited from one that found a datagram queued.
+const (
+	listenCoalesce = 10 * time.Millisecond
+	listenWaited   = 50 * time.Microsecond
+)
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
