@@ -374,9 +374,10 @@ func mangleRules(b *bytes.Buffer, pre string, s Spec, f family, h hook) {
 			// arriving is reassembled before INPUT anyway, and leaving is fragmented
 			// after OUTPUT; sgd drops the rare crafted IPv4 fragment rather than make
 			// the kernel track every IPv4 packet (measured: a few percent of TCP
-			// throughput). With offload the label and state matches below load
-			// conntrack (the kernel does so when a rule is added, not when it runs),
-			// and a match every packet would pay for is left out.
+			// throughput). With offload, SGD-SAVE-*'s state match loads conntrack
+			// for the family (the kernel does so when a rule is added, not when it
+			// runs, in whatever table), and a match every packet would pay for is
+			// left out.
 			prelude(b, pre)
 		}
 		// Neighbour discovery is never filtered (SPEC 1.2).
@@ -396,7 +397,8 @@ func mangleRules(b *bytes.Buffer, pre string, s Spec, f family, h hook) {
 			// A forwarded IPv4 datagram is reassembled before FORWARD only when
 			// conntrack's defragmentation runs in the namespace, and a later fragment
 			// has no ports to judge (the judge drops it), so without it an instance's
-			// fragmented UDP would never arrive.
+			// fragmented UDP would never arrive. (With offload the state match above
+			// loads it.)
 			prelude(b, pre)
 		}
 		forwardRules(b, pre, queue, s.Ports)
