@@ -400,6 +400,19 @@ func vethPair(t *testing.T) (a, b string, flows []flow) {
 		recv := listen(x.to, x.network, x.addr)
 		flows = append(flows, flow{name: x.name, send: dial(x.from, x.network, recv), recv: recv})
 	}
+	// Wait until every flow carries datagrams, before any rule exists (so the probes
+	// reach no queue and leave no conntrack entry): on a loaded machine a fresh pair's
+	// first IPv6 datagram can be lost with its neighbour solicitation, sent before the
+	// peer's link was up, and the kernel solicits again only a second later.
+	for _, f := range flows {
+		ok := false
+		for try := 0; try < 10 && !ok; try++ {
+			ok = f.delivered(t, 500*time.Millisecond)
+		}
+		if !ok {
+			t.Fatalf("%s: the fresh veth pair carries nothing in 5 s", f.name)
+		}
+	}
 	return a, b, flows
 }
 
