@@ -4,8 +4,9 @@
 // Layout (SPEC 2.3). In table mangle, chains SGD-INPUT and SGD-OUTPUT, each reached by one
 // rule "-j SGD-…" at the top of INPUT and OUTPUT, in iptables and ip6tables (the chain's
 // name makes the jump sgd's; jumps of versions before 2026-12 carried "-m comment
-// --comment sgd", and are removed in that form too). mangle runs after conntrack and defragmentation and before filter, so the
-// host's own filter rules still judge what sgd accepts. Each chain RETURNs loopback and
+// --comment sgd", and are removed in that form too). mangle runs after conntrack and
+// defragmentation and before filter, so the host's own filter rules still judge what sgd
+// accepts. Each chain RETURNs loopback and
 // IPv6 neighbour discovery, then queues the packets of each configured interface (DHCP
 // client traffic too: its exemption is scoped to the link, which only sgd can judge);
 // packets of other interfaces fall off the end and RETURN.
