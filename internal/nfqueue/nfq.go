@@ -206,7 +206,8 @@ func parsePacket(b []byte, m *Packet) (ok bool) {
 }
 
 // appendVerdict appends one verdict message; batch makes it a NFQNL_MSG_VERDICT_BATCH that
-// applies to every queued packet with an id up to id. mark 0 leaves the mark alone.
+// applies to every queued packet with an id up to id. A nil mark leaves the packet's mark
+// alone; a non-nil one replaces it (with *mark, which may be 0).
 func (q *nfq) appendVerdict(b []byte, id uint32, verdict uint32, mark *uint32, batch bool) []byte {
 	typ := uint16(nfnlSubsysQueue<<8 | nfqnlMsgVerdict)
 	if batch {

@@ -134,7 +134,7 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 		// needs it sooner: a packet of a new flow on the same tuple reaches the queue
 		// anyway).
 		if time.Since(last) > listenWaited {
-			sleep(ctx, listenCoalesce)
+			time.Sleep(listenCoalesce) // ctx's end sets the deadline: the next read returns
 		}
 		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, errTruncated) {
 			lost(fmt.Errorf("offload: conntrack destroy events lost: %w", err))
@@ -160,16 +160,6 @@ const (
 	listenCoalesce = 10 * time.Millisecond
 	listenWaited   = 50 * time.Microsecond
 )
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
 
 // growBuffer asks for a receive buffer of eventBuffer bytes, past net.core.rmem_max when
 // the process may (CAP_NET_ADMIN), else as much as the limit allows.
