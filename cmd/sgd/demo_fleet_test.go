@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"os"
@@ -107,37 +106,9 @@ func TestDemoFleet(t *testing.T) {
 func TestDemoFleetInterrupted(t *testing.T) {
 	bin := fleetBinary(t)
 	cmd := exec.Command(bin, "demo", "--fleet", "--timeout", "5s")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var se bytes.Buffer
-	cmd.Stderr = &se
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var so strings.Builder
-	defer func() {
-		checkNoLeftovers(t, demoPrefix, cmd.Process.Pid)
-		checkNoProcesses(t, so.String())
-	}()
-	timer := time.AfterFunc(90*time.Second, func() { _ = cmd.Process.Kill() })
-	defer timer.Stop()
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		so.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), " 1  A → B tcp/3306") {
-			time.Sleep(500 * time.Millisecond) // inside the 5 s attempt
-			_ = cmd.Process.Signal(os.Interrupt)
-		}
-	}
-	err = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != 130 {
-		t.Errorf("sgd demo --fleet after SIGINT: exit %d (%v); want 130\nstdout:\n%s\nstderr:\n%s", code, err, so.String(), se.String())
-	}
-	if !strings.Contains(so.String(), "Interrupted") {
-		t.Errorf("sgd demo --fleet after SIGINT does not say it was interrupted:\n%s", so.String())
-	}
+	so := interruptAt(t, cmd, " 1  A → B tcp/3306") // inside the 5 s attempt
+	checkNoLeftovers(t, demoPrefix, cmd.Process.Pid)
+	checkNoProcesses(t, so)
 }
 
 // Without etcd the fleet demo exits 1 before building anything, saying what to install.

@@ -207,6 +207,15 @@ func readPcapSYNs(t *testing.T, path string, src netip.Addr, port uint16) []int 
 func TestDemoInterrupted(t *testing.T) {
 	bin := labBinary(t, "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
 	cmd := exec.Command(bin, "demo", "--timeout", "5s")
+	interruptAt(t, cmd, "stranger → instance tcp/22 (SSH)") // captures running
+	checkNoLeftovers(t, demoPrefix, cmd.Process.Pid)
+}
+
+// interruptAt runs cmd, sends it SIGINT 500 ms after the first line of its output that
+// contains marker (inside the case under way), and checks that it exits 130 saying it was
+// interrupted; a cmd still running after 90 s is killed. It returns what cmd printed.
+func interruptAt(t *testing.T, cmd *exec.Cmd, marker string) (stdout string) {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -216,23 +225,28 @@ func TestDemoInterrupted(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer checkNoLeftovers(t, demoPrefix, cmd.Process.Pid)
+	timer := time.AfterFunc(90*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
 	var so strings.Builder
+	sent := false
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		so.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "stranger → instance tcp/22 (SSH)") {
-			time.Sleep(500 * time.Millisecond) // inside the case, captures running
+		if !sent && strings.Contains(sc.Text(), marker) {
+			sent = true
+			time.Sleep(500 * time.Millisecond)
 			_ = cmd.Process.Signal(os.Interrupt)
 		}
 	}
 	err = cmd.Wait()
+	name := strings.Join(cmd.Args[1:], " ")
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
-		t.Errorf("sgd demo after SIGINT: exit %d (%v); want 130\nstdout:\n%s\nstderr:\n%s", code, err, so.String(), se.String())
+		t.Errorf("sgd %s after SIGINT: exit %d (%v); want 130\nstdout:\n%s\nstderr:\n%s", name, code, err, so.String(), se.String())
 	}
 	if !strings.Contains(so.String(), "Interrupted") {
-		t.Errorf("sgd demo after SIGINT does not say it was interrupted:\n%s", so.String())
+		t.Errorf("sgd %s after SIGINT does not say it was interrupted:\n%s", name, so.String())
 	}
+	return so.String()
 }
 
 func TestDemoHelpAndUsage(t *testing.T) {
