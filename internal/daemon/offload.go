@@ -38,6 +38,23 @@ type offloader struct {
 	mu      sync.Mutex
 	credit  map[uint32]credited           // kernel connection id → what was added for it so far
 	missing map[conntrack.Tuple]time.Time // offloaded flows absent from dumps, since when
+
+	// forgot holds the offloaded flows the judge forgot because the kernel no longer
+	// carried them (alive), keyed by canonical tuple, until their connection's destroy
+	// event comes: by then the table's flow of that tuple may be a newer connection's.
+	// Its own lock keeps the judge clear of o.mu, which a poll holds for a walk of the
+	// whole table; where both are held, o.mu is taken first.
+	fmu    sync.Mutex
+	forgot map[conntrack.Tuple]holder
+}
+
+// holder is what the table knew of one zone's flow of a kernel connection: the zone, the
+// flow's direction, and what sgd counted of it on the queue.
+type holder struct {
+	zone    uint16
+	ingress bool
+	counted conntrack.Counted
+	since   time.Time // for forgot: when the judge forgot it
 }
 
 // missingFor is how long an offloaded flow must be absent from the kernel's dumps before
@@ -79,13 +96,14 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 		d.log.Info("kernel fast path: turned on conntrack accounting and events in this network namespace (restored at a clean stop)",
 			zap.Strings("sysctls", changed))
 	}
-	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]credited{}, missing: map[conntrack.Tuple]time.Time{}}
+	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]credited{},
+		missing: map[conntrack.Tuple]time.Time{}, forgot: map[conntrack.Tuple]holder{}}
 	d.off.unlabelLeftovers(ctx)
 	to := conntrack.DefaultTimeouts()
 	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
 	to.UDP = time.Duration(kernel.UDP) * time.Second
 	to.UDPStream = time.Duration(kernel.UDPStream) * time.Second
-	opt.Offload = &filter.Offload{Kernel: to, Alive: d.off.alive}
+	opt.Offload = &filter.Offload{Kernel: to, Alive: d.off.alive, Forget: d.off.forget}
 	return func() {
 		k.Close()
 		// A policy still attached to a live connection stays (the kernel refuses to delete
@@ -155,36 +173,57 @@ func (o *offloader) alive(t conntrack.Tuple) bool {
 	return ok && c.Labels.Has(t.Zone)
 }
 
-// ended takes a connection the kernel has destroyed: its last counts, then its flows
-// leave the table.
-func (o *offloader) ended(c offload.Conn) {
-	zones := o.zones(c)
-	o.mu.Lock()
-	o.add(c, zones)
-	delete(o.credit, c.ID)
-	o.mu.Unlock()
-	for _, z := range zones {
-		t := tupleOf(c, z)
-		o.d.table.Forget(&t)
+// forget is the judge's (filter.Offload.Forget): the kernel no longer carries the
+// offloaded flow of t, whose end it has yet to report, and the packet at hand starts a
+// newer flow on the same tuple. The flow leaves the table, and what the table knew of it
+// waits in o.forgot for that report (ended).
+func (o *offloader) forget(t conntrack.Tuple) {
+	o.fmu.Lock()
+	defer o.fmu.Unlock()
+	if info, counted, ok := o.d.table.Forget(&t); ok && info.Offloaded {
+		o.forgot[canonical(t)] = holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted, since: time.Now()}
 	}
 }
 
-// zones are the zones c is offloaded at: its label bits, or, for a destroy event (which
-// carries no labels), the zones of the devices in force that hold c's flow offloaded.
-func (o *offloader) zones(c offload.Conn) []uint16 {
-	if c.Labels.Any() {
-		return zonesOf(c.Labels)
-	}
-	var zs []uint16
-	now := o.d.now()
-	for _, name := range o.d.ctl.Running().Policy.DeviceNames() {
-		z := o.d.zones.Of(name)
-		t := tupleOf(c, z)
-		if info, ok := o.d.table.Find(&t, now); ok && info.Offloaded {
-			zs = append(zs, z)
+// ended takes a connection the kernel has destroyed: its last counts, then its flows
+// leave the table. c's flows are the offloaded flows of its tuple at the zones of its
+// labels or, as a destroy event carries none, of the devices in force; where the judge
+// already forgot one (alive), what it kept of it counts instead, and the table's flow of
+// that tuple, a newer connection's, stays.
+func (o *offloader) ended(c offload.Conn) {
+	zones := zonesOf(c.Labels)
+	if len(zones) == 0 {
+		for _, name := range o.d.ctl.Running().Policy.DeviceNames() {
+			zones = append(zones, o.d.zones.Of(name))
 		}
 	}
-	return zs
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var hs []holder
+	o.fmu.Lock()
+	for _, z := range zones {
+		t := tupleOf(c, z)
+		if h, ok := o.forgot[canonical(t)]; ok {
+			delete(o.forgot, canonical(t))
+			hs = append(hs, h)
+		} else if h, ok := o.holder(t); ok {
+			o.d.table.Forget(&t)
+			hs = append(hs, h)
+		}
+	}
+	o.fmu.Unlock()
+	o.add(c, hs)
+	delete(o.credit, c.ID)
+}
+
+// holder looks up the table's offloaded flow of t.
+func (o *offloader) holder(t conntrack.Tuple) (holder, bool) {
+	info, ok := o.d.table.Find(&t, o.d.now())
+	if !ok || !info.Offloaded {
+		return holder{}, false
+	}
+	counted, _ := o.d.table.Counted(&t)
+	return holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted}, true
 }
 
 // poll reads every offloaded connection's counts and, with resync, forgets offloaded flows
@@ -199,20 +238,32 @@ func (o *offloader) poll(ctx context.Context, resync bool) {
 	live := make(map[conntrack.Tuple]bool, len(conns))
 	now := time.Now()
 	o.mu.Lock()
+	var hs []holder
 	for _, c := range conns {
-		zones := zonesOf(c.Labels)
-		o.add(c, zones)
-		for _, z := range zones {
-			live[canonical(tupleOf(c, z))] = true
+		hs = hs[:0]
+		for _, z := range zonesOf(c.Labels) {
+			t := tupleOf(c, z)
+			live[canonical(t)] = true
+			if h, ok := o.holder(t); ok {
+				hs = append(hs, h)
+			}
 		}
+		o.add(c, hs)
 	}
+	// Ended, and its event lost (one on its way is read well within missingFor: forgetting
+	// it sooner would count it twice when the event comes).
 	for id, e := range o.credit {
 		if now.Sub(e.listed) >= missingFor {
-			// Ended, and its event lost (one on its way is read well within missingFor:
-			// forgetting it sooner would count it twice when the event comes).
 			delete(o.credit, id)
 		}
 	}
+	o.fmu.Lock()
+	for k, h := range o.forgot {
+		if now.Sub(h.since) >= missingFor {
+			delete(o.forgot, k)
+		}
+	}
+	o.fmu.Unlock()
 	if !resync {
 		o.mu.Unlock()
 		return
@@ -252,38 +303,30 @@ func (d *Daemon) readOffloaded() {
 	d.off.poll(ctx, false)
 }
 
-// add credits what c's counts grew by since they were last read to its flows at zones.
-// o.mu is held.
-func (o *offloader) add(c offload.Conn, zones []uint16) {
+// add credits what c's counts grew by since they were last read to its flows hs. o.mu is
+// held.
+func (o *offloader) add(c offload.Conn, hs []holder) {
 	e, seen := o.credit[c.ID]
 	prev := e.counts
-	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
-	if !seen && len(zones) > 0 {
+	if !seen && len(hs) > 0 {
 		// The packets sgd judged itself before the kernel took the flow over.
-		t := tupleOf(c, zones[0])
-		if sgd, ok := o.d.table.Counted(&t); ok {
-			prev.op, prev.ob = sgd.Packets, sgd.Bytes
-		}
+		prev.op, prev.ob = hs[0].counted.Packets, hs[0].counted.Bytes
 	}
+	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
 	o.credit[c.ID] = credited{counts: now, listed: time.Now()}
 	delta := counts{sub(now.op, prev.op), sub(now.ob, prev.ob), sub(now.rp, prev.rp), sub(now.rb, prev.rb)}
 	if delta == (counts{}) {
 		return
 	}
-	for _, z := range zones {
-		t := tupleOf(c, z)
-		info, ok := o.d.table.Find(&t, o.d.now())
-		if !ok {
-			continue
-		}
+	for _, h := range hs {
 		orig := filter.DirEgress
-		if info.Meta.Ingress {
+		if h.ingress {
 			orig = filter.DirIngress
 		}
 		o.d.engine.CountOffloaded(orig, delta.op, delta.ob)
 		o.d.engine.CountOffloaded(orig^1, delta.rp, delta.rb)
 		if o.d.flows != nil {
-			o.d.flows.addOffloaded(o.d.flowID(z), c, delta.op, delta.ob, delta.rp, delta.rb)
+			o.d.flows.addOffloaded(o.d.flowID(h.zone), c, delta.op, delta.ob, delta.rp, delta.rb)
 		}
 	}
 }

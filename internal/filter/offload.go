@@ -45,6 +45,12 @@ type Offload struct {
 	// end is reported asynchronously), and then the packet is a new flow's, for the rules
 	// to judge. Nil: the flow is taken as alive.
 	Alive func(t conntrack.Tuple) bool
+	// Forget forgets the offloaded flow of t (either direction) in the table in the
+	// judge's place, when the kernel no longer carries its connection (Alive said no, or a
+	// bare SYN reopens its ports): the kernel reports that connection's end later, when a
+	// newer flow may hold the tuple, and the caller keeps what the table knew of the old
+	// one for that report. Nil: the judge forgets it itself.
+	Forget func(t conntrack.Tuple)
 }
 
 // KernelPolicy is the kernel's view of a device's timeouts t: what sgd's timeout policy
@@ -135,6 +141,16 @@ func (w *Worker) alive(t conntrack.Tuple) bool {
 	if o == nil || o.Alive == nil || o.Alive(t) {
 		return true
 	}
-	w.e.table.Forget(&t)
+	w.forgetOffloaded(t)
 	return false
+}
+
+// forgetOffloaded forgets the offloaded flow of t, whose connection the kernel no longer
+// carries (Offload.Forget).
+func (w *Worker) forgetOffloaded(t conntrack.Tuple) {
+	if o := w.e.opt.Offload; o != nil && o.Forget != nil {
+		o.Forget(t)
+		return
+	}
+	w.e.table.Forget(&t)
 }

@@ -148,7 +148,7 @@ func (w *Worker) track(p *packet.Parsed, dir Dir, f *flowRef, now int64) (r Reas
 			// unsolicited one from the reply side (the kernel marks that INVALID). The
 			// table's state of an offloaded flow is the one it had when it was offloaded,
 			// too old to tell (step's TIME_WAIT and CLOSE rules): the rules judge it.
-			w.e.table.Forget(&f.t)
+			w.forgetOffloaded(f.t)
 		case w.alive(f.t):
 			return ReasonTracked, true
 		}

@@ -408,7 +408,13 @@ func listenAccept(t *testing.T, ns, addr string) *tcpAcceptor {
 // connect dials dst from ns (keepalives off) and returns both ends.
 func (a *tcpAcceptor) connect(t *testing.T, ns string, dst netip.AddrPort) (client, server *net.TCPConn) {
 	t.Helper()
-	client, _, err := dialFrom(t, ns, dst, netip.AddrPort{}, dialTimeout)
+	return a.connectFrom(t, ns, netip.AddrPort{}, dst)
+}
+
+// connectFrom is connect from the source src (the zero AddrPort: any).
+func (a *tcpAcceptor) connectFrom(t *testing.T, ns string, src, dst netip.AddrPort) (client, server *net.TCPConn) {
+	t.Helper()
+	client, _, err := dialFrom(t, ns, dst, src, dialTimeout)
 	if err != nil {
 		t.Fatalf("connect %s → %v: %v", ns, dst, err)
 	}
@@ -442,6 +448,84 @@ func arrives(t *testing.T, from, to *net.TCPConn, msg string, wait time.Duration
 	}
 	return true
 }
+
+// TestOffloadTupleReuse: the client aborts an offloaded connection A (a reset: the
+// kernel's entry goes to CLOSE) and at once connects again from the same port. Its SYN
+// ends A's entry and starts B's, and reaches sgd's queue well before A's destroy event
+// reaches sgd (events are read in batches). That event must credit A's last packets to
+// A and leave B's flow, which holds the same tuple in sgd's table by then, alone: B is
+// still tracked (sgd_tracked_flows), and the counters are exactly the kernel's accounting
+// of A and B, each way.
+func TestOffloadTupleReuse(t *testing.T) {
+	requireEnv(t)
+	requireOffload(t)
+	t.Parallel()
+	h, c := safePair(t, true)
+	noIPv6(t, h, c)
+	d := startSGD(t, h, writeConfig(t, clientConfig("tcp", 8080, 8080, "", "")), nextQueue())
+	dst := netip.AddrPortFrom(safeHost, 8080)
+	src := netip.AddrPortFrom(safeClient, 40404)
+	a := listenAccept(t, h, dst.String())
+	label := deviceLabels(t, h)[hostIf]
+	m0 := scrape(t, d)
+	exchange := func(name string, client, server *net.TCPConn) {
+		t.Helper()
+		if !arrives(t, client, server, "ping "+name, deliverWithin) || !arrives(t, server, client, "pong "+name, deliverWithin) {
+			t.Fatalf("connection %s from %v: the exchange did not arrive", name, src)
+		}
+	}
+
+	ca, sa := a.connectFrom(t, c, src, dst)
+	exchange("A", ca, sa)
+	waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, label)
+	abort(ca)
+	var connA conntrack.Flow
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		f, ok := findConn(kernelConns(t, h), unix.IPPROTO_TCP, src, dst)
+		if ok && f.ProtoInfo.TCP != nil && f.ProtoInfo.TCP.State == tcpConntrackClose {
+			connA = f // A's last counts: nothing else crosses it
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kernel's entry of A after the client's reset: %s, %v; want it in CLOSE", connString(f), ok)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	cb, sb := a.connectFrom(t, c, src, dst)
+	exchange("B", cb, sb)
+	connB := waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, label)
+	time.Sleep(time.Second) // A's destroy event is read within tens of milliseconds
+	if f, ok := findConn(kernelConns(t, h), unix.IPPROTO_TCP, src, dst); !ok || f.ID != connB.ID {
+		t.Fatalf("the kernel's entry of B changed: %s; want B's, %s", connString(f), connString(connB))
+	}
+	connB = waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, label)
+
+	m := scrape(t, d)
+	if n := m.val("sgd_tracked_flows", "protocol", "tcp"); n != 1 {
+		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v with B open and A ended; want 1, B (A's late end must not forget B)", n)
+	}
+	rise := func(name, dir string) uint64 {
+		return uint64(m.val(name, "direction", dir, "verdict", "accept") - m0.val(name, "direction", dir, "verdict", "accept"))
+	}
+	for _, w := range []struct {
+		dir            string
+		packets, bytes uint64
+	}{
+		{"ingress", connA.CountersOrig.Packets + connB.CountersOrig.Packets, connA.CountersOrig.Bytes + connB.CountersOrig.Bytes},
+		{"egress", connA.CountersReply.Packets + connB.CountersReply.Packets, connA.CountersReply.Bytes + connB.CountersReply.Bytes},
+	} {
+		if p, b := rise("sgd_packets_total", w.dir), rise("sgd_bytes_total", w.dir); p != w.packets || b != w.bytes {
+			t.Errorf("sgd_packets_total/sgd_bytes_total{direction=%s,verdict=accept} rose by %d/%d; want %d/%d, the kernel's accounting of A (%s) and B (%s)",
+				w.dir, p, b, w.packets, w.bytes, connString(connA), connString(connB))
+		}
+	}
+}
+
+// tcpConntrackClose is the kernel's TCP_CONNTRACK_CLOSE, the state of an entry after a
+// reset.
+const tcpConntrackClose = 8
 
 // TestOffloadTCPEstablishedTimeout: an established TCP connection with
 // tcp_established_timeout: 60 ends after 60 s idle (SPEC 1.4, 4.7): then data the server
