@@ -33,6 +33,9 @@ Paths (--paths):
                  in the server's namespace and goes with it; needs ipset)
   sgd            this binary as `+"`sgd run`"+` in the server's namespace, in its default mode
   sgd-userspace  `+"`sgd run --fast-path=false`"+`: every packet through sgd's queue
+  sgd-untracked  (only when named) `+"`sgd run`"+` with the policy's rules from 0.0.0.0/0: with
+                 all egress allowed, their flows are untracked (SPEC 1.4), and sgd judges
+                 every packet of an untracked flow on the queue, fast path or not
 With --forwarded, the same five between two ports (vserver, vclient) of one bridge in a
 third, "hypervisor" namespace (SPEC 4.3; needs br_netfilter loaded): fwd-raw (the bridge
 alone), fwd-kernel and fwd-kernel+ipset (the hypervisor's FORWARD chain with physdev and

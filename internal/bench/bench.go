@@ -3,7 +3,8 @@
 // kernel's conntrack enforcing the policy as a linear chain (kernel) and with the rules in
 // one ipset (kernel+ipset), and with sgd enforcing it in its default mode (sgd) and with
 // every packet through its queue (sgd-userspace), measured in one run and compared as
-// ratios.
+// ratios. On request, sgd-untracked: sgd's default mode with a policy whose flows are
+// untracked (SPEC 1.4), every packet judged on the queue.
 //
 // The forwarded paths (SPEC 4.3, hypervisor mode) measure the same traffic between two
 // ports of one bridge in a third, "hypervisor" namespace: no filter (fwd-raw), iptables
@@ -50,6 +51,11 @@ const (
 	KernelIPSet  Path = "kernel+ipset"  // the same, with the rules in one ipset
 	SGD          Path = "sgd"           // sgd run in its default mode
 	SGDUserspace Path = "sgd-userspace" // sgd run --fast-path=false: every packet through NFQUEUE
+	// SGDUntracked is sgd run in its default mode with the policy's rules open to
+	// 0.0.0.0/0: with all egress allowed, SPEC 1.4 leaves those flows untracked, and sgd
+	// judges every packet of an untracked flow on the queue (it offloads tracked flows
+	// only). Measured on request (--paths), to weigh offloading untracked flows too.
+	SGDUntracked Path = "sgd-untracked"
 )
 
 // The forwarded paths: client and server are two ports of one bridge in the hypervisor's
@@ -63,10 +69,13 @@ const (
 )
 
 // AllPaths lists every path in table order.
-var AllPaths = []Path{Raw, Kernel, KernelIPSet, SGD, SGDUserspace, FwdRaw, FwdKernel, FwdKernelIPSet, FwdSGD, FwdSGDUserspace}
+var AllPaths = []Path{Raw, Kernel, KernelIPSet, SGD, SGDUserspace, SGDUntracked, FwdRaw, FwdKernel, FwdKernelIPSet, FwdSGD, FwdSGDUserspace}
 
 // DefaultPaths are measured when Options.Paths is nil: the veth pair's.
 var DefaultPaths = []Path{Raw, Kernel, KernelIPSet, SGD, SGDUserspace}
+
+// OptionalPaths are measured only when --paths names them.
+var OptionalPaths = []Path{SGDUntracked}
 
 // ForwardedPaths are the bridge's.
 var ForwardedPaths = []Path{FwdRaw, FwdKernel, FwdKernelIPSet, FwdSGD, FwdSGDUserspace}
@@ -75,11 +84,12 @@ var ForwardedPaths = []Path{FwdRaw, FwdKernel, FwdKernelIPSet, FwdSGD, FwdSGDUse
 type filterKind uint8
 
 const (
-	noFilter    filterKind = iota
-	iptables               // a linear iptables chain with conntrack
-	iptablesSet            // iptables with the rules in one ipset
-	sgdDefault             // sgd run
-	sgdQueue               // sgd run --fast-path=false
+	noFilter     filterKind = iota
+	iptables                // a linear iptables chain with conntrack
+	iptablesSet             // iptables with the rules in one ipset
+	sgdDefault              // sgd run
+	sgdQueue                // sgd run --fast-path=false
+	sgdUntracked            // sgd run, the policy open to 0.0.0.0/0 (its flows untracked)
 )
 
 // kind returns what filters on p.
@@ -93,6 +103,8 @@ func (p Path) kind() filterKind {
 		return sgdDefault
 	case SGDUserspace:
 		return sgdQueue
+	case SGDUntracked:
+		return sgdUntracked
 	}
 	return noFilter
 }
@@ -115,7 +127,9 @@ func (p Path) fwd(forwarded bool) Path {
 func (p Path) filters() bool { return p.kind() != noFilter }
 
 // runsSGD reports whether p runs sgd.
-func (p Path) runsSGD() bool { return p.kind() == sgdDefault || p.kind() == sgdQueue }
+func (p Path) runsSGD() bool {
+	return p.kind() == sgdDefault || p.kind() == sgdQueue || p.kind() == sgdUntracked
+}
 
 // usesIPSet reports whether p keeps its rules in an ipset.
 func (p Path) usesIPSet() bool { return p.kind() == iptablesSet }

@@ -41,8 +41,8 @@ func (b *bencher) setup(ctx context.Context, s session) error {
 			return err
 		}
 		return nil
-	case sgdDefault, sgdQueue:
-		cfg := b.t.configs[s.rules]
+	case sgdDefault, sgdQueue, sgdUntracked:
+		cfg := b.t.config(s)
 		args := []string{b.o.SGD, "run", "--config", cfg.path, "--metrics-listen", "127.0.0.1:9640",
 			"--status-socket", "off", "--log-format", "json", "--log-level", "info"}
 		if p.kind() == sgdQueue {
@@ -89,7 +89,7 @@ func (b *bencher) teardown(p Path) error {
 		}
 		_, err := b.l.Run(ctx, b.t.judge, "ipset", "destroy", ipsetName)
 		return err
-	case sgdDefault, sgdQueue:
+	case sgdDefault, sgdQueue, sgdUntracked:
 		if b.sgd == nil {
 			return nil
 		}
@@ -213,12 +213,12 @@ func (b *bencher) checkLoaded(ctx context.Context, s session) (string, error) {
 			err = fmt.Errorf("ipset %s holds %d entries; want %d", ipsetName, entries, want)
 		}
 		return fmt.Sprintf("; %d rules in %s, %d entries in ipset %s", n, chain, entries, ipsetName), err
-	case sgdDefault, sgdQueue:
+	case sgdDefault, sgdQueue, sgdUntracked:
 		st, err := parseStarted(b.sgd.Output())
 		if err != nil {
 			return "", err
 		}
-		want := b.t.configs[s.rules].rules
+		want := b.t.config(s).rules
 		if st.Rules == nil {
 			return "", errors.New("sgd's started line has no rule count")
 		}

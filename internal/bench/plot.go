@@ -22,7 +22,8 @@ import (
 // in their light variants.
 var pathColor = map[Path]string{
 	Raw: "#7f7f7f", Kernel: "#1f77b4", KernelIPSet: "#17becf", SGD: "#d62728", SGDUserspace: "#ff7f0e",
-	FwdRaw: "#c7c7c7", FwdKernel: "#aec7e8", FwdKernelIPSet: "#9edae5", FwdSGD: "#ff9896", FwdSGDUserspace: "#ffbb78",
+	SGDUntracked: "#9467bd",
+	FwdRaw:       "#c7c7c7", FwdKernel: "#aec7e8", FwdKernelIPSet: "#9edae5", FwdSGD: "#ff9896", FwdSGDUserspace: "#ffbb78",
 }
 
 // axisUnit is the unit of a figure's axis, in words.

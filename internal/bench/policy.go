@@ -96,13 +96,18 @@ func (a allow) match() string {
 // setEntry is the rule as an entry of a hash:ip,port set.
 func (a allow) setEntry() string { return fmt.Sprintf("%s,%s:%d", a.peer, a.proto, a.port) }
 
-// sgdRule is the rule as an ingress rule of sgd's config (one YAML flow mapping).
-func (a allow) sgdRule() string {
+// sgdRule is the rule as an ingress rule of sgd's config (one YAML flow mapping); open, it
+// allows 0.0.0.0/0 instead of the peer's /32.
+func (a allow) sgdRule(open bool) string {
 	desc := ""
 	if a.desc != "" {
 		desc = ", description: " + a.desc
 	}
-	return fmt.Sprintf("{ip_protocol: %s, from_port: %d, to_port: %d, cidr_ipv4: %s/32%s}", a.proto, a.port, a.port, a.peer, desc)
+	cidr := a.peer.String() + "/32"
+	if open {
+		cidr = "0.0.0.0/0"
+	}
+	return fmt.Sprintf("{ip_protocol: %s, from_port: %d, to_port: %d, cidr_ipv4: %s%s}", a.proto, a.port, a.port, cidr, desc)
 }
 
 // kernelTable is the filter table of the kernel paths, for iptables-restore in the
@@ -167,16 +172,22 @@ func ipsetRestore(n int) string {
 	return b.String()
 }
 
-// serverGroup is the server's group for sgd, with n non-matching rules in front.
-func serverGroup(n int) string {
+// serverGroup is the server's group for sgd, with n non-matching rules in front; with
+// untracked, the policy's own rules are open to 0.0.0.0/0 (sgd-untracked), so that with
+// all egress allowed SPEC 1.4 leaves their flows untracked.
+func serverGroup(n int, untracked bool) string {
 	var b strings.Builder
-	b.WriteString(`  - group_id: sg-bench
+	desc := "the benchmark ports from the client only"
+	if untracked {
+		desc = "the benchmark ports from anywhere (with all egress allowed, their flows are untracked)"
+	}
+	fmt.Fprintf(&b, `  - group_id: sg-bench
     group_name: bench-server
-    description: the benchmark ports from the client only
+    description: %s
     ingress:
-`)
-	for _, a := range allows(n) {
-		b.WriteString("      - " + a.sgdRule() + "\n")
+`, desc)
+	for i, a := range allows(n) {
+		b.WriteString("      - " + a.sgdRule(untracked && i >= n) + "\n")
 	}
 	b.WriteString("    # egress omitted: all traffic out\n")
 	return b.String()
@@ -197,15 +208,20 @@ func sgdQuotas(n int) string {
 }
 
 // sgdConfig is the policy for sgd with n non-matching rules in front: on the veth pair the
-// server's interface, on the bridge both ports.
-func sgdConfig(forwarded bool, n int) string {
+// server's interface, on the bridge both ports. untracked (the veth pair only) opens the
+// policy's rules to 0.0.0.0/0, for sgd-untracked.
+func sgdConfig(forwarded bool, n int, untracked bool) string {
 	if !forwarded {
-		return fmt.Sprintf(`# sgd bench: the same policy as the kernel path's iptables rules, %s in front.
+		what := "the same policy as the kernel path's iptables rules"
+		if untracked {
+			what = "the kernel path's policy open to 0.0.0.0/0, its flows untracked (SPEC 1.4)"
+		}
+		return fmt.Sprintf(`# sgd bench: %s, %s in front.
 %ssecurity_groups:
 %sinterfaces:
   - name: %s
     security_groups: [sg-bench]
-`, plural(n, "non-matching rule"), sgdQuotas(n), serverGroup(n), serverDev)
+`, what, plural(n, "non-matching rule"), sgdQuotas(n), serverGroup(n, untracked), serverDev)
 	}
 	return fmt.Sprintf(`# sgd bench, forwarded: the same policy as the fwd-kernel path's iptables rules, %[1]s in front.
 %[2]ssecurity_groups:
@@ -217,7 +233,7 @@ func sgdConfig(forwarded bool, n int) string {
 ports:
   - {name: %[5]s, addresses: [%[4]s], security_groups: [sg-bench]}
   - {name: %[6]s, addresses: [%[7]s], security_groups: [sg-bench-client]}
-`, plural(n, "non-matching rule"), sgdQuotas(n), serverGroup(n), serverAddr, serverPort, clientPort, clientAddr)
+`, plural(n, "non-matching rule"), sgdQuotas(n), serverGroup(n, false), serverAddr, serverPort, clientPort, clientAddr)
 }
 
 // emptyRules resets the filter table of the namespace the filter ran in.

@@ -147,7 +147,7 @@ func TestSGDConfigsValidate(t *testing.T) {
 		base := 0
 		for _, n := range []int{0, 1, 57, 58, 100, 990, MaxRules} {
 			name := fmt.Sprintf("forwarded-%v-%d.yaml", forwarded, n)
-			text := sgdConfig(forwarded, n)
+			text := sgdConfig(forwarded, n, false)
 			st, err := loadConfig(t, name, text)
 			if err != nil {
 				t.Errorf("%s does not load: %v\n%s", name, err, text)
@@ -173,20 +173,53 @@ func TestSGDConfigsValidate(t *testing.T) {
 		}
 		// One more is over AWS's quota of 1000 rules per interface: sgd refuses it, which
 		// is why --rules stops at MaxRules.
-		if _, err := loadConfig(t, "over.yaml", sgdConfig(forwarded, MaxRules+1)); err == nil || !strings.Contains(err.Error(), "quota") {
+		if _, err := loadConfig(t, "over.yaml", sgdConfig(forwarded, MaxRules+1, false)); err == nil || !strings.Contains(err.Error(), "quota") {
 			t.Errorf("sgdConfig(forwarded %v, %d) loads (err %v); want sgd to refuse it over the quota", forwarded, MaxRules+1, err)
 		}
 	}
 	for _, want := range []string{"name: vserver, addresses: [192.0.2.1], security_groups: [sg-bench]}",
 		"name: vclient, addresses: [192.0.2.2], security_groups: [sg-bench-client]}",
 		`{ip_protocol: "-1", cidr_ipv4: 192.0.2.1/32`} {
-		if text := sgdConfig(true, 0); !strings.Contains(text, want) {
+		if text := sgdConfig(true, 0, false); !strings.Contains(text, want) {
 			t.Errorf("sgdConfig(bridge, 0) lacks %q:\n%s", want, text)
 		}
 	}
-	if text := sgdConfig(false, 2); !strings.Contains(text, "      - {ip_protocol: tcp, from_port: 10001, to_port: 10001, cidr_ipv4: 198.51.100.2/32}\n"+
+	if text := sgdConfig(false, 2, false); !strings.Contains(text, "      - {ip_protocol: tcp, from_port: 10001, to_port: 10001, cidr_ipv4: 198.51.100.2/32}\n"+
 		"      - {ip_protocol: tcp, from_port: 5201, to_port: 5201, cidr_ipv4: 192.0.2.2/32, description: iperf3}\n") {
 		t.Errorf("sgdConfig(veth, 2) does not put the rules in front of the real ones:\n%s", text)
+	}
+}
+
+// TestUntrackedConfig: sgd-untracked's config is the sgd path's with the policy's own
+// rules open to 0.0.0.0/0, so that the benchmark's three flows are allowed and untracked
+// (SPEC 1.4), where the sgd path's are tracked; the rules in front stay as they are.
+func TestUntrackedConfig(t *testing.T) {
+	for _, n := range []int{0, 990} {
+		tracked, err := loadConfig(t, fmt.Sprintf("tracked-%d.yaml", n), sgdConfig(false, n, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		untracked, err := loadConfig(t, fmt.Sprintf("untracked-%d.yaml", n), sgdConfig(false, n, true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := len(tracked.Policy.Rules), len(untracked.Policy.Rules); a != b {
+			t.Errorf("N=%d: the untracked config compiles to %d rules, the tracked one to %d; want the same", n, b, a)
+		}
+		for _, a := range policyAllows {
+			proto := map[string]uint8{"tcp": 6, "udp": 17}[a.proto]
+			q := rules.Query{Iface: serverDev, Direction: rules.Ingress, Proto: proto, Src: clientAddr, Dst: serverAddr, SrcPort: 40000, Port: uint16(a.port)}
+			if ex := tracked.Policy.Explain(q); !ex.Allowed || ex.Untracked {
+				t.Errorf("N=%d, sgd's config: %s/%d from the client: allowed %v, untracked %v; want allowed and tracked", n, a.proto, a.port, ex.Allowed, ex.Untracked)
+			}
+			if ex := untracked.Policy.Explain(q); !ex.Allowed || !ex.Untracked {
+				t.Errorf("N=%d, sgd-untracked's config: %s/%d from the client: allowed %v, untracked %v; want allowed and untracked", n, a.proto, a.port, ex.Allowed, ex.Untracked)
+			}
+		}
+		q := rules.Query{Iface: serverDev, Direction: rules.Ingress, Proto: 6, Src: clientAddr, Dst: serverAddr, SrcPort: 40000, Port: 5209}
+		if ex := untracked.Policy.Explain(q); ex.Allowed {
+			t.Errorf("N=%d, sgd-untracked's config allows tcp/5209, the policy check's denied port", n)
+		}
 	}
 }
 
@@ -201,6 +234,7 @@ func TestPathKinds(t *testing.T) {
 		{KernelIPSet, false, true, false, true, KernelIPSet},
 		{SGD, false, true, true, false, SGD},
 		{SGDUserspace, false, true, true, false, SGDUserspace},
+		{SGDUntracked, false, true, true, false, SGDUntracked},
 		{FwdRaw, true, false, false, false, Raw},
 		{FwdKernel, true, true, false, false, Kernel},
 		{FwdKernelIPSet, true, true, false, true, KernelIPSet},
@@ -215,8 +249,8 @@ func TestPathKinds(t *testing.T) {
 			t.Errorf("%s.Base().fwd(%v) = %s", tc.p, tc.forwarded, got)
 		}
 	}
-	if len(AllPaths) != len(DefaultPaths)+len(ForwardedPaths) {
-		t.Errorf("AllPaths has %d; want the %d direct and %d forwarded", len(AllPaths), len(DefaultPaths), len(ForwardedPaths))
+	if len(AllPaths) != len(DefaultPaths)+len(OptionalPaths)+len(ForwardedPaths) {
+		t.Errorf("AllPaths has %d; want the %d direct, %d optional and %d forwarded", len(AllPaths), len(DefaultPaths), len(OptionalPaths), len(ForwardedPaths))
 	}
 }
 

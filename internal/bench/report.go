@@ -123,6 +123,7 @@ type SGDCounters struct {
 // bridge has the same between its fwd- paths.
 var ratioPairs = [][2]Path{
 	{SGD, Kernel}, {SGD, KernelIPSet}, {SGDUserspace, Kernel}, {SGDUserspace, KernelIPSet},
+	{SGDUntracked, SGD}, {SGDUntracked, Kernel},
 	{KernelIPSet, Kernel}, {Kernel, Raw}, {SGD, Raw},
 }
 

@@ -127,6 +127,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	if slices.ContainsFunc(r.Paths, Path.runsSGD) {
 		fmt.Fprintf(w, "sgd: `sgd run` in its default mode (%s); sgd-userspace: `sgd run --fast-path=false`\n", r.sgdMode())
 	}
+	if slices.Contains(r.Paths, SGDUntracked) {
+		fmt.Fprintln(w, "sgd-untracked: `sgd run` in its default mode, the policy's rules open to 0.0.0.0/0: untracked flows (SPEC 1.4), every packet judged on the queue")
+	}
 	paths, ratios := r.shownPaths(), r.shownRatios()
 	if len(r.Rules) == 1 {
 		n := r.Rules[0]

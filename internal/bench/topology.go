@@ -22,7 +22,16 @@ type topology struct {
 	server, client *lab.Host
 	judge          string                // namespace of the filter: iptables rules, ipsets, sgd
 	configs        map[int]sgdConfigFile // sgd's config per number of rules in front
+	untracked      map[int]sgdConfigFile // the same, open to 0.0.0.0/0 (sgd-untracked)
 	load           *loadServers
+}
+
+// config is sgd's config for s.
+func (t *topology) config(s session) sgdConfigFile {
+	if s.path.kind() == sgdUntracked {
+		return t.untracked[s.rules]
+	}
+	return t.configs[s.rules]
 }
 
 // sgdConfigFile is one of sgd's configs in the lab's directory, and the number of rules it
@@ -86,14 +95,23 @@ func (b *bencher) finishTopology(ctx context.Context, t *topology, name string, 
 			return err
 		}
 	}
-	t.configs = map[int]sgdConfigFile{}
+	t.configs, t.untracked = map[int]sgdConfigFile{}, map[int]sgdConfigFile{}
 	for _, n := range b.o.Rules {
-		path := filepath.Join(b.l.Dir(), fmt.Sprintf("%s-%d.yaml", name, n))
-		nrules, err := writeSGDConfig(ctx, path, sgdConfig(forwarded, n))
-		if err != nil {
-			return err
+		for _, untracked := range []bool{false, true} {
+			if untracked && (forwarded || !slices.Contains(b.o.Paths, SGDUntracked)) {
+				continue
+			}
+			file, configs := fmt.Sprintf("%s-%d.yaml", name, n), t.configs
+			if untracked {
+				file, configs = fmt.Sprintf("%s-untracked-%d.yaml", name, n), t.untracked
+			}
+			path := filepath.Join(b.l.Dir(), file)
+			nrules, err := writeSGDConfig(ctx, path, sgdConfig(forwarded, n, untracked))
+			if err != nil {
+				return err
+			}
+			configs[n] = sgdConfigFile{path, nrules}
 		}
-		t.configs[n] = sgdConfigFile{path, nrules}
 	}
 	load, err := startLoadServers(ctx, b.l, t.server.NS, slices.Contains(b.o.Figures, TCP))
 	if err != nil {
