@@ -74,18 +74,18 @@ func (t *Table) Forget(tp *Tuple) (info FlowInfo, c Counted, ok bool) {
 	return info, c, true
 }
 
-// Counted returns what sgd counted of the offloaded flow of tp (either direction); ok is
-// false when tp has no offloaded flow.
-func (t *Table) Counted(tp *Tuple) (c Counted, ok bool) {
+// Counted returns what the table knows of the offloaded flow of tp (either direction) and
+// what sgd counted of it; ok is false when tp has no offloaded flow.
+func (t *Table) Counted(tp *Tuple) (info FlowInfo, c Counted, ok bool) {
 	k, _ := makeKey(tp)
 	s := t.shardFor(&k)
 	s.mu.Lock()
 	f, found := s.m[k]
 	s.mu.Unlock()
 	if !found || f.flags&flagOffloaded == 0 {
-		return Counted{}, false
+		return FlowInfo{}, Counted{}, false
 	}
-	return unpackCounted(f.deadline), true
+	return f.info(t.tos.set.Load()), unpackCounted(f.deadline), true
 }
 
 // Offloaded returns how many of the flows stored are offloaded.

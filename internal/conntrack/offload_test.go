@@ -33,8 +33,8 @@ func TestOffloadedFlowLivesUntilForget(t *testing.T) {
 	if !tb.Peek(&tp, late) {
 		t.Error("Peek(late) = false; want true")
 	}
-	if c, ok := tb.Counted(&tp); !ok || c != (Counted{2, 112}) {
-		t.Errorf("Counted = %+v, %v; want {2 112}, true", c, ok)
+	if info, c, ok := tb.Counted(&tp); !ok || c != (Counted{2, 112}) || !info.Offloaded || info.Meta.Rule != 7 {
+		t.Errorf("Counted = %+v, %+v, %v; want offloaded with rule 7, {2 112}, true", info, c, ok)
 	}
 	info, c, ok := tb.Forget(&r)
 	if !ok || !info.Offloaded || c != (Counted{2, 112}) {

@@ -38,6 +38,8 @@ type offloader struct {
 	mu      sync.Mutex
 	credit  map[uint32]credited           // kernel connection id → what was added for it so far
 	missing map[conntrack.Tuple]time.Time // offloaded flows absent from dumps, since when
+	live    map[conntrack.Tuple]bool      // resync's: the flows the last dump held (kept for its room)
+	polls   int                           // periodic polls so far
 
 	// forgot holds the offloaded flows the judge forgot because the kernel no longer
 	// carried them (alive), keyed by canonical tuple, until their connection's destroy
@@ -66,10 +68,11 @@ const missingFor = 2 * time.Second
 // counts is a connection's packets and bytes, original direction then reply.
 type counts struct{ op, ob, rp, rb uint64 }
 
-// credited is what was added for a kernel connection, and when a dump last listed it.
+// credited is what was added for a kernel connection, and when (Unix nanoseconds) a dump
+// or its end last listed it.
 type credited struct {
 	counts
-	listed time.Time
+	listed int64
 }
 
 // startOffload turns the kernel fast path on: conntrack's accounting and events in sgd's
@@ -97,7 +100,7 @@ func (d *Daemon) startOffload(ctx context.Context, opt *filter.Options) (stop fu
 			zap.Strings("sysctls", changed))
 	}
 	d.off = &offloader{d: d, k: k, log: d.log, credit: map[uint32]credited{},
-		missing: map[conntrack.Tuple]time.Time{}, forgot: map[conntrack.Tuple]holder{}}
+		missing: map[conntrack.Tuple]time.Time{}, live: map[conntrack.Tuple]bool{}, forgot: map[conntrack.Tuple]holder{}}
 	d.off.unlabelLeftovers(ctx)
 	to := conntrack.DefaultTimeouts()
 	to.TCPEstablished = time.Duration(kernel.TCPEstablished) * time.Second
@@ -154,7 +157,10 @@ func (o *offloader) run(ctx context.Context) {
 			o.log.Error("kernel conntrack events stopped: offloaded flows are forgotten only by dumps now", zap.Error(err))
 		}
 	}()
-	every(ctx, offloadPoll, func() { o.poll(ctx, true) })
+	every(ctx, offloadPoll, func() {
+		o.polls++
+		o.poll(ctx, o.polls%resyncEvery == 0)
+	})
 }
 
 // alive is the judge's question (filter.Offload.Alive): does the kernel still carry the
@@ -191,7 +197,7 @@ func (o *offloader) forget(t conntrack.Tuple) {
 // already forgot one (alive), what it kept of it counts instead, and the table's flow of
 // that tuple, a newer connection's, stays.
 func (o *offloader) ended(c offload.Conn) {
-	zones := zonesOf(c.Labels)
+	zones := c.Labels.Zones(nil)
 	if len(zones) == 0 {
 		for _, name := range o.d.ctl.Running().Policy.DeviceNames() {
 			zones = append(zones, o.d.zones.Of(name))
@@ -202,7 +208,7 @@ func (o *offloader) ended(c offload.Conn) {
 	var hs []holder
 	o.fmu.Lock()
 	for _, z := range zones {
-		t := tupleOf(c, z)
+		t := tupleOf(&c, z)
 		if h, ok := o.forgot[canonical(t)]; ok {
 			delete(o.forgot, canonical(t))
 			hs = append(hs, h)
@@ -212,66 +218,79 @@ func (o *offloader) ended(c offload.Conn) {
 		}
 	}
 	o.fmu.Unlock()
-	o.add(c, hs)
+	o.add(&c, hs, time.Now().UnixNano())
 	delete(o.credit, c.ID)
 }
 
 // holder looks up the table's offloaded flow of t.
 func (o *offloader) holder(t conntrack.Tuple) (holder, bool) {
-	info, ok := o.d.table.Find(&t, o.d.now())
-	if !ok || !info.Offloaded {
-		return holder{}, false
-	}
-	counted, _ := o.d.table.Counted(&t)
-	return holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted}, true
+	info, counted, ok := o.d.table.Counted(&t)
+	return holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted}, ok
 }
 
 // poll reads every offloaded connection's counts and, with resync, forgets offloaded flows
-// the kernel has not had for missingFor (a walk of the whole table: the periodic poll and
-// a catch-up after lost events do it, a metrics scrape does not).
+// the kernel has not had for missingFor (a walk of the whole table: a catch-up after lost
+// events and every resyncEvery-th periodic poll do it).
 func (o *offloader) poll(ctx context.Context, resync bool) {
 	conns, err := o.k.Dump(ctx)
 	if err != nil {
 		o.log.Warn("reading the kernel's offloaded connections", zap.Error(err))
 		return
 	}
-	live := make(map[conntrack.Tuple]bool, len(conns))
-	now := time.Now()
+	now := time.Now().UnixNano()
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	var zs []uint16
 	var hs []holder
-	for _, c := range conns {
-		hs = hs[:0]
-		for _, z := range zonesOf(c.Labels) {
-			t := tupleOf(c, z)
-			live[canonical(t)] = true
-			if h, ok := o.holder(t); ok {
+	for i := range conns {
+		c := &conns[i]
+		zs, hs = c.Labels.Zones(zs[:0]), hs[:0]
+		for _, z := range zs {
+			if h, ok := o.holder(tupleOf(c, z)); ok {
 				hs = append(hs, h)
 			}
 		}
-		o.add(c, hs)
+		o.add(c, hs, now)
 	}
 	// Ended, and its event lost (one on its way is read well within missingFor: forgetting
 	// it sooner would count it twice when the event comes).
 	for id, e := range o.credit {
-		if now.Sub(e.listed) >= missingFor {
+		if now-e.listed >= int64(missingFor) {
 			delete(o.credit, id)
 		}
 	}
 	o.fmu.Lock()
 	for k, h := range o.forgot {
-		if now.Sub(h.since) >= missingFor {
+		if time.Duration(now-h.since.UnixNano()) >= missingFor {
 			delete(o.forgot, k)
 		}
 	}
 	o.fmu.Unlock()
-	if !resync {
-		o.mu.Unlock()
-		return
+	if resync {
+		o.resync(conns, time.Unix(0, now))
+	}
+}
+
+// resyncEvery is how many periodic polls (offloadPoll apart) go by between walks of the
+// whole table for offloaded flows the kernel does not have (resync): the walk is a safety
+// net for ends no event reported, and costs a look-up per tracked flow.
+const resyncEvery = 6
+
+// resync forgets the offloaded flows of the table that conns, the kernel's, have not held
+// for missingFor. o.mu is held.
+func (o *offloader) resync(conns []offload.Conn, now time.Time) {
+	clear(o.live)
+	var zs []uint16
+	for i := range conns {
+		zs = conns[i].Labels.Zones(zs[:0])
+		for _, z := range zs {
+			o.live[canonical(tupleOf(&conns[i], z))] = true
+		}
 	}
 	var gone []conntrack.Tuple
 	missing := map[conntrack.Tuple]time.Time{}
 	o.d.table.Range(func(t conntrack.Tuple, info conntrack.FlowInfo) bool {
-		if k := canonical(t); info.Offloaded && !live[k] {
+		if k := canonical(t); info.Offloaded && !o.live[k] {
 			since, ok := o.missing[k]
 			switch {
 			case !ok:
@@ -285,7 +304,6 @@ func (o *offloader) poll(ctx context.Context, resync bool) {
 		return true
 	})
 	o.missing = missing
-	o.mu.Unlock()
 	for i := range gone {
 		o.d.table.Forget(&gone[i])
 	}
@@ -303,18 +321,18 @@ func (d *Daemon) readOffloaded() {
 	d.off.poll(ctx, false)
 }
 
-// add credits what c's counts grew by since they were last read to its flows hs. o.mu is
-// held.
-func (o *offloader) add(c offload.Conn, hs []holder) {
+// add credits what c's counts grew by since they were last read to its flows hs; now is
+// the time of the reading (Unix nanoseconds). o.mu is held.
+func (o *offloader) add(c *offload.Conn, hs []holder, now int64) {
 	e, seen := o.credit[c.ID]
 	prev := e.counts
 	if !seen && len(hs) > 0 {
 		// The packets sgd judged itself before the kernel took the flow over.
 		prev.op, prev.ob = hs[0].counted.Packets, hs[0].counted.Bytes
 	}
-	now := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
-	o.credit[c.ID] = credited{counts: now, listed: time.Now()}
-	delta := counts{sub(now.op, prev.op), sub(now.ob, prev.ob), sub(now.rp, prev.rp), sub(now.rb, prev.rb)}
+	cur := counts{c.OrigPackets, c.OrigBytes, c.ReplyPackets, c.ReplyBytes}
+	o.credit[c.ID] = credited{counts: cur, listed: now}
+	delta := counts{sub(cur.op, prev.op), sub(cur.ob, prev.ob), sub(cur.rp, prev.rp), sub(cur.rb, prev.rb)}
 	if delta == (counts{}) {
 		return
 	}
@@ -326,7 +344,7 @@ func (o *offloader) add(c offload.Conn, hs []holder) {
 		o.d.engine.CountOffloaded(orig, delta.op, delta.ob)
 		o.d.engine.CountOffloaded(orig^1, delta.rp, delta.rb)
 		if o.d.flows != nil {
-			o.d.flows.addOffloaded(o.d.flowID(h.zone), c, delta.op, delta.ob, delta.rp, delta.rb)
+			o.d.flows.addOffloaded(o.d.flowID(h.zone), *c, delta.op, delta.ob, delta.rp, delta.rb)
 		}
 	}
 }
@@ -338,19 +356,8 @@ func sub(a, b uint64) uint64 {
 	return a - b
 }
 
-// zonesOf lists the zones whose label bits l carries.
-func zonesOf(l offload.Labels) []uint16 {
-	var zs []uint16
-	for z := uint16(1); z <= offload.MaxZone; z++ {
-		if l.Has(z) {
-			zs = append(zs, z)
-		}
-	}
-	return zs
-}
-
 // tupleOf is c's key in the table's zone z (the original direction's tuple).
-func tupleOf(c offload.Conn, z uint16) conntrack.Tuple {
+func tupleOf(c *offload.Conn, z uint16) conntrack.Tuple {
 	return conntrack.Tuple{Zone: z, Proto: c.Proto, Src: c.Src, Dst: c.Dst, SrcPort: c.SrcPort, DstPort: c.DstPort}
 }
 

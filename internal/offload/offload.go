@@ -23,6 +23,7 @@ package offload
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 )
 
@@ -47,6 +48,19 @@ func (l Labels) Has(z uint16) bool {
 
 // Any reports whether any of sgd's bits (1..MaxZone) is set.
 func (l Labels) Any() bool { return l[0]&^1 != 0 || l[1] != 0 }
+
+// Zones appends to zs the zones (1..MaxZone) whose bits l has, lowest first.
+func (l Labels) Zones(zs []uint16) []uint16 {
+	for w, v := range l {
+		if w == 0 {
+			v &^= 1 // bit 0 is not sgd's
+		}
+		for ; v != 0; v &= v - 1 {
+			zs = append(zs, uint16(64*w+bits.TrailingZeros64(v)))
+		}
+	}
+	return zs
+}
 
 // With returns l with bit z set (z in 1..MaxZone; other values return l unchanged).
 func (l Labels) With(z uint16) Labels {

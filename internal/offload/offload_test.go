@@ -2,6 +2,7 @@ package offload
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,12 @@ func TestLabels(t *testing.T) {
 	}
 	if got := (Labels{}).With(0).With(128); got != (Labels{}) {
 		t.Errorf("With(0).With(128) = %x; want nothing set (not sgd's bits)", got)
+	}
+	if got := fmt.Sprint(l.Zones(nil)); got != "[1 64 127]" {
+		t.Errorf("Zones of bits 1, 64, 127 = %s; want [1 64 127]", got)
+	}
+	if got := fmt.Sprint((Labels{1 | 1<<9, 1 << 63}).Zones([]uint16{7})); got != "[7 9 127]" {
+		t.Errorf("Zones of bits 0, 9, 127 appended to [7] = %s; want [7 9 127] (bit 0 is not sgd's)", got)
 	}
 	if (Labels{1, 0}).Any() {
 		t.Error("Labels with bit 0 alone: Any() = true; want false (bit 0 is not sgd's)")
