@@ -61,6 +61,14 @@ type nfq struct {
 	iov   []unix.Iovec
 	mm    []mmsghdr
 	out   []byte // verdict messages of one burst, sent in one sendto
+
+	// The raw socket's callbacks and what they pass back, made once (Open) so that a
+	// burst's receive and send allocate nothing: a closure made per call escapes.
+	recvFn, sendFn func(fd uintptr) bool
+	lens           []int  // recvFn's: the length of each message received
+	n              int    // recvFn's: how many
+	send1          []byte // sendFn's datagram
+	sysErr         error  // either's error from the system call
 }
 
 const (
@@ -114,6 +122,12 @@ func openNFQ(num uint16, qc Config) (*nfq, error) {
 			return fail(step.name, err)
 		}
 	}
+	q.buffers()
+	return q, nil
+}
+
+// buffers makes q's receive slots, its verdict buffer and its socket callbacks.
+func (q *nfq) buffers() {
 	q.slots = make([][]byte, burstMax)
 	q.iov = make([]unix.Iovec, burstMax)
 	q.mm = make([]mmsghdr, burstMax)
@@ -125,7 +139,7 @@ func openNFQ(num uint16, qc Config) (*nfq, error) {
 		q.mm[i].hdr.SetIovlen(1)
 	}
 	q.out = make([]byte, 0, burstMax*40)
-	return q, nil
+	q.recvFn, q.sendFn = q.recvmmsg, q.sendto
 }
 
 func be32(v uint32) []byte {
@@ -251,31 +265,34 @@ type mmsghdr struct {
 // (in the Go poller) until at least one arrives, then takes what is already there, up to
 // burstMax.
 func (q *nfq) recvBurst(lens []int) (int, error) {
-	n := 0
-	var rerr error
-	err := q.raw.Read(func(fd uintptr) bool {
-		for {
-			r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.mm[0])), uintptr(len(q.mm)), unix.MSG_DONTWAIT, 0, 0)
-			switch errno {
-			case 0:
-				n = int(r)
-				for i := range n {
-					lens[i] = int(q.mm[i].n)
-				}
-				return true
-			case unix.EAGAIN:
-				return false // nothing yet: let the poller wait
-			case unix.EINTR, unix.ENOBUFS:
-				continue // ENOBUFS: messages were lost; carry on with what comes
-			}
-			rerr = errno
-			return true
-		}
-	})
+	q.lens, q.n, q.sysErr = lens, 0, nil
+	err := q.raw.Read(q.recvFn)
+	q.lens = nil
 	if err != nil {
-		return n, err
+		return q.n, err
 	}
-	return n, rerr
+	return q.n, q.sysErr
+}
+
+// recvmmsg is recvBurst's callback: false while nothing is waiting.
+func (q *nfq) recvmmsg(fd uintptr) bool {
+	for {
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.mm[0])), uintptr(len(q.mm)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			q.n = int(r)
+			for i := range q.n {
+				q.lens[i] = int(q.mm[i].n)
+			}
+			return true
+		case unix.EAGAIN:
+			return false // nothing yet: let the poller wait
+		case unix.EINTR, unix.ENOBUFS:
+			continue // ENOBUFS: messages were lost; carry on with what comes
+		}
+		q.sysErr = errno
+		return true
+	}
 }
 
 // send writes the burst's verdicts in one datagram (netlink processes every message in it).
@@ -291,24 +308,29 @@ func (q *nfq) send(b []byte) error {
 }
 
 func (q *nfq) sendOnce(b []byte) error {
-	var serr error
-	err := q.raw.Write(func(fd uintptr) bool {
-		for {
-			_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
-			switch errno {
-			case 0:
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			serr = errno
-			return true
-		}
-	})
+	q.send1, q.sysErr = b, nil
+	err := q.raw.Write(q.sendFn)
+	q.send1 = nil
 	if err != nil {
 		return err
 	}
-	return serr
+	return q.sysErr
+}
+
+// sendto is sendOnce's callback: false while the socket cannot take the datagram.
+func (q *nfq) sendto(fd uintptr) bool {
+	for {
+		b := q.send1
+		_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+		switch errno {
+		case 0:
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		q.sysErr = errno
+		return true
+	}
 }

@@ -2,7 +2,9 @@ package nfqueue
 
 import (
 	"encoding/binary"
+	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -126,5 +128,64 @@ func TestAppendVerdict(t *testing.T) {
 		q.out = q.appendVerdict(q.out[:0], 1, nfAccept, nil, true)
 	}); n != 0 {
 		t.Errorf("appendVerdict allocates %v times; want 0", n)
+	}
+}
+
+// TestSocketCallsNoAllocs: a burst's receive (recvmmsg) and its verdicts' send (sendto)
+// allocate nothing, whichever way the poller goes. A datagram socket pair stands in for
+// the netlink socket: the calls are the same.
+func TestSocketCallsNoAllocs(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, peer := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "peer")
+	defer ours.Close()
+	defer peer.Close()
+	q := &nfq{}
+	if q.raw, err = ours.SyscallConn(); err != nil {
+		t.Fatal(err)
+	}
+	q.buffers()
+	lens := make([]int, burstMax)
+	in, verdicts, back := []byte("a packet message"), []byte("its verdict"), make([]byte, 64)
+	round := func() {
+		if _, err := unix.Write(fds[1], in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(fds[1], in); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := q.recvBurst(lens); n != 2 || err != nil || lens[0] != len(in) || string(q.slots[1][:lens[1]]) != string(in) {
+			t.Fatalf("recvBurst = %d, %v (lengths %v); want the 2 messages", n, err, lens[:n])
+		}
+		if err := q.send(verdicts); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := unix.Read(fds[1], back); err != nil || string(back[:n]) != string(verdicts) {
+			t.Fatalf("the peer read %q, %v; want %q", back[:n], err, verdicts)
+		}
+	}
+	round()
+	if n := testing.AllocsPerRun(200, round); n != 0 {
+		t.Errorf("a burst's receive and send allocate %v times; want 0", n)
+	}
+	// A receive that waits (nothing queued yet) allocates nothing either: a writer, started
+	// once, sends a moment after each go.
+	kick := make(chan struct{})
+	defer close(kick)
+	go func() {
+		for range kick {
+			time.Sleep(time.Millisecond)
+			_, _ = unix.Write(fds[1], in)
+		}
+	}()
+	if n := testing.AllocsPerRun(50, func() {
+		kick <- struct{}{}
+		if n, err := q.recvBurst(lens); n != 1 || err != nil {
+			t.Fatalf("recvBurst after a wait = %d, %v; want 1 message", n, err)
+		}
+	}); n != 0 {
+		t.Errorf("a receive that waits allocates %v times; want 0", n)
 	}
 }
