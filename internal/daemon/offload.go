@@ -56,7 +56,7 @@ type holder struct {
 	zone    uint16
 	ingress bool
 	counted conntrack.Counted
-	since   time.Time // for forgot: when the judge forgot it
+	since   int64 // for forgot: when the judge forgot it (Unix nanoseconds)
 }
 
 // missingFor is how long an offloaded flow must be absent from the kernel's dumps before
@@ -187,7 +187,7 @@ func (o *offloader) forget(t conntrack.Tuple) {
 	o.fmu.Lock()
 	defer o.fmu.Unlock()
 	if info, counted, ok := o.d.table.Forget(&t); ok && info.Offloaded {
-		o.forgot[canonical(t)] = holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted, since: time.Now()}
+		o.forgot[canonical(t)] = holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted, since: time.Now().UnixNano()}
 	}
 }
 
@@ -261,7 +261,7 @@ func (o *offloader) poll(ctx context.Context, resync bool) {
 	}
 	o.fmu.Lock()
 	for k, h := range o.forgot {
-		if time.Duration(now-h.since.UnixNano()) >= missingFor {
+		if now-h.since >= int64(missingFor) {
 			delete(o.forgot, k)
 		}
 	}
