@@ -14,6 +14,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"go.uber.org/zap"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/sgd-firewall/sgd/internal/ipproto"
@@ -111,8 +112,8 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 		return err
 	}
 	defer c.Close()
-	if err := c.JoinGroup(uint32(netfilter.GroupCTDestroy)); err != nil {
-		return fmt.Errorf("offload: join conntrack destroy events: %w", err)
+	if err := joinDestroys(c); err != nil {
+		return err
 	}
 	k.growBuffer(c)
 	r, err := newReader(c)
@@ -153,6 +154,43 @@ func (k *Kernel) Listen(ctx context.Context, ended func(Conn), lost func(error))
 		last = time.Now()
 	}
 }
+
+// joinDestroys subscribes c to the kernel's conntrack destroy events, filtered in the
+// kernel (destroyFilter) before the subscription, so that no other entry's end reaches it.
+func joinDestroys(c *netlink.Conn) error {
+	if err := c.SetBPF(destroyFilter); err != nil {
+		return fmt.Errorf("offload: filter conntrack destroy events: %w", err)
+	}
+	if err := c.JoinGroup(uint32(netfilter.GroupCTDestroy)); err != nil {
+		return fmt.Errorf("offload: join conntrack destroy events: %w", err)
+	}
+	return nil
+}
+
+// destroyFilter is the socket filter of Listen's socket: classic BPF that keeps an event
+// only when its CTA_MARK has Mark set, so that the ends of the host's other connections
+// (loopback, other interfaces, a previous run's, unlabelled) never wake sgd. The kernel
+// finds the attribute itself (SKF_AD_NLATTR, which walks the attributes after the
+// netlink and nfgen headers); an entry whose mark is 0 has no CTA_MARK in its event.
+// Listen checks the mark again on what arrives.
+var destroyFilter = func() []bpf.RawInstruction {
+	const keep, drop = 0xffffffff, 0
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadConstant{Dst: bpf.RegA, Val: unix.NLMSG_HDRLEN + nfgenLen}, // the first attribute
+		bpf.LoadConstant{Dst: bpf.RegX, Val: ctaMark},
+		bpf.LoadExtension{Num: bpf.ExtNetlinkAttr},           // A = CTA_MARK's offset, 0 if none
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 4}, // no mark: drop
+		bpf.TAX{},                         // X = the attribute's offset
+		bpf.LoadIndirect{Off: 4, Size: 4}, // A = the mark (big-endian, as BPF loads)
+		bpf.JumpIf{Cond: bpf.JumpBitsNotSet, Val: Mark, SkipTrue: 1}, // not sgd's: drop
+		bpf.RetConstant{Val: keep},
+		bpf.RetConstant{Val: drop},
+	})
+	if err != nil {
+		panic("offload: destroyFilter does not assemble: " + err.Error()) // a constant program
+	}
+	return prog
+}()
 
 // listenCoalesce is how long Listen lets destroy events gather after a wait for one;
 // listenWaited tells a read that waited from one that found a datagram queued.

@@ -5,6 +5,7 @@ package offload
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
+	"github.com/sgd-firewall/sgd/internal/ipproto"
 	"github.com/sgd-firewall/sgd/internal/lab"
 )
 
@@ -481,5 +483,86 @@ func TestNetnsUnlabel(t *testing.T) {
 	}
 	if err := k.Unlabel(ctx, Conn{Proto: 17, Src: src, Dst: dst, SrcPort: 1, DstPort: 2}); err != nil {
 		t.Errorf("Unlabel of an entry that is not there = %v; want nil", err)
+	}
+}
+
+// TestNetnsDestroyFilter: Listen's socket filter lets through the destroy events of
+// entries whose mark has Mark (alone or with other bits) and drops the others in the
+// kernel; a second socket without the filter, subscribed alike, receives all of them, so
+// the events were sent and the filter is what dropped them.
+func TestNetnsDestroyFilter(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t, "flt")
+	if err := lab.Sysctl(ns, "net.netfilter.nf_conntrack_events", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var k *Kernel
+	in(t, ns, func() (err error) { k, err = Open(context.Background(), nil); return err })
+	defer k.Close()
+	subscribe := func(filtered bool) *reader {
+		c, err := k.dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if filtered {
+			err = joinDestroys(c)
+		} else {
+			err = c.JoinGroup(uint32(netfilter.GroupCTDestroy))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := newReader(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	filtered, all := subscribe(true), subscribe(false)
+
+	marks := map[uint16]uint32{1000: Mark, 1001: Mark | 0x5, 1002: 0x5, 1003: 0, 1004: ^Mark}
+	in(t, ns, func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, port := range slices.Sorted(maps.Keys(marks)) {
+			f := conntrack.NewFlow(ipproto.UDP, conntrack.StatusConfirmed, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), port, 53, 120, marks[port])
+			if err := c.Create(f); err != nil {
+				return err
+			}
+			if err := c.Delete(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	ends := func(r *reader, want int) []uint16 {
+		var ports []uint16
+		for len(ports) < want {
+			b, err := r.read()
+			if err != nil {
+				break // the deadline: what came is all
+			}
+			var conn Conn
+			for ms := (nlmsgs{b: b}); ms.next(); {
+				if typ, ok := parseConn(ms.msg, &conn); ok && typ == msgCTDelete {
+					ports = append(ports, conn.SrcPort)
+				}
+			}
+		}
+		slices.Sort(ports)
+		return ports
+	}
+	if got := ends(all, len(marks)); !slices.Equal(got, []uint16{1000, 1001, 1002, 1003, 1004}) {
+		t.Fatalf("the unfiltered socket received the ends of %v; want all five entries' (1000–1004)", got)
+	}
+	if got := ends(filtered, len(marks)); !slices.Equal(got, []uint16{1000, 1001}) {
+		t.Errorf("the filtered socket received the ends of %v; want only the two entries with Mark (1000, 1001)", got)
 	}
 }
