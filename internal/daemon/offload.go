@@ -208,11 +208,10 @@ func (o *offloader) ended(c offload.Conn) {
 	var hs []holder
 	o.fmu.Lock()
 	for _, z := range zones {
-		t := tupleOf(&c, z)
-		if h, ok := o.forgot[canonical(t)]; ok {
-			delete(o.forgot, canonical(t))
-			hs = append(hs, h)
-		} else if h, ok := o.holder(t); ok {
+		if k, ok := o.forgotten(&c, z); ok {
+			hs = append(hs, o.forgot[k])
+			delete(o.forgot, k)
+		} else if h, t, ok := o.holder(&c, z); ok {
 			o.d.table.Forget(&t)
 			hs = append(hs, h)
 		}
@@ -222,10 +221,29 @@ func (o *offloader) ended(c offload.Conn) {
 	delete(o.credit, c.ID)
 }
 
-// holder looks up the table's offloaded flow of t.
-func (o *offloader) holder(t conntrack.Tuple) (holder, bool) {
+// holder looks up the table's offloaded flow of c at zone z, under either of its keys
+// (tuplesOf), and returns it with the key it is stored under.
+func (o *offloader) holder(c *offload.Conn, z uint16) (holder, conntrack.Tuple, bool) {
+	t, natted, nat := tuplesOf(c, z)
 	info, counted, ok := o.d.table.Counted(&t)
-	return holder{zone: t.Zone, ingress: info.Meta.Ingress, counted: counted}, ok
+	if !ok && nat {
+		t = natted
+		info, counted, ok = o.d.table.Counted(&t)
+	}
+	return holder{zone: z, ingress: info.Meta.Ingress, counted: counted}, t, ok
+}
+
+// forgotten returns the o.forgot key of c's flow at zone z, if the judge forgot it.
+// o.fmu is held.
+func (o *offloader) forgotten(c *offload.Conn, z uint16) (conntrack.Tuple, bool) {
+	t, natted, nat := tuplesOf(c, z)
+	if _, ok := o.forgot[canonical(t)]; ok {
+		return canonical(t), true
+	}
+	if _, ok := o.forgot[canonical(natted)]; ok && nat {
+		return canonical(natted), true
+	}
+	return conntrack.Tuple{}, false
 }
 
 // poll reads every offloaded connection's counts and, with resync, forgets offloaded flows
@@ -246,7 +264,7 @@ func (o *offloader) poll(ctx context.Context, resync bool) {
 		c := &conns[i]
 		zs, hs = c.Labels.Zones(zs[:0]), hs[:0]
 		for _, z := range zs {
-			if h, ok := o.holder(tupleOf(c, z)); ok {
+			if h, _, ok := o.holder(c, z); ok {
 				hs = append(hs, h)
 			}
 		}
@@ -284,7 +302,11 @@ func (o *offloader) resync(conns []offload.Conn, now time.Time) {
 	for i := range conns {
 		zs = conns[i].Labels.Zones(zs[:0])
 		for _, z := range zs {
-			o.live[canonical(tupleOf(&conns[i], z))] = true
+			t, natted, nat := tuplesOf(&conns[i], z)
+			o.live[canonical(t)] = true
+			if nat {
+				o.live[canonical(natted)] = true
+			}
 		}
 	}
 	var gone []conntrack.Tuple
@@ -356,9 +378,19 @@ func sub(a, b uint64) uint64 {
 	return a - b
 }
 
-// tupleOf is c's key in the table's zone z (the original direction's tuple).
-func tupleOf(c *offload.Conn, z uint16) conntrack.Tuple {
-	return conntrack.Tuple{Zone: z, Proto: c.Proto, Src: c.Src, Dst: c.Dst, SrcPort: c.SrcPort, DstPort: c.DstPort}
+// tuplesOf is c's key in the table's zone z: the original direction's tuple, as sgd's
+// hooks before any NAT of the destination see it (OUTPUT), and, when the kernel rewrote
+// the destination (DNAT, REDIRECT: nat is true), the tuple with the new one, as sgd's
+// hooks after PREROUTING's NAT see it (INPUT, FORWARD). A rewritten source (SNAT,
+// masquerade) happens after sgd's hooks, which see the original.
+func tuplesOf(c *offload.Conn, z uint16) (t, natted conntrack.Tuple, nat bool) {
+	t = conntrack.Tuple{Zone: z, Proto: c.Proto, Src: c.Src, Dst: c.Dst, SrcPort: c.SrcPort, DstPort: c.DstPort}
+	if !c.ReplySrc.IsValid() || c.ReplySrc == c.Dst && c.ReplySrcPort == c.DstPort {
+		return t, conntrack.Tuple{}, false
+	}
+	natted = t
+	natted.Dst, natted.DstPort = c.ReplySrc, c.ReplySrcPort
+	return t, natted, true
 }
 
 // canonical is t with its endpoints in one order, so that a flow keyed from either side

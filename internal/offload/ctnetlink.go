@@ -34,6 +34,7 @@ const (
 
 	// enum ctattr_type
 	ctaTupleOrig     = 1
+	ctaTupleReply    = 2
 	ctaStatus        = 3
 	ctaProtoinfo     = 4
 	ctaTimeout       = 7
@@ -127,6 +128,14 @@ func parseEntry(b []byte, c *Conn) bool {
 		case ctaTupleOrig:
 			ok = parseTuple(a.data, c)
 			tuple = true
+		case ctaTupleReply:
+			// Only a hint for NAT'd entries: one the orig tuple's rules would refuse is
+			// left out, never a reason to refuse the entry; each one replaces the last.
+			var r Conn
+			c.ReplySrc, c.ReplySrcPort = netip.Addr{}, 0
+			if parseTuple(a.data, &r) && r.Proto != 0 {
+				c.ReplySrc, c.ReplySrcPort = r.Src, r.SrcPort
+			}
 		case ctaStatus:
 			var s uint32
 			if s, ok = be32(a.data); ok {

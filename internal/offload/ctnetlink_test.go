@@ -47,6 +47,13 @@ func connFrom(f *conntrack.Flow) Conn {
 	if ipproto.IsICMP(c.Proto) {
 		c.SrcPort, c.DstPort = o.Proto.ICMPID, o.Proto.ICMPID
 	}
+	if r := f.TupleReply; r.IP.SourceAddress.IsValid() && r.IP.DestinationAddress.IsValid() &&
+		r.IP.SourceAddress.Is4() == r.IP.DestinationAddress.Is4() && r.Proto.Protocol != 0 {
+		c.ReplySrc, c.ReplySrcPort = r.IP.SourceAddress, r.Proto.SourcePort
+		if ipproto.IsICMP(r.Proto.Protocol) {
+			c.ReplySrcPort = r.Proto.ICMPID
+		}
+	}
 	if f.ProtoInfo.TCP != nil {
 		c.TCPState = f.ProtoInfo.TCP.State
 	}
@@ -129,7 +136,7 @@ var labelled = attr(ctaLabels, labelBytes(Labels{}.With(5).With(100))...)
 func tcp4Entry() []byte {
 	return ctMsg(msgCTNew,
 		tuple4(ipproto.TCP, 40000, 443),
-		nest(2 /* CTA_TUPLE_REPLY: skipped */, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 2), attr(ctaIPv4Dst, 192, 0, 2, 1))),
+		nest(ctaTupleReply /* without protocol: no NAT hint */, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 2), attr(ctaIPv4Dst, 192, 0, 2, 1))),
 		attr(ctaStatus, u32(0x8|0x4|0x2)...), // IPS_CONFIRMED | IPS_ASSURED | IPS_SEEN_REPLY
 		nest(ctaCountersOrig, attr(ctaCountersPackets, u64(10)...), attr(ctaCountersBytes, u64(5000)...)),
 		nest(ctaCountersReply, attr(ctaCountersPackets, u64(8)...), attr(ctaCountersBytes, u64(1<<33)...)),
@@ -172,6 +179,12 @@ func TestParseConn(t *testing.T) {
 	}{
 		{"tcp4 dump entry", tcp4Entry(), msgCTNew, tcp4Want, true},
 		{"destroy event", ctMsg(msgCTDelete, tuple4(ipproto.UDP, 1000, 53)), msgCTDelete, bare, true},
+		{"reply tuple of a DNAT'd entry: the new destination", ctMsg(msgCTNew, tuple4(ipproto.UDP, 1000, 53),
+			nest(ctaTupleReply, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 3), attr(ctaIPv4Dst, 192, 0, 2, 1)),
+				nest(ctaTupleProto, attr(ctaProtoNum, 17), attr(ctaProtoSrcPort, u16(5353)...), attr(ctaProtoDstPort, u16(1000)...)))),
+			msgCTNew, func() Conn { c := bare; c.ReplySrc, c.ReplySrcPort = netip.MustParseAddr("192.0.2.3"), 5353; return c }(), true},
+		{"reply tuple without protocol: no hint, the entry still read", ctMsg(msgCTNew, tuple4(ipproto.UDP, 1000, 53),
+			nest(ctaTupleReply, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 3), attr(ctaIPv4Dst, 192, 0, 2, 1)))), msgCTNew, bare, true},
 		{"icmpv6 echo: the id in both ports", ctMsg(msgCTNew, icmp6), msgCTNew, Conn{Proto: ipproto.ICMPv6,
 			Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), SrcPort: 77, DstPort: 77}, true},
 		{"32-bit counters", ctMsg(msgCTNew, tuple4(ipproto.UDP, 1000, 53),

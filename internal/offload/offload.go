@@ -90,7 +90,12 @@ type Conn struct {
 	Src, Dst netip.Addr
 	SrcPort  uint16
 	DstPort  uint16
-	Labels   Labels // zero in destroy events (the kernel does not send them there)
+	// ReplySrc and ReplySrcPort are the reply direction's source: Dst and DstPort unless
+	// the kernel rewrote the destination (DNAT, REDIRECT), when they are the new one, which
+	// hooks after the NAT (INPUT, FORWARD) see. Zero when the message had no reply tuple.
+	ReplySrc     netip.Addr
+	ReplySrcPort uint16
+	Labels       Labels // zero in destroy events (the kernel does not send them there)
 	// Counters of the whole life of the entry, in the original and the reply direction;
 	// zero unless nf_conntrack_acct was 1 when the entry was created (Sysctls).
 	OrigPackets, OrigBytes, ReplyPackets, ReplyBytes uint64

@@ -523,6 +523,66 @@ func TestOffloadTupleReuse(t *testing.T) {
 	}
 }
 
+// TestOffloadDNAT: a connection the kernel redirects (nat PREROUTING REDIRECT, 8081 to
+// 8080) reaches sgd's INPUT chain with its new destination, so sgd's table keys it by
+// that, while the kernel's entry keeps the original one (the reply tuple has the new).
+// sgd must still find the flow from the kernel's entry: its counters are exactly the
+// kernel's accounting of the connection, and when the entry ends (here: deleted), sgd
+// forgets the flow.
+func TestOffloadDNAT(t *testing.T) {
+	requireEnv(t)
+	requireOffload(t)
+	t.Parallel()
+	h, c := safePair(t, true)
+	noIPv6(t, h, c)
+	run(t, "ip", "netns", "exec", h, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", hostIf, "-p", "tcp", "--dport", "8081",
+		"-j", "REDIRECT", "--to-ports", "8080")
+	d := startSGD(t, h, writeConfig(t, clientConfig("tcp", 8080, 8080, "", "")), nextQueue())
+	a := listenAccept(t, h, netip.AddrPortFrom(safeHost, 8080).String())
+	dst := netip.AddrPortFrom(safeHost, 8081) // what the client dials, and the kernel's original tuple keeps
+	src := netip.AddrPortFrom(safeClient, 40405)
+	m0 := scrape(t, d)
+	client, server := a.connectFrom(t, c, src, dst)
+	for i := range 3 {
+		if !arrives(t, client, server, fmt.Sprintf("ping %d", i), deliverWithin) || !arrives(t, server, client, fmt.Sprintf("pong %d", i), deliverWithin) {
+			t.Fatalf("exchange %d through the redirect did not arrive", i)
+		}
+	}
+	k := waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, deviceLabels(t, h)[hostIf])
+	if r := k.TupleReply; r.IP.SourceAddress != safeHost || r.Proto.SourcePort != 8080 {
+		t.Fatalf("the kernel's entry %s has reply source %v:%d; want the redirect's %v:8080", connString(k), r.IP.SourceAddress, r.Proto.SourcePort, safeHost)
+	}
+	time.Sleep(500 * time.Millisecond) // the last ACKs
+	k = waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, deviceLabels(t, h)[hostIf])
+	m := scrape(t, d)
+	rise := func(name, dir string) uint64 {
+		return uint64(m.val(name, "direction", dir, "verdict", "accept") - m0.val(name, "direction", dir, "verdict", "accept"))
+	}
+	for _, w := range []struct {
+		dir            string
+		packets, bytes uint64
+	}{
+		{"ingress", k.CountersOrig.Packets, k.CountersOrig.Bytes},
+		{"egress", k.CountersReply.Packets, k.CountersReply.Bytes},
+	} {
+		if p, b := rise("sgd_packets_total", w.dir), rise("sgd_bytes_total", w.dir); p != w.packets || b != w.bytes {
+			t.Errorf("sgd_packets_total/sgd_bytes_total{direction=%s,verdict=accept} rose by %d/%d; want %d/%d, the kernel's accounting of %s",
+				w.dir, p, b, w.packets, w.bytes, connString(k))
+		}
+	}
+	if n := m.val("sgd_tracked_flows", "protocol", "tcp"); n != 1 {
+		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v with the redirected connection open; want 1", n)
+	}
+	run(t, "ip", "netns", "exec", h, "conntrack", "-D", "-p", "tcp", "--orig-port-dst", "8081")
+	deadline := time.Now().Add(3 * time.Second)
+	for scrape(t, d).val("sgd_tracked_flows", "protocol", "tcp") != 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := scrape(t, d).val("sgd_tracked_flows", "protocol", "tcp"); n != 0 {
+		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v 3 s after the kernel's entry was deleted; want 0 (its destroy event names the original tuple)", n)
+	}
+}
+
 // tcpConntrackClose is the kernel's TCP_CONNTRACK_CLOSE, the state of an entry after a
 // reset.
 const tcpConntrackClose = 8
