@@ -96,14 +96,14 @@ func TestFleetMembership(t *testing.T) {
 	}
 
 	// a's API lists b's eth0 (from b's member record) and attaches sg-db to it.
-	within(t, time.Second, "a's API lists b's eth0", func() bool {
+	within(t, eventually, "a's API lists b's eth0", func() bool {
 		out, err := a.client.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{
 			Filters: []types.Filter{{Name: aws.String("tag:sgd:host-id"), Values: []string{"b"}}}})
 		return err == nil && len(out.NetworkInterfaces) == 1 && *out.NetworkInterfaces[0].NetworkInterfaceId == b.eni() &&
 			aws.ToString(out.NetworkInterfaces[0].PrivateIpAddress) == b.addr
 	})
 	attach(t, ctx, a, b.eni(), db)
-	within(t, time.Second, "b's eth0 carries sg-db", func() bool {
+	within(t, eventually, "b's eth0 carries sg-db", func() bool {
 		g := b.ctl.Running().Model.Interfaces[0].Groups
 		return len(g) == 1 && g[0] == db
 	})
@@ -112,7 +112,7 @@ func TestFleetMembership(t *testing.T) {
 	}
 
 	attach(t, ctx, a, a.eni(), web)
-	within(t, time.Second, "b allows a:3306 once a carries sg-web", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "b allows a:3306 once a carries sg-web", func() bool { return b.allows(a.addr, 3306) })
 	if b.allows("192.0.2.99", 3306) || b.allows(a.addr, 22) {
 		t.Error("b allows more than 3306 from a")
 	}
@@ -132,10 +132,10 @@ func TestFleetMembership(t *testing.T) {
 	}
 
 	attach(t, ctx, a, a.eni(), *other.GroupId)
-	within(t, time.Second, "b stops allowing a:3306 once a lost sg-web", func() bool { return !b.allows(a.addr, 3306) })
+	within(t, eventually, "b stops allowing a:3306 once a lost sg-web", func() bool { return !b.allows(a.addr, 3306) })
 
 	attach(t, ctx, a, a.eni(), web)
-	within(t, time.Second, "b allows a:3306 again", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "b allows a:3306 again", func() bool { return b.allows(a.addr, 3306) })
 	a.kill()
 	within(t, 2*time.Second+5*time.Second, "b stops allowing a killed a after the TTL", func() bool { return !b.allows(a.addr, 3306) })
 	if st := b.fl.status(); strings.Join(st.Members, ",") != "b" {
@@ -152,9 +152,9 @@ func TestFleetCleanStop(t *testing.T) {
 	web, db := webDB(t, ctx, a)
 	attach(t, ctx, a, b.eni(), db)
 	attach(t, ctx, a, a.eni(), web)
-	within(t, time.Second, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
 	a.stop()
-	within(t, time.Second, "b stops allowing a stopped a at once", func() bool { return !b.allows(a.addr, 3306) })
+	within(t, eventually, "b stops allowing a stopped a at once", func() bool { return !b.allows(a.addr, 3306) })
 }
 
 // A second live host with the same id is refused with the id and the setting named; the
@@ -183,10 +183,10 @@ func TestFleetRestartAfterKill(t *testing.T) {
 	defer cancel()
 	a, b := pair(t, hostOptions{etcd: srv.Client}, hostOptions{etcd: srv.Client})
 	web, db := webDB(t, ctx, a)
-	within(t, time.Second, "b knows a's groups", func() bool { return b.fl.src.Snapshot().Group(db) != nil })
+	within(t, eventually, "b knows a's groups", func() bool { return b.fl.src.Snapshot().Group(db) != nil })
 	attach(t, ctx, b, b.eni(), db)
 	attach(t, ctx, b, a.eni(), web)
-	within(t, time.Second, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
 	a.kill()
 	core, logs := observer.New(zap.InfoLevel)
 	a2 := newHost(t, hostOptions{id: "a", addr: a.addr, etcd: srv.Client, file: withEth0, dir: a.dir, log: zap.New(core)})
@@ -196,7 +196,7 @@ func TestFleetRestartAfterKill(t *testing.T) {
 	if st := a2.fl.status(); st.Lease != "held" {
 		t.Errorf("the restarted host's lease is %s; want held", st.Lease)
 	}
-	within(t, time.Second, "b allows the restarted a:3306", func() bool {
+	within(t, eventually, "b allows the restarted a:3306", func() bool {
 		v := b.fl.members.View()
 		return v.Host("a") != nil && b.allows(a.addr, 3306)
 	})
@@ -212,7 +212,7 @@ func TestFleetUnknownRemoteGroup(t *testing.T) {
 	b := newHost(t, hostOptions{id: "b", addr: "192.0.2.20", etcd: srv.Client,
 		file: shared + "  - group_id: sg-db\n    ingress: [{ip_protocol: tcp, from_port: 3306, to_port: 3306, referenced_group_id: sg-shared}]\n" +
 			"interfaces: [{name: eth0, security_groups: [sg-db]}]\n"})
-	within(t, time.Second, "b allows a:3306 through sg-shared", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "b allows a:3306 through sg-shared", func() bool { return b.allows(a.addr, 3306) })
 	if _, r := b.ctl.Status(); r.Failed != 0 {
 		t.Errorf("b's reloads failed %d times (%s); want none", r.Failed, r.LastError)
 	}
@@ -242,8 +242,8 @@ func TestFleetMembersFailStatic(t *testing.T) {
 	web, db := webDB(t, ctx, a)
 	attach(t, ctx, a, b.eni(), db, web)
 	attach(t, ctx, a, a.eni(), web, db)
-	within(t, time.Second, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
-	within(t, time.Second, "a allows b:3306", func() bool { return a.allows(b.addr, 3306) })
+	within(t, eventually, "b allows a:3306", func() bool { return b.allows(a.addr, 3306) })
+	within(t, eventually, "a allows b:3306", func() bool { return a.allows(b.addr, 3306) })
 
 	p.Cut()
 	within(t, 5*time.Second, "b disconnected", func() bool { return b.gauge("sgd_store_connected") == 0 })

@@ -198,6 +198,12 @@ func (h *host) gauge(name string) float64 {
 	return 0
 }
 
+// eventually is how long the fleet tests wait for a change to reach another host: a bound
+// for "it happens", not a speed. How fast it happens (SPEC 3.1: an API write applied
+// within 1 s) is the fleet convergence benchmark's to measure; a timed assertion here
+// would fail on a loaded machine (it did, next to the netns suites).
+const eventually = 10 * time.Second
+
 // within polls cond until it holds or d passes.
 func within(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -232,7 +238,7 @@ func TestFleetFollows(t *testing.T) {
 	}
 	// B's API knows A's group as soon as its watch brought it. Each host's eth0 is an ENI
 	// of its own: B attaches its own, and A's through A's API.
-	within(t, time.Second, "B sees A's group", func() bool { return b.fl.src.Snapshot().Group(*cg.GroupId) != nil })
+	within(t, eventually, "B sees A's group", func() bool { return b.fl.src.Snapshot().Group(*cg.GroupId) != nil })
 	if _, err := b.client.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
 		NetworkInterfaceId: aws.String(b.eni()), Groups: []string{*cg.GroupId}}); err != nil {
 		t.Fatal(err)
@@ -248,8 +254,8 @@ func TestFleetFollows(t *testing.T) {
 		NetworkInterfaceId: aws.String(a.eni()), Groups: []string{*cg.GroupId}}); err != nil {
 		t.Fatal(err)
 	}
-	within(t, time.Second, "A allows the packet", func() bool { return a.allows("203.0.113.42", 22) })
-	within(t, time.Second, "both hosts at one revision", func() bool {
+	within(t, eventually, "A allows the packet", func() bool { return a.allows("203.0.113.42", 22) })
+	within(t, eventually, "both hosts at one revision", func() bool {
 		return a.gauge("sgd_store_applied_revision") == b.gauge("sgd_store_applied_revision")
 	})
 	if a.gauge("sgd_store_connected") != 1 {
@@ -261,14 +267,14 @@ func TestFleetFollows(t *testing.T) {
 		IpPermissions: perm(22, "203.0.113.42/32")}); err != nil {
 		t.Fatal(err)
 	}
-	within(t, time.Second, "A stops allowing after B's revoke", func() bool { return !a.allows("203.0.113.42", 22) })
+	within(t, eventually, "A stops allowing after B's revoke", func() bool { return !a.allows("203.0.113.42", 22) })
 
 	// A rule back, then etcd stops: both keep their policy, say disconnected, refuse changes.
 	if _, err := a.client.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: cg.GroupId,
 		IpPermissions: perm(443, "198.51.100.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	within(t, time.Second, "B allows 443", func() bool { return b.allows("198.51.100.7", 443) })
+	within(t, eventually, "B allows 443", func() bool { return b.allows("198.51.100.7", 443) })
 	srv.Stop()
 	for _, h := range []*host{a, b} {
 		within(t, 5*time.Second, "disconnected", func() bool { return h.gauge("sgd_store_connected") == 0 })
@@ -303,7 +309,7 @@ func TestFleetFollows(t *testing.T) {
 	if !ok {
 		t.Fatalf("a change after etcd returned: %v", err)
 	}
-	within(t, time.Second, "A allows 8080 after etcd returned", func() bool { return a.allows("192.0.2.99", 8080) })
+	within(t, eventually, "A allows 8080 after etcd returned", func() bool { return a.allows("192.0.2.99", 8080) })
 	if !a.allows("198.51.100.7", 443) {
 		t.Error("A lost 443")
 	}
@@ -343,7 +349,7 @@ func TestFleetRacingWrites(t *testing.T) {
 		t.Errorf("%d of %d creates succeeded; the retries should make most succeed", len(made), 2*each)
 	}
 	for _, h := range hosts {
-		within(t, time.Second, "every host has every group", func() bool {
+		within(t, eventually, "every host has every group", func() bool {
 			snap := h.fl.src.Snapshot()
 			for _, id := range made {
 				if snap.Group(id) == nil {
