@@ -129,8 +129,9 @@ func parseEntry(b []byte, c *Conn) bool {
 			ok = parseTuple(a.data, c)
 			tuple = true
 		case ctaTupleReply:
-			// Only a hint for NAT'd entries: one the orig tuple's rules would refuse is
-			// left out, never a reason to refuse the entry; each one replaces the last.
+			// Only a hint for NAT'd entries: a reply tuple that would not pass as an
+			// original one gives no hint and is no reason to refuse the entry; a
+			// repeated one replaces the last, as in ti-mo/conntrack.
 			var r Conn
 			c.ReplySrc, c.ReplySrcPort = netip.Addr{}, 0
 			if parseTuple(a.data, &r) && r.Proto != 0 {
