@@ -506,21 +506,7 @@ func TestOffloadTupleReuse(t *testing.T) {
 	if n := m.val("sgd_tracked_flows", "protocol", "tcp"); n != 1 {
 		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v with B open and A ended; want 1, B (A's late end must not forget B)", n)
 	}
-	rise := func(name, dir string) uint64 {
-		return uint64(m.val(name, "direction", dir, "verdict", "accept") - m0.val(name, "direction", dir, "verdict", "accept"))
-	}
-	for _, w := range []struct {
-		dir            string
-		packets, bytes uint64
-	}{
-		{"ingress", connA.CountersOrig.Packets + connB.CountersOrig.Packets, connA.CountersOrig.Bytes + connB.CountersOrig.Bytes},
-		{"egress", connA.CountersReply.Packets + connB.CountersReply.Packets, connA.CountersReply.Bytes + connB.CountersReply.Bytes},
-	} {
-		if p, b := rise("sgd_packets_total", w.dir), rise("sgd_bytes_total", w.dir); p != w.packets || b != w.bytes {
-			t.Errorf("sgd_packets_total/sgd_bytes_total{direction=%s,verdict=accept} rose by %d/%d; want %d/%d, the kernel's accounting of A (%s) and B (%s)",
-				w.dir, p, b, w.packets, w.bytes, connString(connA), connString(connB))
-		}
-	}
+	countsEqualKernel(t, m0, m, connA, connB)
 }
 
 // TestOffloadDNAT: a connection the kernel redirects (nat PREROUTING REDIRECT, 8081 to
@@ -555,21 +541,7 @@ func TestOffloadDNAT(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the last ACKs
 	k = waitOffloaded(t, h, unix.IPPROTO_TCP, src, dst, deviceLabels(t, h)[hostIf])
 	m := scrape(t, d)
-	rise := func(name, dir string) uint64 {
-		return uint64(m.val(name, "direction", dir, "verdict", "accept") - m0.val(name, "direction", dir, "verdict", "accept"))
-	}
-	for _, w := range []struct {
-		dir            string
-		packets, bytes uint64
-	}{
-		{"ingress", k.CountersOrig.Packets, k.CountersOrig.Bytes},
-		{"egress", k.CountersReply.Packets, k.CountersReply.Bytes},
-	} {
-		if p, b := rise("sgd_packets_total", w.dir), rise("sgd_bytes_total", w.dir); p != w.packets || b != w.bytes {
-			t.Errorf("sgd_packets_total/sgd_bytes_total{direction=%s,verdict=accept} rose by %d/%d; want %d/%d, the kernel's accounting of %s",
-				w.dir, p, b, w.packets, w.bytes, connString(k))
-		}
-	}
+	countsEqualKernel(t, m0, m, k)
 	if n := m.val("sgd_tracked_flows", "protocol", "tcp"); n != 1 {
 		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v with the redirected connection open; want 1", n)
 	}
@@ -580,6 +552,29 @@ func TestOffloadDNAT(t *testing.T) {
 	}
 	if n := scrape(t, d).val("sgd_tracked_flows", "protocol", "tcp"); n != 0 {
 		t.Errorf("sgd_tracked_flows{protocol=tcp} = %v 3 s after the kernel's entry was deleted; want 0 (its destroy event names the original tuple)", n)
+	}
+}
+
+// countsEqualKernel checks that sgd's accept counters rose from m0 to m by exactly the
+// kernel's accounting of conns: ingress by their original direction, egress by their
+// reply direction (the tests' connections come from the client).
+func countsEqualKernel(t *testing.T, m0, m metricSet, conns ...conntrack.Flow) {
+	t.Helper()
+	rise := func(name, dir string) uint64 {
+		return uint64(m.val(name, "direction", dir, "verdict", "accept") - m0.val(name, "direction", dir, "verdict", "accept"))
+	}
+	var want [2]struct{ packets, bytes uint64 }
+	var names []string
+	for _, f := range conns {
+		want[0].packets, want[0].bytes = want[0].packets+f.CountersOrig.Packets, want[0].bytes+f.CountersOrig.Bytes
+		want[1].packets, want[1].bytes = want[1].packets+f.CountersReply.Packets, want[1].bytes+f.CountersReply.Bytes
+		names = append(names, connString(f))
+	}
+	for i, dir := range []string{"ingress", "egress"} {
+		if p, b := rise("sgd_packets_total", dir), rise("sgd_bytes_total", dir); p != want[i].packets || b != want[i].bytes {
+			t.Errorf("sgd_packets_total/sgd_bytes_total{direction=%s,verdict=accept} rose by %d/%d; want %d/%d, the kernel's accounting of %s",
+				dir, p, b, want[i].packets, want[i].bytes, strings.Join(names, " and "))
+		}
 	}
 }
 
