@@ -126,15 +126,17 @@ func parseEntry(b []byte, c *Conn) bool {
 		ok := true
 		switch a.typ {
 		case ctaTupleOrig:
-			ok = parseTuple(a.data, c)
+			ok, _ = parseTuple(a.data, c)
 			tuple = true
 		case ctaTupleReply:
-			// Only a hint for NAT'd entries: a reply tuple that would not pass as an
-			// original one gives no hint and is no reason to refuse the entry; a
-			// repeated one replaces the last, as in ti-mo/conntrack.
+			// Only a hint for NAT'd entries: a malformed one makes the entry
+			// unreadable, as in the original tuple, but one that is not whole (no
+			// protocol, an address missing) only gives no hint; a repeated one replaces
+			// the last, as in ti-mo/conntrack.
 			var r Conn
+			var whole bool
 			c.ReplySrc, c.ReplySrcPort = netip.Addr{}, 0
-			if parseTuple(a.data, &r) && r.Proto != 0 {
+			if whole, ok = parseTuple(a.data, &r); whole && r.Proto != 0 {
 				c.ReplySrc, c.ReplySrcPort = r.Src, r.SrcPort
 			}
 		case ctaStatus:
@@ -164,10 +166,13 @@ func parseEntry(b []byte, c *Conn) bool {
 	return tuple && !a.bad
 }
 
-// parseTuple reads CTA_TUPLE_ORIG into c: the addresses (CTA_TUPLE_IP) and the protocol
-// with its ports or, for ICMP and ICMPv6, its echo identifier (CTA_TUPLE_PROTO). As in
-// ti-mo/conntrack, a repeated nest replaces the earlier one whole.
-func parseTuple(b []byte, c *Conn) bool {
+// parseTuple reads a tuple (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY) into c: the addresses
+// (CTA_TUPLE_IP) and the protocol with its ports or, for ICMP and ICMPv6, its echo
+// identifier (CTA_TUPLE_PROTO). As in ti-mo/conntrack, a repeated nest replaces the
+// earlier one whole. formed is false when an attribute is malformed (a wrong size, a
+// length past its nest); whole is true when, besides, it has a protocol and
+// both addresses, of one family. Only then is c written.
+func parseTuple(b []byte, c *Conn) (whole, formed bool) {
 	var (
 		src, dst           netip.Addr
 		proto              uint8
@@ -216,14 +221,17 @@ func parseTuple(b []byte, c *Conn) bool {
 			ok = ok && !p.bad
 		}
 	}
-	if !ok || a.bad || !hasProto || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
-		return false
+	if !ok || a.bad {
+		return false, false
+	}
+	if !hasProto || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+		return false, true
 	}
 	c.Proto, c.Src, c.Dst, c.SrcPort, c.DstPort = proto, src, dst, sport, dport
 	if ipproto.IsICMP(proto) {
 		c.SrcPort, c.DstPort = echo, echo
 	}
-	return true
+	return true, true
 }
 
 // parseProtoinfo reads CTA_PROTOINFO's TCP state (CTA_PROTOINFO_TCP >

@@ -183,6 +183,9 @@ func TestParseConn(t *testing.T) {
 			nest(ctaTupleReply, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 3), attr(ctaIPv4Dst, 192, 0, 2, 1)),
 				nest(ctaTupleProto, attr(ctaProtoNum, 17), attr(ctaProtoSrcPort, u16(5353)...), attr(ctaProtoDstPort, u16(1000)...)))),
 			msgCTNew, func() Conn { c := bare; c.ReplySrc, c.ReplySrcPort = netip.MustParseAddr("192.0.2.3"), 5353; return c }(), true},
+		{"reply tuple with a 16-byte IPv4 source: malformed, the entry unreadable", ctMsg(msgCTNew, tuple4(ipproto.UDP, 1000, 53),
+			nest(ctaTupleReply, nest(ctaTupleIP, attr(ctaIPv4Src, v6("2001:db8::3")...), attr(ctaIPv4Dst, 192, 0, 2, 1)),
+				nest(ctaTupleProto, attr(ctaProtoNum, 17)))), 0, Conn{}, false},
 		{"reply tuple without protocol: no hint, the entry still read", ctMsg(msgCTNew, tuple4(ipproto.UDP, 1000, 53),
 			nest(ctaTupleReply, nest(ctaTupleIP, attr(ctaIPv4Src, 192, 0, 2, 3), attr(ctaIPv4Dst, 192, 0, 2, 1)))), msgCTNew, bare, true},
 		{"icmpv6 echo: the id in both ports", ctMsg(msgCTNew, icmp6), msgCTNew, Conn{Proto: ipproto.ICMPv6,
@@ -527,7 +530,7 @@ func FuzzParseConn(f *testing.F) {
 			return
 		}
 		if want, wantTyp, wantOK := tiMo(m); wantOK && (want != c || wantTyp != typ) {
-			t.Fatalf("parseConn(% x) = %d, %+v; ti-mo/conntrack reads %d, %+v", m, typ, c, wantTyp, want)
+			t.Fatalf("parseConn(% x) = %d, %#v; ti-mo/conntrack reads %d, %#v", m, typ, c, wantTyp, want)
 		}
 	})
 }
