@@ -237,13 +237,19 @@ func (o *offloader) holder(c *offload.Conn, z uint16) (holder, conntrack.Tuple, 
 // o.fmu is held.
 func (o *offloader) forgotten(c *offload.Conn, z uint16) (conntrack.Tuple, bool) {
 	t, natted, nat := tuplesOf(c, z)
-	if _, ok := o.forgot[canonical(t)]; ok {
-		return canonical(t), true
+	if k := canonical(t); o.hasForgot(k) {
+		return k, true
 	}
-	if _, ok := o.forgot[canonical(natted)]; ok && nat {
-		return canonical(natted), true
+	if k := canonical(natted); nat && o.hasForgot(k) {
+		return k, true
 	}
 	return conntrack.Tuple{}, false
+}
+
+// hasForgot reports whether o.forgot holds k. o.fmu is held.
+func (o *offloader) hasForgot(k conntrack.Tuple) bool {
+	_, ok := o.forgot[k]
+	return ok
 }
 
 // poll reads every offloaded connection's counts and, with resync, forgets offloaded flows
